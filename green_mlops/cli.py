@@ -1,0 +1,188 @@
+"""The ``green-mlops`` command line: ``hardware``, ``measure`` and ``demo``.
+
+Bad input is refused before anything runs, with a message that names the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from green_mlops.meter import EnergyMeter, Settings, SettingsError, discover
+from green_mlops.meter.machine import machine_facts
+from green_mlops.meter.meter import validate_interval
+
+
+def _nonneg_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 5)") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        return validate_interval(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _wrap_table(rows: list[list[str]], head: list[str], last_width: int = 70) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    indent = sum(widths) + 2 * len(widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(head[:-1], widths)) + "  " + head[-1]]
+    out.append("-" * (indent + min(last_width, max(len(r[-1]) for r in [head, *rows]))))
+    for r in rows:
+        lines = textwrap.wrap(r[-1], last_width) or [""]
+        out.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + lines[0])
+        out.extend(" " * indent + line for line in lines[1:])
+    return "\n".join(out)
+
+
+def cmd_hardware(args: argparse.Namespace) -> int:
+    """Say, per component, whether it is measured or estimated here, how, and why."""
+    found = discover(Settings.from_env())
+    facts = machine_facts()
+    if args.json:
+        print(json.dumps({"machine": facts, "findings": [f.as_dict() for f in found.findings],
+                          "sources": [s.info.as_dict() for s in found.sources]}, indent=2))
+        return 0
+    vm = "yes" if facts["virtual_machine"] == "true" else "no"
+    gpus = facts.get("gpu_names", "none")
+    print(f"machine: {facts['cpu_model']}, {facts['cpu_count']} usable CPUs, {facts['ram_gb']} GB RAM, "
+          f"virtual machine: {vm}, GPUs: {facts['gpu_count']} ({gpus})"
+          + (f", driver {facts['gpu_driver']}" if "gpu_driver" in facts else ""))
+    print()
+    rows = [[f.component, f.status, f.method, f.reason] for f in found.findings]
+    print(_wrap_table(rows, ["component", "status", "method", "how / why"]))
+    estimated = sorted({s.info.domain for s in found.sources if s.info.provenance == "estimated"})
+    if estimated:
+        print(f"\n{', '.join(estimated).upper()} energy here is estimated by a model, not measured; "
+              "results say so in their provenance.")
+    return 0
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """Meter any command; print and save its energy; exit with the command's exit code."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("green-mlops measure: missing command; usage: green-mlops measure [--idle S] [--interval S] "
+              "[--output FILE] -- CMD ARGS...", file=sys.stderr)
+        return 2
+    meter = EnergyMeter(interval=args.interval, name="command")
+    if args.idle:
+        print(f"green-mlops: measuring idle power for {args.idle:g} s ...", file=sys.stderr)
+        meter.measure_idle(args.idle)
+    received: list[int] = []
+    meter.start()
+    try:
+        child = subprocess.Popen(command)
+    except OSError as exc:
+        meter.stop()
+        print(f"green-mlops measure: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        try:
+            child.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    result = meter.stop()
+    exit_code = code if code >= 0 else 128 - code
+    payload = {
+        "command": command,
+        "exit_code": exit_code,
+        "signals_received": [signal.Signals(s).name for s in received],
+        "interval_s": meter.interval,
+        "idle": meter.idle.as_dict() if meter.idle else None,
+        "result": result.as_dict(),
+        "findings": [f.as_dict() for f in meter.findings],
+    }
+    _write_json(Path(args.output), payload)
+    if args.trace:
+        meter.export_trace(args.trace)
+    print("\n" + result.table(), file=sys.stderr)
+    print(f"green-mlops: wrote {args.output}" + (f" and {args.trace}" if args.trace else ""), file=sys.stderr)
+    return exit_code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Meter a small built-in training run (digits, bundled with scikit-learn) epoch by epoch."""
+    from green_mlops.demo import run_demo
+
+    run_demo(epochs=args.epochs, idle_s=args.idle, interval=args.interval, output=args.output)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="green-mlops", description="Energy of ML training and inference: "
+                                "measured where hardware allows, estimated (and said so) where not.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    h = sub.add_parser("hardware", help="what this machine can measure, and how")
+    h.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    h.set_defaults(func=cmd_hardware)
+    m = sub.add_parser("measure", help="meter any command: green-mlops measure [opts] -- CMD ARGS...")
+    m.add_argument("--idle", type=_nonneg_seconds, default=0.0, metavar="S",
+                   help="measure idle power for S seconds first; net energy subtracts it (default 0)")
+    m.add_argument("--interval", type=_interval, default=0.1, metavar="S", help="sampling interval (default 0.1 s)")
+    m.add_argument("--output", default="green_mlops_energy.json", metavar="FILE",
+                   help="JSON summary to write (default green_mlops_energy.json)")
+    m.add_argument("--trace", default=None, metavar="FILE", help="also write the power trace (.parquet or .csv)")
+    m.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
+    m.set_defaults(func=cmd_measure)
+    d = sub.add_parser("demo", help="meter a small built-in training run (no download)")
+    d.add_argument("--epochs", type=_positive_int, default=5)
+    d.add_argument("--idle", type=_nonneg_seconds, default=2.0, metavar="S", help="idle baseline seconds (default 2)")
+    d.add_argument("--interval", type=_interval, default=0.1, metavar="S")
+    d.add_argument("--output", default="green_mlops_demo", metavar="DIR", help="where to write the trace and summary")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"green-mlops: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""User settings for the power sources, from keyword arguments or ``GREEN_MLOPS_*`` variables.
+
+Why: fallbacks need facts a VM hides (a CPU's TDP, the DIMMs behind it). Users state them once,
+in the environment or in code, and every source reads them from here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value the meter cannot use; the message names the setting and the fix."""
+
+
+_ENV = {
+    "powercap_root": "GREEN_MLOPS_POWERCAP_ROOT",
+    "cpu_tdp_w": "GREEN_MLOPS_CPU_TDP_W",
+    "cpu_threads_per_package": "GREEN_MLOPS_CPU_THREADS_PER_PACKAGE",
+    "dram_dimms": "GREEN_MLOPS_DRAM_DIMMS",
+    "dram_voltage_v": "GREEN_MLOPS_DRAM_VOLTAGE_V",
+    "dram_mt_s": "GREEN_MLOPS_DRAM_MT_S",
+    "dram_w_per_gb": "GREEN_MLOPS_DRAM_W_PER_GB",
+    "gpu_counter_interval": "GREEN_MLOPS_GPU_COUNTER_INTERVAL",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Facts and knobs the sources use; ``None`` means "find out from the machine"."""
+
+    powercap_root: str = "/sys/class/powercap"
+    cpu_tdp_w: float | None = None
+    cpu_threads_per_package: int | None = None
+    dram_dimms: int | None = None
+    dram_voltage_v: float | None = None
+    dram_mt_s: float | None = None
+    dram_w_per_gb: float | None = None
+    gpu_counter_interval: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``GREEN_MLOPS_*`` variables, then keyword overrides (not None)."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, var in _ENV.items():
+            raw = env.get(var, "").strip()
+            if raw:
+                values[name] = _parse(name, var, raw, str(types[name]))
+        for name, value in overrides.items():
+            if name not in _ENV:
+                raise TypeError(f"unknown setting {name!r}; known: {', '.join(_ENV)}")
+            if value is not None:
+                values[name] = _parse(name, name, str(value), str(types[name]))
+        return cls(**values)
+
+
+def _parse(name: str, origin: str, raw: str, typ: str) -> Any:
+    if typ.startswith("str"):
+        return raw
+    try:
+        value: float = int(raw) if typ.startswith("int") else float(raw)
+    except ValueError:
+        kind = "a whole number" if typ.startswith("int") else "a number"
+        raise SettingsError(f"{origin}={raw!r} is not {kind}; set it to e.g. {_EXAMPLES[name]}") from None
+    if not value > 0:
+        raise SettingsError(f"{origin}={raw!r} must be greater than 0; set it to e.g. {_EXAMPLES[name]}")
+    return value
+
+
+_EXAMPLES = {
+    "powercap_root": "/sys/class/powercap",
+    "cpu_tdp_w": "350 (the CPU package's TDP in watts)",
+    "cpu_threads_per_package": "112 (logical CPUs of one package)",
+    "dram_dimms": "16",
+    "dram_voltage_v": "1.2",
+    "dram_mt_s": "3200",
+    "dram_w_per_gb": "0.375",
+    "gpu_counter_interval": "0.5 (seconds between reads of the GPU energy counter)",
+}

@@ -1,0 +1,90 @@
+"""A stand-in for the NVIDIA driver at the ``pynvml`` function boundary (the hardware edge).
+
+Each fake GPU follows a power profile p(t) in watts over ``time.monotonic()``; its energy counter
+and instant field update every 100 ms, as measured on an H100, and its 1 s average lags.
+"""
+from __future__ import annotations
+
+import math
+import time
+from types import SimpleNamespace
+
+import pynvml
+
+
+class FakeGpu:
+    def __init__(self, name: str = "NVIDIA H100 80GB HBM3", uuid: str = "GPU-aaaa", power=lambda t: 100.0,
+                 counter: bool = True, instant: bool = True, update: float = 0.1) -> None:
+        self.name, self.uuid, self.power = name, uuid, power
+        self.counter, self.instant, self.update = counter, instant, update
+        self.t0 = time.monotonic()
+        self.fail: set[str] = set()
+        self.counter_calls = 0
+
+    def energy_J(self, t: float, step: float = 0.0005) -> float:
+        """Exact-enough integral of the profile from creation to the last 100 ms update before t."""
+        end = self.t0 + math.floor((t - self.t0) / self.update) * self.update
+        n = max(int(round((end - self.t0) / step)), 0)
+        return sum(self.power(self.t0 + (i + 0.5) * step) for i in range(n)) * step
+
+    def true_energy(self, a: float, b: float, step: float = 0.0005) -> float:
+        n = max(int(round((b - a) / step)), 1)
+        h = (b - a) / n
+        return sum(self.power(a + (i + 0.5) * h) for i in range(n)) * h
+
+    def sampled_power(self, t: float) -> float:
+        return self.power(self.t0 + math.floor((t - self.t0) / self.update) * self.update)
+
+
+def install(monkeypatch, gpus: list[FakeGpu], init_error: Exception | None = None) -> list[FakeGpu]:
+    """Patch pynvml's functions so the meter sees ``gpus``."""
+    NVMLError = pynvml.NVMLError
+
+    def check(g: FakeGpu, call: str) -> None:
+        if call in g.fail:
+            raise NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+
+    def init():
+        if init_error is not None:
+            raise init_error
+
+    def handle(i):
+        if i >= len(gpus):
+            raise NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return gpus[i]
+
+    def energy(g):
+        check(g, "energy")
+        if not g.counter:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        g.counter_calls += 1
+        return int(g.energy_J(time.monotonic()) * 1000)
+
+    def fields(g, ids):
+        check(g, "instant")
+        ok = g.instant and ids == [pynvml.NVML_FI_DEV_POWER_INSTANT]
+        value = SimpleNamespace(uiVal=int(g.sampled_power(time.monotonic()) * 1000) if ok else 0)
+        ret = pynvml.NVML_SUCCESS if ok else pynvml.NVML_ERROR_NOT_SUPPORTED
+        return [SimpleNamespace(nvmlReturn=ret, value=value)]
+
+    def usage(g):
+        check(g, "average")
+        return int(g.sampled_power(time.monotonic() - 0.5) * 1000)
+
+    patches = {
+        "nvmlInit": init,
+        "nvmlDeviceGetCount": lambda: len(gpus),
+        "nvmlDeviceGetHandleByIndex": handle,
+        "nvmlDeviceGetName": lambda g: g.name,
+        "nvmlDeviceGetUUID": lambda g: g.uuid,
+        "nvmlDeviceGetTotalEnergyConsumption": energy,
+        "nvmlDeviceGetFieldValues": fields,
+        "nvmlDeviceGetPowerUsage": usage,
+        "nvmlDeviceGetUtilizationRates": lambda g: SimpleNamespace(gpu=97, memory=40),
+        "nvmlDeviceGetMemoryInfo": lambda g: SimpleNamespace(used=2 * 1024**3, total=80 * 1024**3),
+        "nvmlDeviceGetTemperature": lambda g, sensor: 55,
+        "nvmlSystemGetDriverVersion": lambda: "580.159.04",
+    }
+    for name, fn in patches.items():
+        monkeypatch.setattr(pynvml, name, fn)
+    return gpus

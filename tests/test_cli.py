@@ -1,0 +1,91 @@
+"""The command line, run as a user would: a subprocess on real commands."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env=None, **kw):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "green_mlops", *args], capture_output=True, text=True,
+                          env=full_env, timeout=120, **kw)
+
+
+def test_hardware_explains_every_component():
+    r = cli("hardware")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for word in ("component", "cpu", "dram", "gpu", "estimated", "tdp-utilisation-model"):
+        assert word in out
+    assert "estimated by a model" in out
+
+
+def test_hardware_json():
+    r = cli("hardware", "--json")
+    data = json.loads(r.stdout)
+    assert {"machine", "findings", "sources"} <= set(data)
+    statuses = {f["component"]: f["status"] for f in data["findings"]}
+    assert statuses["cpu"] in ("measured", "estimated") or any(k.startswith("cpu") for k in statuses)
+    assert all(s["provenance"] in ("measured", "estimated") for s in data["sources"])
+
+
+def test_measure_runs_command_and_keeps_its_exit_code(tmp_path):
+    out = tmp_path / "energy.json"
+    trace = tmp_path / "trace.csv"
+    r = cli("measure", "--idle", "0.3", "--interval", "0.05", "--output", str(out), "--trace", str(trace),
+            "--", sys.executable, "-c", "import time,sys; time.sleep(0.5); print('hello'); sys.exit(3)")
+    assert r.returncode == 3, r.stderr
+    assert "hello" in r.stdout
+    assert "energy J" in r.stderr and "energy Wh" in r.stderr and "net J" in r.stderr
+    data = json.loads(out.read_text())
+    assert data["exit_code"] == 3 and data["command"][-1].endswith("sys.exit(3)")
+    res = data["result"]
+    assert res["duration_s"] >= 0.5 and res["total_J"] > 0
+    assert data["idle"]["duration_s"] >= 0.3
+    assert all(s["provenance"] in ("measured", "estimated") and s["method"] for s in res["sources"])
+    assert trace.exists()
+
+
+def test_measure_bad_input():
+    r = cli("measure")
+    assert r.returncode == 2 and "missing command" in r.stderr
+    r = cli("measure", "--interval", "0", "--", "true")
+    assert r.returncode == 2 and "interval must be between" in r.stderr
+    r = cli("measure", "--idle", "-1", "--", "true")
+    assert r.returncode == 2 and "0 or more seconds" in r.stderr
+    r = cli("measure", "--", "no-such-command-xyz")
+    assert r.returncode == 127 and "cannot run" in r.stderr
+    r = cli("hardware", env={"GREEN_MLOPS_CPU_TDP_W": "lots"})
+    assert r.returncode == 2 and "GREEN_MLOPS_CPU_TDP_W" in r.stderr
+
+
+def test_sigterm_still_writes_what_was_measured(tmp_path):
+    out = tmp_path / "energy.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "green_mlops", "measure", "--output", str(out), "--",
+                          sys.executable, "-c", "import time; time.sleep(30)"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    data = json.loads(out.read_text())
+    assert data["signals_received"] == ["SIGTERM"]
+    assert data["result"]["duration_s"] > 0.5
+
+
+@pytest.mark.timeout(600)
+def test_demo_runs_end_to_end(tmp_path):
+    r = cli("demo", "--epochs", "2", "--idle", "0.5", "--output", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    assert "epoch 2: accuracy" in r.stdout and "total" in r.stdout
+    assert (tmp_path / "demo" / "trace.parquet").exists()
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert len(summary["epochs"]) == 2

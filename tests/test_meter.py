@@ -1,0 +1,182 @@
+"""EnergyMeter end to end: a fake GPU at the pynvml edge, the real sampler, real host estimates."""
+import json
+import math
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from green_mlops.meter import EnergyMeter, Settings, discover
+from green_mlops.meter.nvml import discover_nvml
+from green_mlops.meter.source import PowerSource, Reading, SourceInfo
+from tests.fake_nvml import FakeGpu, install
+
+
+def square_wave(t0: float, busy_W=600.0, idle_W=100.0, period=0.4):
+    return lambda t: busy_W if ((t - t0) % period) < period / 2 else idle_W
+
+
+@pytest.fixture()
+def gpu(monkeypatch):
+    t0 = time.monotonic()
+    (g,) = install(monkeypatch, [FakeGpu(power=square_wave(t0))])
+    return g
+
+
+def gpu_meter(interval=0.02, **kw):
+    return EnergyMeter(interval, sources=discover_nvml(Settings(), env={}).sources, **kw)
+
+
+def test_whole_run_matches_counter_and_windows_add_up(gpu):
+    meter = gpu_meter()
+    e0 = gpu.energy_J(time.monotonic())
+    with meter:
+        for i in range(6):
+            with meter.window(f"w{i}"):
+                time.sleep(0.2)
+    e1 = gpu.energy_J(time.monotonic())
+    run = meter.result()
+    assert run.final
+    assert run.source("gpu0").energy_J == pytest.approx(e1 - e0, rel=0.05)
+    # windows cover the run but for the gaps between them; all parts add up to the run exactly
+    edges = [meter.start_time] + [x for w in meter.windows for x in (w.start, w.end)] + [meter.end_time]
+    parts = [meter.energy(a, b).total_J for a, b in zip(edges, edges[1:])]
+    assert sum(parts) == pytest.approx(run.total_J, rel=1e-9)
+    assert all(p >= 0 for p in parts)
+    # the counter is read about every 0.5 s, not every tick
+    assert gpu.counter_calls < run.duration_s / 0.5 + 6
+
+
+def test_short_windows_follow_the_load(gpu):
+    meter = gpu_meter(interval=0.01)
+    with meter:
+        time.sleep(2.0)
+    run = meter.result()
+    t0 = meter.start_time
+    busy, idle = [], []
+    for k in range(int(run.duration_s / 0.2) - 1):
+        a = t0 + k * 0.2 + 0.03
+        r = meter.energy(a, a + 0.14)
+        phase = ((a - gpu.t0) % 0.4) < 0.2
+        (busy if phase else idle).append(r.source("gpu0").mean_power_W)
+    assert sum(busy) / len(busy) > 400 > sum(idle) / len(idle)
+
+
+def test_idle_baseline_and_net(gpu):
+    meter = gpu_meter()
+    idle = meter.measure_idle(0.8)
+    assert idle.source("gpu0").mean_power_W == pytest.approx(350, rel=0.2)
+    with meter:
+        time.sleep(0.4)
+    run = meter.result()
+    s = run.source("gpu0")
+    assert s.idle_power_W == pytest.approx(idle.source("gpu0").mean_power_W)
+    assert s.net_J == pytest.approx(s.energy_J - s.idle_power_W * run.duration_s)
+    assert "idle W" in run.table()
+
+
+def test_nvml_error_mid_run_is_recorded_and_energy_kept(gpu):
+    meter = gpu_meter()
+    e0 = gpu.energy_J(time.monotonic())
+    with meter:
+        time.sleep(0.3)
+        gpu.fail.update({"instant", "energy"})
+        time.sleep(0.3)
+        gpu.fail.clear()
+        time.sleep(0.3)
+    e1 = gpu.energy_J(time.monotonic())
+    run = meter.result()
+    assert run.source("gpu0").energy_J == pytest.approx(e1 - e0, rel=0.05)
+    kinds = [e.kind for e in meter.events]
+    assert "read-failed" in kinds and "recovered" in kinds
+    assert run.source("gpu0").gap_s > 0.2
+    assert any("interpolated" in line for line in run.events)
+
+
+class SlowSource(PowerSource):
+    """A source whose reads take longer than the interval: the sampler falls behind."""
+
+    def __init__(self):
+        self.info = SourceInfo("slow", "cpu", "estimated", "test-constant")
+        self.t0 = None
+
+    def read(self, tick):
+        time.sleep(0.03)
+        self.t0 = self.t0 if self.t0 is not None else tick.t
+        return Reading(power_W=50.0, energy_J=50.0 * (tick.t - self.t0))
+
+
+def test_sampler_falling_behind_keeps_energy_and_says_so():
+    meter = EnergyMeter(0.01, sources=[SlowSource()])
+    with meter:
+        time.sleep(0.5)
+    run = meter.result()
+    assert run.total_J == pytest.approx(50.0 * run.duration_s, rel=1e-6)
+    assert any(e.kind == "late" for e in meter.events)
+
+
+def test_bad_input_is_refused_clearly(gpu):
+    for bad in (0, -1, "x", float("nan"), 1000):
+        with pytest.raises(ValueError, match="interval"):
+            gpu_meter(interval=bad)
+    meter = gpu_meter()
+    with pytest.raises(ValueError, match="0 or more seconds"):
+        meter.measure_idle(-1)
+    with pytest.raises(RuntimeError, match="start the meter"):
+        with meter.window("too early"):
+            pass
+    with meter:
+        pass
+    with pytest.raises(RuntimeError, match="create a new one"):
+        meter.measure_idle(0.1)
+    with pytest.raises(ValueError, match="at least one power source"):
+        EnergyMeter(sources=[])
+
+
+def test_nested_windows(gpu):
+    meter = gpu_meter()
+    with meter:
+        with meter.window("epoch 1") as outer:
+            with meter.window("step 1") as inner:
+                time.sleep(0.05)
+            time.sleep(0.05)
+    assert inner.parent is outer and inner.depth == 1 and inner.path == "epoch 1/step 1"
+    assert 0 < inner.result().total_J < outer.result().total_J
+
+
+def test_trace_export_parquet_and_csv(gpu, tmp_path):
+    meter = gpu_meter()
+    with meter:
+        time.sleep(0.3)
+    pq_path = meter.export_trace(tmp_path / "trace.parquet")
+    table = pq.read_table(pq_path)
+    meta = json.loads(table.schema.metadata[b"green_mlops.sources"])
+    assert meta["gpu0"]["method"] == "nvml-energy-counter" and meta["gpu0"]["provenance"] == "measured"
+    df = table.to_pandas()
+    assert {"time", "t_s", "gpu0.power_W", "gpu0.energy_J", "gpu0.util_pct", "host.cpu_util_pct"} <= set(df.columns)
+    assert df["gpu0.energy_J"].iloc[-1] == pytest.approx(meter.result().total_J, rel=1e-9)
+    csv_path = meter.export_trace(tmp_path / "trace.csv")
+    assert csv_path.read_text().startswith("# gpu0: gpu, measured, nvml-energy-counter")
+    assert len(pd.read_csv(csv_path, comment="#")) == len(df)
+
+
+def test_this_machine_estimates_cpu_and_dram_with_provenance():
+    """Integration: on this CPU-only machine the meter reports estimated CPU and DRAM energy."""
+    found = discover(Settings.from_env(), gpu=False)
+    by_domain = {s.info.domain: s.info for s in found.sources}
+    assert {"cpu", "dram"} <= set(by_domain)
+    meter = EnergyMeter(0.05, sources=found.sources)
+    with meter:
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            sum(i * i for i in range(1000))
+    run = meter.result()
+    for domain in ("cpu", "dram"):
+        value = run.domain_J(domain)
+        assert value is not None and value > 0 and math.isfinite(value)
+    as_dict = run.as_dict()
+    for d in ("cpu", "dram"):
+        (method,) = as_dict["domains"][d]["methods"]
+        assert method.startswith(by_domain[d].provenance + ":")
+    assert run.domain_J("gpu") is None  # no GPU: no number, not a zero

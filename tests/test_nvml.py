@@ -1,0 +1,78 @@
+"""NVML GPU source against a fake driver at the pynvml boundary."""
+import time
+
+import pynvml
+import pytest
+
+from green_mlops.meter.nvml import METHOD_AVERAGE, METHOD_COUNTER, METHOD_INSTANT, discover_nvml, visible_gpu_selectors
+from green_mlops.meter.settings import Settings
+from green_mlops.meter.source import SourceError, Tick
+from tests.fake_nvml import FakeGpu, install
+
+
+def test_prefers_counter_with_instant_curve(monkeypatch):
+    install(monkeypatch, [FakeGpu(power=lambda t: 300.0)])
+    found = discover_nvml(Settings(), env={})
+    (gpu,) = found.sources
+    assert gpu.info.name == "gpu0" and gpu.info.domain == "gpu" and gpu.info.provenance == "measured"
+    assert gpu.info.method == METHOD_COUNTER
+    assert "NVML_FI_DEV_POWER_INSTANT" in gpu.info.detail
+    r = gpu.read(Tick(t=time.monotonic(), full=True))
+    assert r.power_W == pytest.approx(300.0)
+    assert r.energy_J == 0.0
+    assert r.extras["gpu0.util_pct"] == 97 and r.extras["gpu0.temp_C"] == 55
+    time.sleep(0.25)
+    assert gpu.read(Tick(t=time.monotonic(), full=False)).energy_J is None
+    assert gpu.read(Tick(t=time.monotonic(), full=True)).energy_J == pytest.approx(60.0, abs=31)
+
+
+def test_falls_back_to_instant_then_average(monkeypatch):
+    install(monkeypatch, [FakeGpu(counter=False), FakeGpu(uuid="GPU-bbbb", counter=False, instant=False)])
+    found = discover_nvml(Settings(), env={})
+    assert [s.info.method for s in found.sources] == [METHOD_INSTANT, METHOD_AVERAGE]
+    assert "no energy counter" in found.sources[0].info.detail
+    assert "lags" in found.sources[1].info.detail
+    assert all(s.info.provenance == "measured" for s in found.sources)
+
+
+def test_cuda_visible_devices_by_index_and_uuid(monkeypatch):
+    install(monkeypatch, [FakeGpu(uuid="GPU-aaaa"), FakeGpu(uuid="GPU-bbbb"), FakeGpu(uuid="GPU-cccc")])
+    picked = discover_nvml(Settings(), env={"CUDA_VISIBLE_DEVICES": "2,0"}).sources
+    assert [(s.info.name, s.nvml_index) for s in picked] == [("gpu0", 2), ("gpu1", 0)]
+    by_uuid = discover_nvml(Settings(), env={"CUDA_VISIBLE_DEVICES": "GPU-bbb"}).sources
+    assert [s.nvml_index for s in by_uuid] == [1]
+    hidden = discover_nvml(Settings(), env={"CUDA_VISIBLE_DEVICES": "-1"})
+    assert hidden.sources == [] and "hides every GPU" in hidden.findings[0].reason
+    assert visible_gpu_selectors({"CUDA_VISIBLE_DEVICES": "1,-1,2"}) == ["1"]
+    assert visible_gpu_selectors({}) is None
+
+
+def test_no_driver_is_explained(monkeypatch):
+    install(monkeypatch, [], init_error=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+    found = discover_nvml(Settings(), env={})
+    assert found.sources == []
+    (f,) = found.findings
+    assert f.status == "absent" and "NVML unavailable" in f.reason
+
+
+def test_read_failure_raises_source_error_and_counter_continues(monkeypatch):
+    (g,) = install(monkeypatch, [FakeGpu(power=lambda t: 200.0)])
+    gpu = discover_nvml(Settings(), env={}).sources[0]
+    gpu.read(Tick(t=time.monotonic(), full=True))
+    g.fail.add("instant")
+    with pytest.raises(SourceError, match="NVML read failed"):
+        gpu.read(Tick(t=time.monotonic(), full=True))
+    time.sleep(0.3)
+    g.fail.clear()
+    e = gpu.read(Tick(t=time.monotonic(), full=True)).energy_J
+    assert e == pytest.approx(60.0, abs=21)
+
+
+def test_telemetry_failure_leaves_nan_not_error(monkeypatch):
+    install(monkeypatch, [FakeGpu()])
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetUtilizationRates",
+                        lambda h: (_ for _ in ()).throw(pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)))
+    gpu = discover_nvml(Settings(), env={}).sources[0]
+    r = gpu.read(Tick(t=time.monotonic(), full=True))
+    assert r.power_W == pytest.approx(100.0)
+    assert r.extras["gpu0.util_pct"] != r.extras["gpu0.util_pct"]  # NaN
