@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pynvml as N
 import torch
 
@@ -100,11 +99,9 @@ def main() -> None:
     time.sleep(0.5)
     ref0 = N.nvmlDeviceGetTotalEnergyConsumption(h)
     meter.start()
-    proc = psutil.Process()
-    sampler_tid = meter._sampler.native_id
-    cpu0 = next((t.user_time + t.system_time for t in proc.threads() if t.id == sampler_tid), 0.0)
+    cpu0 = meter.sampler_cpu_seconds() or 0.0
     spans = run_load(meter, a, b)
-    cpu1 = next((t.user_time + t.system_time for t in proc.threads() if t.id == sampler_tid), 0.0)
+    cpu1 = meter.sampler_cpu_seconds() or 0.0
     run = meter.stop()
     ref1 = N.nvmlDeviceGetTotalEnergyConsumption(h)
     time.sleep(0.3)
@@ -127,6 +124,11 @@ def main() -> None:
     def window_power(kind: str) -> float:
         return statistics.mean(meter.energy(s, e).source(name).mean_power_W for k, s, e in spans if k == kind)
 
+    (_, b0, b1), = [sp for sp in spans if sp[0] == "busy"]
+    busy_rows = [("steady 4 s busy phase: EnergyMeter", f"{meter.energy(b0, b1).source(name).energy_J:.1f} J", ""),
+                 ("steady 4 s busy phase: 1 s averaged power", f"{poller.integrate(b0, b1, 1):.1f} J", ""),
+                 ("3 s idle after it: EnergyMeter", f"{meter.energy(b1, b1 + 3).source(name).energy_J:.1f} J", ""),
+                 ("3 s idle after it: 1 s averaged power", f"{poller.integrate(b1, b1 + 3, 1):.1f} J", "")]
     avg_J = poller.integrate(start, end, 1)
     inst_J = poller.integrate(start, end, 2)
     sampler_cpu = (cpu1 - cpu0) / run.duration_s * 100
@@ -140,6 +142,7 @@ def main() -> None:
         ("steady busy / idle phases, mean power", f"{window_power('busy'):.0f} / {window_power('idle'):.0f} W", ""),
         ("50 ms busy / idle windows, mean power", f"{window_power('pulse50-busy'):.0f} / {window_power('pulse50-idle'):.0f} W", ""),
         ("250 ms busy / idle windows, mean power", f"{window_power('pulse250-busy'):.0f} / {window_power('pulse250-idle'):.0f} W", ""),
+        *busy_rows,
         ("sampler thread CPU (% of one core)", f"{sampler_cpu:.2f} %", ""),
     ]
     details = {

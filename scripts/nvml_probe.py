@@ -101,6 +101,7 @@ def main() -> None:
     rows = []
     e_prev = None
     k = 0
+    buf, buf_cost, buf_lag, last_ts = [], [], [], 0
     while time.monotonic() < t0 + total:
         tt = time.monotonic() - t0
         fi = N.nvmlDeviceGetFieldValues(h, [FI])[0]
@@ -109,10 +110,27 @@ def main() -> None:
             e_prev = N.nvmlDeviceGetTotalEnergyConsumption(h)
             te = time.monotonic() - t0
         rows.append((tt, fi.value.uiVal, fi.timestamp, pu, e_prev, te))
+        if k % 50 == 0:
+            c0 = time.perf_counter()
+            try:
+                _, got = N.nvmlDeviceGetSamples(h, N.NVML_TOTAL_POWER_SAMPLES, last_ts)
+            except N.NVMLError:
+                got = []
+            buf_cost.append((time.perf_counter() - c0) * 1e6)
+            now_wall = time.time()
+            for smp in got:
+                buf.append((smp.timeStamp, smp.sampleValue.uiVal))
+            if got:
+                last_ts = max(smp.timeStamp for smp in got)
+                buf_lag.append(now_wall - last_ts / 1e6)
         k += 1
         time.sleep(0.001)
     intervals = q.get()
     p.join()
+    wall_minus_mono = time.time() - time.monotonic()
+    bsel = [((ts / 1e6 - wall_minus_mono) - t0, v / 1000) for ts, v in buf]
+    with open(f"{OUT}/buffer_samples.csv", "w") as f:
+        f.write("t,W\n" + "".join(f"{a},{b}\n" for a, b in bsel))
     with open(f"{OUT}/probe_series.csv", "w") as f:
         f.write("t,instant_mW,fi_timestamp_us,avg_mW,energy_mJ,energy_t\n")
         for r in rows:
@@ -147,6 +165,16 @@ def main() -> None:
     idle = [r[1] / 1000 for r in rows if 4.5 <= r[0] < t and not in_busy(r[0])]
     info["pattern_instant_mean_W"] = (statistics.mean(busy), statistics.mean(idle))
     print("instant power during 50ms busy vs idle halves (W):", info["pattern_instant_mean_W"])
+    bb = [v for tt, v in bsel if 4.5 <= tt < t and in_busy(tt)]
+    bi = [v for tt, v in bsel if 4.5 <= tt < t and not in_busy(tt)]
+    gaps = sorted(b[0] - a[0] for a, b in zip(bsel, bsel[1:]))
+    info["buffer"] = {"n": len(bsel), "cost_us": buf_cost[:5], "median_cost_us": statistics.median(buf_cost),
+                      "lag_s": buf_lag[:10], "gap_ms_median": gaps[len(gaps) // 2] * 1000 if gaps else None,
+                      "busy_idle_W": (statistics.mean(bb) if bb else None, statistics.mean(bi) if bi else None)}
+    print("sample buffer:", info["buffer"])
+    for a, b, name in [(0.2, 0.9, "idle0"), (1.5, 2.9, "busy"), (3.6, 4.4, "idle1"), (t + 0.5, total, "idle2")]:
+        sel = [v for tt, v in bsel if a <= tt < b]
+        print(f"buffer {name}: {statistics.mean(sel) if sel else float('nan'):.1f} W ({len(sel)} samples)")
     # coarse print of the series: steady busy / idle
     for a, b, name in [(0.2, 0.9, "idle0"), (1.5, 2.9, "busy"), (3.6, 4.4, "idle1"), (4.5, t, "pattern"), (t + 0.5, total, "idle2")]:
         sel = [r for r in rows if a <= r[0] < b]

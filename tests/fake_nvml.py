@@ -1,7 +1,8 @@
 """A stand-in for the NVIDIA driver at the ``pynvml`` function boundary (the hardware edge).
 
 Each fake GPU follows a power profile p(t) in watts over ``time.monotonic()``; its energy counter
-and instant field update every 100 ms, as measured on an H100, and its 1 s average lags.
+and instant field update every 100 ms, its sample buffer holds 20 ms samples for 2.4 s (wall-clock
+µs stamps), as measured on an H100, and its 1 s average lags.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pynvml
 
 class FakeGpu:
     def __init__(self, name: str = "NVIDIA H100 80GB HBM3", uuid: str = "GPU-aaaa", power=lambda t: 100.0,
-                 counter: bool = True, instant: bool = True, update: float = 0.1) -> None:
+                 counter: bool = True, instant: bool = True, samples: bool = True, update: float = 0.1) -> None:
         self.name, self.uuid, self.power = name, uuid, power
-        self.counter, self.instant, self.update = counter, instant, update
+        self.counter, self.instant, self.samples, self.update = counter, instant, samples, update
+        self.wall_offset = time.time() - time.monotonic()
         self.t0 = time.monotonic()
         self.fail: set[str] = set()
         self.counter_calls = 0
@@ -31,6 +33,17 @@ class FakeGpu:
         n = max(int(round((b - a) / step)), 1)
         h = (b - a) / n
         return sum(self.power(a + (i + 0.5) * h) for i in range(n)) * h
+
+    def buffer(self, now: float, since_us: int) -> list[SimpleNamespace]:
+        """20 ms samples of the last 2.4 s newer than ``since_us``."""
+        last = math.floor((now - self.t0) / 0.02)
+        out = []
+        for k in range(max(last - 120, 0), last + 1):
+            t = self.t0 + k * 0.02
+            ts = int((t + self.wall_offset) * 1e6)
+            if ts > since_us:
+                out.append(SimpleNamespace(timeStamp=ts, sampleValue=SimpleNamespace(uiVal=int(self.power(t) * 1000))))
+        return out
 
     def sampled_power(self, t: float) -> float:
         return self.power(self.t0 + math.floor((t - self.t0) / self.update) * self.update)
@@ -71,7 +84,17 @@ def install(monkeypatch, gpus: list[FakeGpu], init_error: Exception | None = Non
         check(g, "average")
         return int(g.sampled_power(time.monotonic() - 0.5) * 1000)
 
+    def samples(g, kind, since):
+        check(g, "samples")
+        if not g.samples or kind != pynvml.NVML_TOTAL_POWER_SAMPLES:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        got = g.buffer(time.monotonic(), since)
+        if not got:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, got
+
     patches = {
+        "nvmlDeviceGetSamples": samples,
         "nvmlInit": init,
         "nvmlDeviceGetCount": lambda: len(gpus),
         "nvmlDeviceGetHandleByIndex": handle,

@@ -65,3 +65,20 @@ def test_zero_power_between_anchors_apportions_by_time():
     t = np.array([0, 0.25, 1.0])
     c = integrate(t, np.zeros(3), np.array([0, np.nan, 8.0]))
     assert c.e[1] == pytest.approx(2.0)
+
+
+def test_fine_samples_shape_energy_between_sparse_ticks():
+    from green_mlops.meter.integrate import merge_curve
+
+    # ticks every 100 ms see nothing of a 50/50 square wave; 20 ms samples do
+    t = np.array([0.0, 0.1, 0.2])
+    p = np.array([400.0, 400.0, 400.0])
+    a = np.array([0.0, np.nan, 80.0])
+    ct = np.arange(0.0, 0.2001, 0.01)
+    cp = np.where((ct % 0.1) < 0.05, 700.0, 100.0)
+    c = integrate(*merge_curve(t, p, a, ct, cp))
+    busy = c.at(0.04)[0] - c.at(0.01)[0]
+    idle = c.at(0.09)[0] - c.at(0.06)[0]
+    assert busy > 4 * idle
+    assert c.at(0.2)[0] - c.at(0.0)[0] == pytest.approx(80.0)
+    assert np.allclose(c.power_at([0.02, 0.07]), [700.0, 100.0])

@@ -4,34 +4,54 @@ import time
 import pynvml
 import pytest
 
-from green_mlops.meter.nvml import METHOD_AVERAGE, METHOD_COUNTER, METHOD_INSTANT, discover_nvml, visible_gpu_selectors
+from green_mlops.meter.nvml import (
+    METHOD_AVERAGE,
+    METHOD_COUNTER,
+    METHOD_INSTANT,
+    METHOD_SAMPLES,
+    discover_nvml,
+    visible_gpu_selectors,
+)
 from green_mlops.meter.settings import Settings
 from green_mlops.meter.source import SourceError, Tick
 from tests.fake_nvml import FakeGpu, install
 
 
-def test_prefers_counter_with_instant_curve(monkeypatch):
+def test_prefers_counter_with_sample_buffer_curve(monkeypatch):
     install(monkeypatch, [FakeGpu(power=lambda t: 300.0)])
     found = discover_nvml(Settings(), env={})
     (gpu,) = found.sources
     assert gpu.info.name == "gpu0" and gpu.info.domain == "gpu" and gpu.info.provenance == "measured"
     assert gpu.info.method == METHOD_COUNTER
-    assert "NVML_FI_DEV_POWER_INSTANT" in gpu.info.detail
+    assert "20 ms power samples" in gpu.info.detail
     r = gpu.read(Tick(t=time.monotonic(), full=True))
     assert r.power_W == pytest.approx(300.0)
     assert r.energy_J == 0.0
     assert r.extras["gpu0.util_pct"] == 97 and r.extras["gpu0.temp_C"] == 55
     time.sleep(0.25)
     assert gpu.read(Tick(t=time.monotonic(), full=False)).energy_J is None
-    assert gpu.read(Tick(t=time.monotonic(), full=True)).energy_J == pytest.approx(60.0, abs=31)
+    r = gpu.read(Tick(t=time.monotonic(), full=True))
+    assert r.energy_J == pytest.approx(60.0, abs=31)
+    # the buffered 20 ms samples come back on the monotonic clock, newer ones only
+    assert 10 <= len(r.curve) <= 16 and all(w == 300.0 for _, w in r.curve)
+    assert all(abs(t - time.monotonic()) < 0.5 for t, _ in r.curve)
+    assert [t for t, _ in r.curve] == sorted(t for t, _ in r.curve)
 
 
-def test_falls_back_to_instant_then_average(monkeypatch):
-    install(monkeypatch, [FakeGpu(counter=False), FakeGpu(uuid="GPU-bbbb", counter=False, instant=False)])
+def test_instant_curve_without_sample_buffer(monkeypatch):
+    install(monkeypatch, [FakeGpu(samples=False)])
+    (gpu,) = discover_nvml(Settings(), env={}).sources
+    assert gpu.info.method == METHOD_COUNTER and "NVML_FI_DEV_POWER_INSTANT" in gpu.info.detail
+    assert gpu.read(Tick(t=time.monotonic(), full=True)).curve is None
+
+
+def test_falls_back_to_samples_then_instant_then_average(monkeypatch):
+    install(monkeypatch, [FakeGpu(counter=False), FakeGpu(uuid="GPU-bbbb", counter=False, samples=False),
+                          FakeGpu(uuid="GPU-cccc", counter=False, samples=False, instant=False)])
     found = discover_nvml(Settings(), env={})
-    assert [s.info.method for s in found.sources] == [METHOD_INSTANT, METHOD_AVERAGE]
-    assert "no energy counter" in found.sources[0].info.detail
-    assert "lags" in found.sources[1].info.detail
+    assert [s.info.method for s in found.sources] == [METHOD_SAMPLES, METHOD_INSTANT, METHOD_AVERAGE]
+    assert all("no energy counter" in s.info.detail for s in found.sources)
+    assert "lags" in found.sources[2].info.detail
     assert all(s.info.provenance == "measured" for s in found.sources)
 
 

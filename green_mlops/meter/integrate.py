@@ -31,6 +31,12 @@ class EnergyCurve:
         hi = np.clip(self.t[1:], start, end)
         return float(((hi - lo) * bad).sum())
 
+    def power_at(self, when: np.ndarray | float) -> np.ndarray:
+        """The power curve (W) at arbitrary times, linear between samples."""
+        if len(self.t) == 0:
+            return np.full(np.shape(np.atleast_1d(when)), np.nan)
+        return np.interp(np.atleast_1d(np.asarray(when, dtype=float)), self.t, self.p)
+
     def at(self, when: np.ndarray | float) -> np.ndarray:
         """Cumulative energy at arbitrary times, apportioned inside an interval by the power curve."""
         t, p, e = self.t, self.p, self.e
@@ -50,6 +56,24 @@ class EnergyCurve:
             frac = np.where((whole > 0) & np.isfinite(whole), part / whole, s / dt)
             frac = np.where(dt > 0, frac, 1.0)
         return e[k] + (e[k + 1] - e[k]) * np.clip(frac, 0.0, 1.0)
+
+
+def merge_curve(t: np.ndarray, p: np.ndarray, anchors: np.ndarray, ct: np.ndarray,
+                cp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put fine power samples ``(ct, cp)`` and tick samples on one time grid for :func:`integrate`.
+
+    Inside the span the fine samples cover, they give the power; outside it (before the first,
+    after the last) the tick power does. Anchors stay at their ticks.
+    """
+    grid = np.union1d(t, ct)
+    tick_p, _ = fill_gaps(t, p)
+    inside = (grid >= ct[0]) & (grid <= ct[-1])
+    power = np.where(inside, np.interp(grid, ct, cp), np.interp(grid, t, tick_p) if len(t) else np.nan)
+    if len(t) and not np.isfinite(p).any():
+        power = np.where(inside, power, np.nan)
+    a = np.full(len(grid), np.nan)
+    a[np.searchsorted(grid, t)] = anchors
+    return grid, power, a
 
 
 def fill_gaps(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:

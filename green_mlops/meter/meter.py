@@ -216,6 +216,16 @@ class EnergyMeter:
         end = self.end_time if self.end_time is not None else time.monotonic()
         return self.energy(self.start_time, end, self.name)
 
+    def sampler_cpu_seconds(self) -> float | None:
+        """CPU time the sampler thread has used so far (its whole cost to the process), if knowable."""
+        tid = self._sampler.native_id
+        try:
+            import psutil
+
+            return next((t.user_time + t.system_time for t in psutil.Process().threads() if t.id == tid), None)
+        except (ImportError, OSError):
+            return None
+
     @property
     def events(self) -> list[MeterEvent]:
         return list(self._sampler.events)

@@ -1,14 +1,18 @@
-"""NVIDIA GPUs through NVML: energy from the hardware counter, power curves from the instant field.
+"""NVIDIA GPUs through NVML: energy from the hardware counter, power curves from finer samples.
 
-Measured on an H100 (see DESIGN.md, BENCHMARKS.md): the energy counter is exact but costs ~3.5 ms of
-CPU a read, so it is read every ``gpu_counter_interval`` (0.5 s by default); the instantaneous power
-field costs ~3 µs and is read every tick to shape the curve between counter reads. The 1 s averaged
-``nvmlDeviceGetPowerUsage`` lags load changes by a second and is used only when nothing else exists.
+Measured on an H100 (BENCHMARKS.md): the energy counter is exact but costs ~4 ms of CPU a read and
+updates every 100 ms, so it is read every ``gpu_counter_interval`` (0.5 s by default). Between
+counter reads, energy follows the driver's buffer of power samples taken every 20 ms
+(``nvmlDeviceGetSamples``, ~0.35 ms a read, fetched with the counter), which resolves 50 ms load
+changes that the 100 ms ``NVML_FI_DEV_POWER_INSTANT`` field aliases. The instant field (~3 µs) is
+read every tick for the live curve. The 1 s averaged ``nvmlDeviceGetPowerUsage`` lags load changes
+by a second and is used only when nothing else exists.
 """
 from __future__ import annotations
 
 import math
 import os
+import time
 from types import ModuleType
 from typing import Any
 
@@ -16,6 +20,7 @@ from green_mlops.meter.settings import Settings
 from green_mlops.meter.source import Discovery, Finding, PowerSource, Reading, SourceError, SourceInfo, Tick
 
 METHOD_COUNTER = "nvml-energy-counter"
+METHOD_SAMPLES = "nvml-power-samples"
 METHOD_INSTANT = "nvml-power-instant"
 METHOD_AVERAGE = "nvml-power-average"
 
@@ -77,6 +82,15 @@ def _instant_mW(nvml: Any, handle: Any) -> float:
     return float(fv.value.uiVal)
 
 
+def _power_samples(nvml: Any, handle: Any, since_us: int) -> list[tuple[int, float]]:
+    """The driver's buffered power samples newer than ``since_us``: (wall-clock µs, mW)."""
+    try:
+        _, samples = nvml.nvmlDeviceGetSamples(handle, nvml.NVML_TOTAL_POWER_SAMPLES, since_us)
+    except nvml.NVMLError_NotFound:  # nothing new since ``since_us``
+        return []
+    return [(int(x.timeStamp), float(x.sampleValue.uiVal)) for x in samples]
+
+
 def _probe(call: Any) -> tuple[bool, str]:
     try:
         call()
@@ -97,12 +111,25 @@ class NvmlGpu(PowerSource):
         self.has_counter, counter_err = _probe(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
         self.has_instant, instant_err = _probe(lambda: _instant_mW(nvml, handle))
         has_average, average_err = _probe(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
-        curve = "NVML_FI_DEV_POWER_INSTANT" if self.has_instant else "nvmlDeviceGetPowerUsage (1 s average)"
+        self.has_samples, _ = _probe(lambda: _power_samples(nvml, handle, 0))
+        self.has_samples = self.has_samples and bool(_power_samples(nvml, handle, 0))
+        self._since_us = int(time.time() * 1e6)  # samples from before the source opened are not ours
+        if self.has_samples:
+            curve = "the driver's 20 ms power samples (nvmlDeviceGetSamples)"
+        elif self.has_instant:
+            curve = "NVML_FI_DEV_POWER_INSTANT"
+        else:
+            curve = "nvmlDeviceGetPowerUsage (1 s average)"
         if self.has_counter:
             method = METHOD_COUNTER
             self.counter_interval = settings.gpu_counter_interval
             detail = (f"{self.gpu_name}: energy from nvmlDeviceGetTotalEnergyConsumption read every "
                       f"{self.counter_interval:g} s; power curve from {curve}")
+        elif self.has_samples:
+            method = METHOD_SAMPLES
+            self.counter_interval = settings.gpu_counter_interval
+            detail = (f"{self.gpu_name}: no energy counter ({counter_err}); energy integrated from the "
+                      "driver's 20 ms power samples (nvmlDeviceGetSamples)")
         elif self.has_instant:
             method = METHOD_INSTANT
             detail = (f"{self.gpu_name}: no energy counter ({counter_err}); energy integrated from "
@@ -125,9 +152,19 @@ class NvmlGpu(PowerSource):
         try:
             power_mW = _instant_mW(nvml, h) if self.has_instant else float(nvml.nvmlDeviceGetPowerUsage(h))
             energy = self._read_counter() if (self.has_counter and tick.full) else None
+            curve = self._read_samples() if (self.has_samples and tick.full) else None
         except nvml.NVMLError as exc:
             raise SourceError(f"{self.info.name}: NVML read failed: {exc}") from exc
-        return Reading(power_W=power_mW / 1000.0, energy_J=energy, extras=self._telemetry())
+        return Reading(power_W=power_mW / 1000.0, energy_J=energy, extras=self._telemetry(), curve=curve)
+
+    def _read_samples(self) -> list[tuple[float, float]]:
+        """New buffered samples, moved from the wall clock onto ``time.monotonic()``."""
+        samples = _power_samples(self._nvml, self._h, self._since_us)
+        if not samples:
+            return []
+        self._since_us = max(ts for ts, _ in samples)
+        offset = time.time() - time.monotonic()
+        return sorted((ts / 1e6 - offset, mW / 1000.0) for ts, mW in samples)
 
     def _read_counter(self) -> float:
         raw = float(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._h)) / 1000.0

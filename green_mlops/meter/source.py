@@ -48,11 +48,14 @@ class Reading:
     energy since the source was opened when this tick read an energy counter or integrated a
     model exactly, else ``None``; the integration spreads each anchor-to-anchor increment along
     the power curve. ``extras`` holds telemetry (utilisation, memory, temperature) by column name.
+    ``curve`` holds finer power samples ``(monotonic time, W)`` taken since the last read, where the
+    device buffers them (NVML's 20 ms power samples); they shape energy between anchors.
     """
 
     power_W: float = math.nan
     energy_J: float | None = None
     extras: dict[str, float] = field(default_factory=dict)
+    curve: list[tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from green_mlops.meter.integrate import EnergyCurve, integrate
+from green_mlops.meter.integrate import EnergyCurve, integrate, merge_curve
 from green_mlops.meter.source import Reading, SourceInfo
 
 
@@ -26,6 +26,8 @@ class Trace:
         self._t = array("d")
         self._power = {s.name: array("d") for s in sources}
         self._anchor = {s.name: array("d") for s in sources}
+        self._curve_t = {s.name: array("d") for s in sources}
+        self._curve_p = {s.name: array("d") for s in sources}
         self._extras: dict[str, array] = {}
         self._curves: dict[str, tuple[int, EnergyCurve]] = {}
 
@@ -42,6 +44,12 @@ class Trace:
                 self._power[name].append(r.power_W if r is not None else math.nan)
                 e = r.energy_J if r is not None else None
                 self._anchor[name].append(math.nan if e is None else e)
+                if r is not None and r.curve:
+                    ct, cp = self._curve_t[name], self._curve_p[name]
+                    for when, watts in r.curve:
+                        if not len(ct) or when > ct[-1]:
+                            ct.append(when)
+                            cp.append(watts)
                 if r is not None:
                     extras = {**r.extras, **extras}
             for key, value in extras.items():
@@ -71,7 +79,9 @@ class Trace:
             t = np.array(self._t)
             p = np.array(self._power[name])
             a = np.array(self._anchor[name])
-        c = integrate(t, p, a)
+            ct = np.array(self._curve_t[name])
+            cp = np.array(self._curve_p[name])
+        c = integrate(*merge_curve(t, p, a, ct, cp)) if len(ct) >= 2 else integrate(t, p, a)
         with self._lock:
             self._curves[name] = (n, c)
         return c
@@ -89,9 +99,8 @@ class Trace:
         cols["t_s"] = t - t0
         for s in self.sources:
             c = self.curve(s.name)
-            m = len(t)
-            cols[f"{s.name}.power_W"] = c.p[:m]
-            cols[f"{s.name}.energy_J"] = c.e[:m] - (c.e[0] if m else 0.0)
+            cols[f"{s.name}.power_W"] = c.power_at(t)
+            cols[f"{s.name}.energy_J"] = c.at(t) - (c.at(t[0]) if len(t) else 0.0)
         for key in sorted(extras):
             cols[key] = extras[key][: len(t)]
         df = pd.DataFrame(cols)
