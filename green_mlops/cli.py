@@ -110,13 +110,16 @@ def cmd_measure(args: argparse.Namespace) -> int:
         return 127 if isinstance(exc, FileNotFoundError) else 126
 
     def forward(signum: int, _frame: Any) -> None:
+        # Ctrl-C already reached the command (same foreground process group): only note it, so the
+        # command gets one SIGINT, not two. SIGTERM and SIGHUP were sent to us alone: pass them on.
         received.append(signum)
-        try:
-            child.send_signal(signum)
-        except ProcessLookupError:
-            pass
+        if signum != signal.SIGINT:
+            try:
+                child.send_signal(signum)
+            except ProcessLookupError:
+                pass
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         code = child.wait()
     finally:

@@ -81,6 +81,28 @@ def test_sigterm_still_writes_what_was_measured(tmp_path):
     assert data["result"]["duration_s"] > 0.5
 
 
+def test_ctrl_c_reaches_the_command_once_and_results_are_written(tmp_path):
+    """Ctrl-C in a terminal signals the whole foreground process group: simulate that."""
+    out = tmp_path / "energy.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = ("import signal, sys, time\n"
+             "hits = []\n"
+             "signal.signal(signal.SIGINT, lambda *a: hits.append(1))\n"
+             "end = time.time() + 3\n"
+             "while time.time() < end and not hits: time.sleep(0.01)\n"
+             "time.sleep(0.3)\n"
+             "sys.exit(10 + len(hits))\n")
+    p = subprocess.Popen([sys.executable, "-m", "green_mlops", "measure", "--output", str(out), "--",
+                          sys.executable, "-c", child],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    time.sleep(2.0)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 11, err  # the command saw exactly one SIGINT and chose its exit code
+    data = json.loads(out.read_text())
+    assert data["signals_received"] == ["SIGINT"] and data["exit_code"] == 11
+
+
 @pytest.mark.timeout(600)
 def test_demo_runs_end_to_end(tmp_path):
     r = cli("demo", "--epochs", "2", "--idle", "0.5", "--output", str(tmp_path / "demo"))
