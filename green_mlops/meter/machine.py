@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from green_mlops.meter import host
+from green_mlops.meter.cpu_model import cpu_model_name
 
 
 def _cpuinfo_field(name: str, path: str = "/proc/cpuinfo") -> str | None:
@@ -27,7 +28,7 @@ def is_virtual_machine(path: str = "/proc/cpuinfo") -> bool:
 def machine_facts(nvml: Any | None = None) -> dict[str, str]:
     """Hardware facts as strings, keyed as the ``green_mlops.hw.*`` tags will be."""
     facts = {
-        "cpu_model": _cpuinfo_field("model name") or platform.processor() or "unknown",
+        "cpu_model": cpu_model_name(),
         "cpu_count": str(len(host.usable_cpus())),
         "ram_gb": f"{host.memory_total_bytes() / 1e9:.1f}",
         "os": f"{platform.system()} {platform.release()}",
