@@ -187,3 +187,18 @@ def test_this_machine_estimates_cpu_and_dram_with_provenance():
         (method,) = as_dict["domains"][d]["methods"]
         assert method.startswith(by_domain[d].provenance + ":")
     assert run.domain_J("gpu") is None  # no GPU: no number, not a zero
+
+
+def test_counter_reset_is_reported_and_energy_continues(gpu):
+    real = gpu.energy_J
+    gpu.energy_J = lambda t: 1e6 + real(t)  # a counter that has run since the driver loaded
+    meter = gpu_meter()
+    with meter:
+        time.sleep(0.6)
+        reset_at = time.monotonic()
+        gpu.energy_J = lambda t: real(t) - real(reset_at)  # driver reload: the counter restarts at 0
+        time.sleep(0.6)
+    warnings = [e for e in meter.events if e.kind == "warning"]
+    assert warnings and "treated as a reset" in warnings[0].message
+    run = meter.result()
+    assert run.source("gpu0").mean_power_W == pytest.approx(350, rel=0.25)

@@ -201,3 +201,42 @@ def test_empty_tree_says_so(tmp_path: Path) -> None:
     assert found.sources == []
     assert {f.component for f in found.findings} == {"cpu", "dram"}
     assert all(f.status == "absent" and "no intel-rapl" in f.reason for f in found.findings)
+
+
+def test_meter_on_a_live_powercap_tree_with_wraps(tmp_path: Path) -> None:
+    """End to end: a writer thread plays a 50 W package and a 5 W DRAM whose counters wrap every
+    0.2 s; the meter found through GREEN_MLOPS_POWERCAP_ROOT reports 50 W and 5 W, measured."""
+    import threading
+    import time
+
+    from green_mlops.meter import EnergyMeter, discover
+
+    root = tmp_path / "powercap"
+    root.mkdir()
+    pkg = zone(root, "intel-rapl:0", "package-0", range_uj=10_000_000)
+    dram = zone(pkg, "intel-rapl:0:2", "dram", range_uj=1_000_000)
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def writer() -> None:
+        while not stop.is_set():
+            dt = time.monotonic() - t0
+            (pkg / "energy_uj").write_text(f"{int(50e6 * dt) % 10_000_000}\n")
+            (dram / "energy_uj").write_text(f"{int(5e6 * dt) % 1_000_000}\n")
+            time.sleep(0.002)
+
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+    try:
+        found = discover(Settings.from_env({"GREEN_MLOPS_POWERCAP_ROOT": str(root)}), gpu=False)
+        assert {s.info.name: s.info.method for s in found.sources} == {"cpu0": "rapl", "dram0": "rapl"}
+        meter = EnergyMeter(0.05, sources=found.sources)
+        with meter:
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        th.join()
+    run = meter.result()
+    assert run.source("cpu0").mean_power_W == pytest.approx(50.0, rel=0.05)
+    assert run.source("dram0").mean_power_W == pytest.approx(5.0, rel=0.05)
+    assert all(s.info.provenance == "measured" for s in run.sources)

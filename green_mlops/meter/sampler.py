@@ -125,6 +125,9 @@ class Sampler:
                     self._failing.add(name)
                     self._event(t, name, "read-failed", f"{type(exc).__name__}: {exc}")
                 continue
+            notes = getattr(src, "warnings", None)
+            while notes:
+                self._event(t, name, "warning", notes.pop(0))
             if full:
                 self._last_full[name] = t
             if name in self._failing:

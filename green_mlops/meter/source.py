@@ -72,7 +72,9 @@ class PowerSource(abc.ABC):
     """A device whose power or energy the meter samples.
 
     ``counter_interval`` tells the sampler how often a *full* read (one that fetches an
-    expensive energy counter) is worth its cost; cheap sources read fully every tick.
+    expensive energy counter) is worth its cost; cheap sources read fully every tick. A source may
+    append notes (a counter reset, an estimated wrap) to a ``warnings`` list: the sampler moves
+    them into the meter's events.
     """
 
     info: SourceInfo
