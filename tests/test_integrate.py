@@ -82,3 +82,14 @@ def test_fine_samples_shape_energy_between_sparse_ticks():
     assert busy > 4 * idle
     assert c.at(0.2)[0] - c.at(0.0)[0] == pytest.approx(80.0)
     assert np.allclose(c.power_at([0.02, 0.07]), [700.0, 100.0])
+
+
+def test_lagged_anchors_describe_energy_half_an_update_earlier():
+    from green_mlops.meter.integrate import merge_curve
+
+    t = np.round(np.arange(0, 1.0001, 0.1), 6)
+    a = np.full(len(t), np.nan)
+    a[0], a[-1] = 0.0, 100.0  # 100 W for 1 s, as a counter 50 ms stale at both reads would show
+    c = integrate(*merge_curve(t, np.full(len(t), 100.0), a, np.array([]), np.array([]), lag=0.05))
+    assert c.at(1.0)[0] - c.at(0.0)[0] == pytest.approx(100.0)
+    assert c.final_until == pytest.approx(0.95)

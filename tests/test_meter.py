@@ -162,7 +162,8 @@ def test_trace_export_parquet_and_csv(gpu, tmp_path):
     assert meta["gpu0"]["method"] == "nvml-energy-counter" and meta["gpu0"]["provenance"] == "measured"
     df = table.to_pandas()
     assert {"time", "t_s", "gpu0.power_W", "gpu0.energy_J", "gpu0.util_pct", "host.cpu_util_pct"} <= set(df.columns)
-    assert df["gpu0.energy_J"].iloc[-1] == pytest.approx(meter.result().total_J, rel=1e-9)
+    ticks = meter.trace.times()
+    assert df["gpu0.energy_J"].iloc[-1] == pytest.approx(meter.energy(ticks[0], ticks[-1]).total_J, rel=1e-9)
     csv_path = meter.export_trace(tmp_path / "trace.csv")
     assert csv_path.read_text().startswith("# gpu0: gpu, measured, nvml-energy-counter")
     assert len(pd.read_csv(csv_path, comment="#")) == len(df)

@@ -96,3 +96,13 @@ def test_telemetry_failure_leaves_nan_not_error(monkeypatch):
     r = gpu.read(Tick(t=time.monotonic(), full=True))
     assert r.power_W == pytest.approx(100.0)
     assert r.extras["gpu0.util_pct"] != r.extras["gpu0.util_pct"]  # NaN
+
+
+def test_counter_reads_closer_than_one_update_are_not_anchors(monkeypatch):
+    install(monkeypatch, [FakeGpu()])
+    (gpu,) = discover_nvml(Settings(), env={}).sources
+    t = time.monotonic()
+    assert gpu.read(Tick(t=t, full=True)).energy_J == 0.0
+    assert gpu.read(Tick(t=t + 0.01, full=True)).energy_J is None  # could not have moved yet
+    assert gpu.read(Tick(t=t + 0.2, full=True)).energy_J is not None
+    assert gpu.anchor_lag_s == pytest.approx(0.05)

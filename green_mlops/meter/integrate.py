@@ -58,22 +58,32 @@ class EnergyCurve:
         return e[k] + (e[k + 1] - e[k]) * np.clip(frac, 0.0, 1.0)
 
 
-def merge_curve(t: np.ndarray, p: np.ndarray, anchors: np.ndarray, ct: np.ndarray,
-                cp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Put fine power samples ``(ct, cp)`` and tick samples on one time grid for :func:`integrate`.
+def merge_curve(t: np.ndarray, p: np.ndarray, anchors: np.ndarray, ct: np.ndarray, cp: np.ndarray,
+                lag: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Put ticks, fine power samples ``(ct, cp)`` and lagged anchors on one time grid for :func:`integrate`.
 
-    Inside the span the fine samples cover, they give the power; outside it (before the first,
-    after the last) the tick power does. Anchors stay at their ticks.
+    Inside the span the fine samples cover, they give the power; outside it the tick power does.
+    An anchor read at tick ``t`` describes the energy up to ``t - lag`` (a counter that updates
+    every U seconds at an unknown phase is, on average, U/2 old) and is placed there. The fourth
+    array marks grid points whose power was interpolated over failed tick reads.
     """
-    grid = np.union1d(t, ct)
+    has = np.isfinite(anchors)
+    at = t[has] - lag
+    grid = np.union1d(np.union1d(t, ct), at)
     tick_p, _ = fill_gaps(t, p)
-    inside = (grid >= ct[0]) & (grid <= ct[-1])
-    power = np.where(inside, np.interp(grid, ct, cp), np.interp(grid, t, tick_p) if len(t) else np.nan)
-    if len(t) and not np.isfinite(p).any():
-        power = np.where(inside, power, np.nan)
+    tick_power = np.interp(grid, t, tick_p) if np.isfinite(p).any() else np.full(len(grid), np.nan)
+    bad = ~np.isfinite(p)
+    k = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(t) - 1)
+    filled = bad[k] | bad[np.minimum(k + 1, len(t) - 1)]
+    if len(ct) >= 2:
+        inside = (grid >= ct[0]) & (grid <= ct[-1])
+        power = np.where(inside, np.interp(grid, ct, cp), tick_power)
+        filled &= ~inside
+    else:
+        power = tick_power
     a = np.full(len(grid), np.nan)
-    a[np.searchsorted(grid, t)] = anchors
-    return grid, power, a
+    a[np.searchsorted(grid, at)] = anchors[has]
+    return grid, power, a, filled
 
 
 def fill_gaps(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
@@ -91,7 +101,7 @@ def fill_gaps(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
     return filled, gap
 
 
-def integrate(t: np.ndarray, p: np.ndarray, anchors: np.ndarray) -> EnergyCurve:
+def integrate(t: np.ndarray, p: np.ndarray, anchors: np.ndarray, filled: np.ndarray | None = None) -> EnergyCurve:
     """Cumulative energy at each sample from power ``p`` and counter ``anchors`` (NaN = no read).
 
     Before the first anchor and after the last, energy follows the trapezoidal integral of power;
@@ -105,7 +115,10 @@ def integrate(t: np.ndarray, p: np.ndarray, anchors: np.ndarray) -> EnergyCurve:
     if n == 0:
         return EnergyCurve(t, p_raw, np.zeros(0), float("nan"), 0.0)
     p_f, gap = fill_gaps(t, p_raw)
-    filled = ~np.isfinite(p_raw)
+    if filled is None:
+        filled = ~np.isfinite(p_raw)
+    elif filled.any() and len(t) > 1:
+        gap = float(np.diff(t)[filled[1:] | filled[:-1]].sum())
     inc = (p_f[1:] + p_f[:-1]) / 2 * np.diff(t)
     if len(idx) == 0:
         e = np.concatenate([[0.0], np.cumsum(inc)])

@@ -20,6 +20,8 @@ from green_mlops.meter.settings import Settings
 from green_mlops.meter.source import Discovery, Finding, PowerSource, Reading, SourceError, SourceInfo, Tick
 
 METHOD_COUNTER = "nvml-energy-counter"
+#: How often NVML refreshes power and energy (measured on an H100: every 100 ms).
+UPDATE_PERIOD_S = 0.1
 METHOD_SAMPLES = "nvml-power-samples"
 METHOD_INSTANT = "nvml-power-instant"
 METHOD_AVERAGE = "nvml-power-average"
@@ -123,6 +125,7 @@ class NvmlGpu(PowerSource):
         if self.has_counter:
             method = METHOD_COUNTER
             self.counter_interval = settings.gpu_counter_interval
+            self.anchor_lag_s = UPDATE_PERIOD_S / 2
             detail = (f"{self.gpu_name}: energy from nvmlDeviceGetTotalEnergyConsumption read every "
                       f"{self.counter_interval:g} s; power curve from {curve}")
         elif self.has_samples:
@@ -144,6 +147,7 @@ class NvmlGpu(PowerSource):
         self.info = SourceInfo(f"gpu{index}", "gpu", "measured", method, detail)
         self._counter0: float | None = None
         self._last_raw: float | None = None
+        self._last_t: float | None = None
         self._offset_J = 0.0
         self.warnings: list[str] = []
 
@@ -151,7 +155,7 @@ class NvmlGpu(PowerSource):
         nvml, h = self._nvml, self._h
         try:
             power_mW = _instant_mW(nvml, h) if self.has_instant else float(nvml.nvmlDeviceGetPowerUsage(h))
-            energy = self._read_counter() if (self.has_counter and tick.full) else None
+            energy = self._read_counter(tick.t) if (self.has_counter and tick.full) else None
             curve = self._read_samples() if (self.has_samples and tick.full) else None
         except nvml.NVMLError as exc:
             raise SourceError(f"{self.info.name}: NVML read failed: {exc}") from exc
@@ -166,7 +170,15 @@ class NvmlGpu(PowerSource):
         offset = time.time() - time.monotonic()
         return sorted((ts / 1e6 - offset, mW / 1000.0) for ts, mW in samples)
 
-    def _read_counter(self) -> float:
+    def _read_counter(self, t: float) -> float | None:
+        """Cumulative joules since opening, or None when the counter cannot have moved since the last read.
+
+        Two reads within one update period may see the same value; anchoring both would give the
+        time between them zero energy, so the second is skipped (the power curve covers it).
+        """
+        if self._last_t is not None and t - self._last_t < UPDATE_PERIOD_S:
+            return None
+        self._last_t = t
         raw = float(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._h)) / 1000.0
         if self._counter0 is None:
             self._counter0 = raw

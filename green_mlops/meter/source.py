@@ -79,6 +79,9 @@ class PowerSource(abc.ABC):
 
     info: SourceInfo
     counter_interval: float = 0.0
+    #: A counter read at time t holds the energy up to about t - anchor_lag_s (half the update period
+    #: of a counter that refreshes at an unknown phase); the integration places anchors there.
+    anchor_lag_s: float = 0.0
 
     @abc.abstractmethod
     def read(self, tick: Tick) -> Reading:

@@ -19,9 +19,10 @@ from green_mlops.meter.source import Reading, SourceInfo
 class Trace:
     """Samples of a fixed set of sources; ``t`` is ``time.monotonic()`` seconds."""
 
-    def __init__(self, sources: list[SourceInfo], wall_offset: float) -> None:
+    def __init__(self, sources: list[SourceInfo], wall_offset: float, lags: dict[str, float] | None = None) -> None:
         self.sources = list(sources)
         self.wall_offset = wall_offset
+        self.lags = dict(lags or {})
         self._lock = threading.Lock()
         self._t = array("d")
         self._power = {s.name: array("d") for s in sources}
@@ -81,7 +82,8 @@ class Trace:
             a = np.array(self._anchor[name])
             ct = np.array(self._curve_t[name])
             cp = np.array(self._curve_p[name])
-        c = integrate(*merge_curve(t, p, a, ct, cp)) if len(ct) >= 2 else integrate(t, p, a)
+        lag = self.lags.get(name, 0.0)
+        c = integrate(*merge_curve(t, p, a, ct, cp, lag)) if (len(ct) >= 2 or lag) else integrate(t, p, a)
         with self._lock:
             self._curves[name] = (n, c)
         return c

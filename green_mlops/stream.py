@@ -1,0 +1,160 @@
+"""Turn (step, time) marks into per-step power and cumulative energy metrics, off the hot path.
+
+The training thread only calls :meth:`EnergyStream.mark` (a deque append). A background thread
+waits until the meter's data past a mark is final, attributes energy to each step by time (so a
+step shorter than the sampling interval still gets its share), and hands the metrics to a sink.
+Metric names follow DESIGN.md: ``power/gpu{i}_W``, ``power/cpu_W``, ``power/dram_W``,
+``power/total_W``, ``energy/{gpu,cpu,dram,total}_J`` (cumulative since the origin) and
+``energy/net_J`` (minus the idle baseline).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from green_mlops.meter import EnergyMeter
+
+log = logging.getLogger(__name__)
+
+StepMetrics = tuple[int, int, dict[str, float]]  # (step, timestamp in ms, metrics)
+Sink = Callable[[list[StepMetrics]], None]
+
+
+@dataclass(frozen=True)
+class _Mark:
+    step: int
+    t: float
+
+
+def metric_names(meter: EnergyMeter) -> list[str]:
+    """Every per-step metric this meter's sources produce."""
+    names = [f"power/{s.info.name}_W" for s in meter.sources if s.info.domain == "gpu"]
+    domains = sorted({s.info.domain for s in meter.sources})
+    names += [f"power/{d}_W" for d in domains if d != "gpu"] + ["power/total_W"]
+    names += [f"energy/{d}_J" for d in domains] + ["energy/total_J"]
+    if meter.idle is not None:
+        names.append("energy/net_J")
+    return names
+
+
+class EnergyStream:
+    """Attributes metered energy to marked steps and delivers metrics to ``sink`` in batches."""
+
+    def __init__(self, meter: EnergyMeter, sink: Sink, *, origin: float | None = None,
+                 every_n_steps: int = 1, publish_interval: float = 1.0) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
+        self.meter = meter
+        self.sink = sink
+        self.origin = origin if origin is not None else time.monotonic()
+        self.every_n_steps = every_n_steps
+        self.publish_interval = publish_interval
+        self.published = 0
+        self._marks: collections.deque[_Mark] = collections.deque()
+        self._pending: list[_Mark] = []
+        self._prev_t = self.origin
+        self._last_step: int | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def mark(self, step: int, t: float | None = None) -> None:
+        """Record that ``step`` ended now (hot path: one deque append)."""
+        self._marks.append(_Mark(step, time.monotonic() if t is None else t))
+
+    def start(self) -> EnergyStream:
+        self._thread = threading.Thread(target=self._run, name="green-mlops-stream", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Publish every remaining mark (the meter should be stopped first, so all data is final)."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+        self.publish(final=True)
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.publish_interval)
+            if self._stop:
+                return
+            try:
+                self.publish()
+            except Exception:  # noqa: BLE001 - a sink failure must not kill attribution
+                log.exception("green_mlops: publishing energy metrics failed; will retry")
+
+    def publish(self, final: bool = False) -> int:
+        """Attribute and deliver every mark whose energy is final (all of them when ``final``)."""
+        with self._lock:
+            while self._marks:
+                self._pending.append(self._marks.popleft())
+            if not self._pending:
+                return 0
+            limit = math.inf if final else self.meter.final_until()
+            ready = [m for m in self._pending if m.t <= limit]
+            if not ready:
+                return 0
+            self._pending = self._pending[len(ready):]
+            chosen = self._select(ready)
+            if not chosen:
+                return 0
+            batch = self._metrics(chosen)
+        self.sink(batch)
+        self.published += len(batch)
+        return len(batch)
+
+    def _select(self, marks: list[_Mark]) -> list[_Mark]:
+        """The last mark of each step (several batches can end one optimiser step), every n-th step."""
+        out: list[_Mark] = []
+        for m in marks:
+            if out and out[-1].step == m.step:
+                out[-1] = m
+            elif self._last_step is not None and m.step == self._last_step:
+                continue  # that step was already published
+            else:
+                out.append(m)
+        return [m for m in out if m.step % self.every_n_steps == 0]
+
+    def _metrics(self, marks: list[_Mark]) -> list[StepMetrics]:
+        meter = self.meter
+        times = np.array([self._prev_t, *[m.t for m in marks]])
+        cum = meter.cumulative(np.concatenate([[self.origin], times]))
+        idle = meter.idle_power_W
+        dt = np.diff(times)
+        by_domain_energy: dict[str, np.ndarray] = {}
+        power: dict[str, np.ndarray] = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for s in meter.sources:
+                c = cum[s.info.name]
+                since = c[1:] - c[0]
+                step_e = np.diff(c[1:])
+                d = s.info.domain
+                by_domain_energy[d] = by_domain_energy.get(d, 0) + since[1:]
+                p = np.where(dt > 0, step_e / dt, np.nan)
+                key = f"power/{s.info.name}_W" if d == "gpu" else f"power/{d}_W"
+                power[key] = power.get(key, 0) + p
+                power["power/total_W"] = power.get("power/total_W", 0) + p
+        total = sum(by_domain_energy.values())
+        out: list[StepMetrics] = []
+        wall = meter.trace.wall_offset
+        for i, m in enumerate(marks):
+            metrics = {k: float(v[i]) for k, v in power.items()}
+            metrics.update({f"energy/{d}_J": float(v[i]) for d, v in by_domain_energy.items()})
+            metrics["energy/total_J"] = float(total[i])
+            if idle is not None:
+                metrics["energy/net_J"] = float(total[i] - sum(idle.values()) * (m.t - self.origin))
+            out.append((m.step, int((m.t + wall) * 1000), metrics))
+        self._prev_t = marks[-1].t
+        self._last_step = marks[-1].step
+        return out
