@@ -1,5 +1,6 @@
 """The TDP × utilisation CPU model: table, settings, default, and exact energy over known ticks."""
 import math
+import time
 
 import pytest
 
@@ -144,7 +145,9 @@ def test_real_machine_integration():
     util = host.CpuUtilisation()
     cpus = host.usable_cpus()
     src.read(Tick(t=0.0, full=True, cpu_util=NAN, cpu_count=len(cpus)))
-    sum(i * i for i in range(200_000))  # some work between the ticks
+    end = time.monotonic() + 0.15  # some work between the ticks, longer than the kernel's 10 ms tick
+    while time.monotonic() < end:
+        sum(i * i for i in range(1000))
     u = util.sample()
     r = src.read(Tick(t=0.5, full=False, cpu_util=u, cpu_count=len(cpus)))
     assert math.isfinite(u) and 0.0 <= u <= 1.0
