@@ -154,3 +154,12 @@ def test_real_machine_integration():
     assert math.isfinite(r.power_W) and 0.0 <= r.power_W <= src.spec.w_per_thread * src.cpus + 1e-9
     assert r.energy_J == pytest.approx(r.power_W * 0.5)
     assert src.cpus == pytest.approx(host.effective_cpu_count())
+
+
+def test_utilisation_between_close_samples_repeats_the_last_value():
+    util = host.CpuUtilisation()
+    time.sleep(0.05)
+    first = util.sample()
+    assert math.isfinite(first)
+    second = util.sample()  # microseconds later: no CPU time has been accounted yet
+    assert math.isfinite(second)

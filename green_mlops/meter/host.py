@@ -47,6 +47,7 @@ class CpuUtilisation:
     def __init__(self, cpus: list[int] | None = None) -> None:
         self.cpus = cpus if cpus is not None else usable_cpus()
         self._last = self._times()
+        self._value = math.nan
 
     def _times(self) -> list[tuple[float, float]]:
         per = psutil.cpu_times(percpu=True)
@@ -59,17 +60,22 @@ class CpuUtilisation:
         return out
 
     def sample(self) -> float:
-        """Busy fraction since the previous call (NaN if no time elapsed)."""
+        """Busy fraction since the previous call.
+
+        Calls closer together than the kernel's accounting tick (10 ms) see no CPU time pass: they
+        return the previous value (NaN before there is one) and keep the older baseline.
+        """
         now = self._times()
         busy = total = 0.0
         for (t0, i0), (t1, i1) in zip(self._last, now):
             dt = t1 - t0
             total += dt
             busy += dt - (i1 - i0)
-        self._last = now
         if total <= 0:
-            return math.nan
-        return min(max(busy / total, 0.0), 1.0)
+            return self._value
+        self._last = now
+        self._value = min(max(busy / total, 0.0), 1.0)
+        return self._value
 
 
 def memory_used_bytes() -> float:
