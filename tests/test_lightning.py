@@ -1,0 +1,126 @@
+"""EnergyCallback in real Lightning training on the CPU, logging to a real MLflow SQLite store."""
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import pytorch_lightning as pl
+from mlflow.tracking import MlflowClient
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
+
+from green_mlops.lightning import EnergyCallback
+from green_mlops.stream import metric_names
+from tests.lightning_digits import DigitsMLP, digits_loaders
+
+STEP_METRICS = ["power/cpu_W", "power/dram_W", "power/total_W", "energy/cpu_J", "energy/dram_J",
+                "energy/total_J", "energy/net_J"]
+
+
+def trainer(tmp_path, logger, callback, epochs=2):
+    return pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, callbacks=[callback],
+                      enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, log_every_n_steps=5)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_fit_and_test_log_every_promised_metric(tmp_path, store):
+    logger = MLFlowLogger(experiment_name="digits", tracking_uri=store, artifact_location=str(tmp_path / "art"))
+    cb = EnergyCallback(interval=0.05, idle_seconds=0.3)
+    train, val = digits_loaders()
+    t = trainer(tmp_path, logger, cb)
+    t.fit(DigitsMLP(), train, val)
+    t.test(t.lightning_module, val)
+    client = MlflowClient(store)
+    run = client.get_run(logger.run_id)
+    steps = t.global_step
+    assert steps == 2 * math.ceil(1400 / 64)
+    for key in STEP_METRICS:
+        hist = client.get_metric_history(logger.run_id, key)
+        assert sorted(m.step for m in hist) == list(range(1, steps + 1)), key
+        if key.startswith("energy/") and key != "energy/net_J":
+            values = [m.value for m in sorted(hist, key=lambda m: m.step)]
+            assert all(b >= a for a, b in zip(values, values[1:])), f"{key} decreases"
+    m = run.data.metrics
+    epochs = [h.value for h in client.get_metric_history(logger.run_id, "energy/train_epoch_J")]
+    vals = [h.value for h in client.get_metric_history(logger.run_id, "energy/val_epoch_J")]
+    assert len(epochs) == 2 and len(vals) == 2
+    assert 0 < sum(epochs) + sum(vals) <= m["energy/fit_J"] * 1.0001
+    assert sum(epochs) + sum(vals) > 0.5 * m["energy/fit_J"]
+    for key in ("energy_per_sample_train_J", "energy_per_sample_inference_J", "co2e/fit_g", "time/fit_s",
+                "energy/test_J"):
+        assert key in m and m[key] > 0, key
+    assert m["energy_per_sample_train_J"] == pytest.approx(sum(epochs) / (2 * 1400), rel=1e-6)
+    params = run.data.params
+    assert int(params["trainable_params"]) == 64 * 128 + 128 + 128 * 10 + 10
+    assert int(params["macs"]) > 0 and params["carbon_intensity_source"]
+    tags = run.data.tags
+    assert tags.get("green_mlops.method.cpu") and any(k.startswith("green_mlops.hw.") for k in tags)
+    arts = {a.path for a in client.list_artifacts(logger.run_id, "green_mlops")}
+    assert {"green_mlops/fit_trace.parquet", "green_mlops/fit_energy.png", "green_mlops/fit_summary.json"} <= arts
+    assert run.info.status == "FINISHED"
+    assert set(metric_names(cb.meter)) >= set(STEP_METRICS)
+
+
+def test_failing_step_keeps_partial_energy_and_marks_failed(tmp_path, store):
+    logger = MLFlowLogger(experiment_name="digits", tracking_uri=store, artifact_location=str(tmp_path / "art"))
+    cb = EnergyCallback(interval=0.05)
+    train, val = digits_loaders()
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(tmp_path, logger, cb).fit(DigitsMLP(fail_at_step=10), train, val)
+    client = MlflowClient(store)
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FAILED"
+    hist = client.get_metric_history(logger.run_id, "energy/total_J")
+    assert sorted(h.step for h in hist) == list(range(1, 11))
+    assert run.data.metrics["energy/fit_J"] > 0
+    arts = {a.path for a in client.list_artifacts(logger.run_id, "green_mlops")}
+    assert "green_mlops/fit_summary.json" in arts
+
+
+def test_any_logger_gets_the_metrics(tmp_path):
+    logger = CSVLogger(tmp_path, name="csv")
+    cb = EnergyCallback(interval=0.05, log_every_n_steps=4)
+    train, val = digits_loaders()
+    trainer(tmp_path, logger, cb, epochs=1).fit(DigitsMLP(), train, val)
+    rows = list(csv.DictReader(open(logger.log_dir + "/metrics.csv")))
+    steps = sorted({int(r["step"]) for r in rows if r.get("energy/total_J")})
+    assert steps == list(range(4, 23, 4))
+    assert (tmp_path / "csv" / "version_0" / "green_mlops" / "fit_energy.png").exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"interval": 0}, "interval"), ({"idle_seconds": -1}, "idle_seconds"),
+    ({"log_every_n_steps": 0}, "log_every_n_steps"), ({"pue": 0.5}, "PUE|pue"),
+    ({"country": "XX-nowhere"}, "country|Country"),
+])
+def test_bad_input_is_refused_before_training(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EnergyCallback(**kwargs)
+
+
+@pytest.mark.timeout(600)
+def test_ddp_counts_host_energy_once(tmp_path):
+    """DDP, two CPU processes (gloo): CPU and DRAM are metered once per host, totals reduced to rank 0."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp.json"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, str(root / "tests" / "ddp_script.py"), str(out)], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=540)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["world_size"] == 2
+    assert sorted(data["callback_local_sources"]) == ["cpu", "dram"]
+    # the host's constant DRAM model shows double counting plainly: it must match one meter, not two
+    assert data["callback_dram_J"] == pytest.approx(data["independent_dram_J"], rel=0.02)
+    assert data["callback_total_J"] == pytest.approx(data["independent_total_J"], rel=0.10)
