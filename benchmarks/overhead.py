@@ -31,18 +31,22 @@ OUT = Path(os.environ.get("OUT", "bench_out"))
 
 
 class RandomCifar(Dataset):
-    """CIFAR-shaped random images, generated once: the data pipeline costs nothing measurable."""
+    """CIFAR-shaped random images from a pool generated once: the data pipeline costs nothing measurable.
 
-    def __init__(self, n: int) -> None:
+    ``length`` is large so that a run is one epoch: epoch boundaries would time other things.
+    """
+
+    def __init__(self, pool: int, length: int) -> None:
         g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, 32, 32, generator=g)
-        self.y = torch.randint(0, 10, (n,), generator=g)
+        self.x = torch.randn(pool, 3, 32, 32, generator=g)
+        self.y = torch.randint(0, 10, (pool,), generator=g)
+        self.length = length
 
     def __len__(self) -> int:
-        return len(self.x)
+        return self.length
 
     def __getitem__(self, i):
-        return self.x[i], self.y[i]
+        return self.x[i % len(self.x)], self.y[i % len(self.x)]
 
 
 class ResNet(pl.LightningModule):
@@ -67,16 +71,16 @@ class ResNet(pl.LightningModule):
 
 
 class Timer(pl.Callback):
-    """Steps per second over the steps after warm-up."""
+    """Steps per second over the optimiser steps after warm-up."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.t0, self.t1, self.n = warmup, 0.0, 0.0, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == self.warmup:
+        if trainer.global_step == self.warmup:
             torch.cuda.synchronize()
             self.t0 = time.perf_counter()
-        elif batch_idx > self.warmup:
+        elif trainer.global_step > self.warmup:
             self.n += 1
 
     def on_train_end(self, trainer, pl_module):
@@ -101,8 +105,8 @@ def run(kind: str, steps: int, warmup: int, store: str) -> tuple[float, dict]:
     trainer = pl.Trainer(accelerator="gpu", devices=1, max_steps=steps + warmup + 1, logger=logger,
                          callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0)
-    data = DataLoader(RandomCifar(128 * 64), batch_size=128, shuffle=True, num_workers=4, pin_memory=True,
-                      persistent_workers=True)
+    data = DataLoader(RandomCifar(128 * 64, 128 * (steps + warmup + 10)), batch_size=128, shuffle=True,
+                      num_workers=4, pin_memory=True, persistent_workers=True)
     trainer.fit(ResNet(log_five=kind == "lightning"), data)
     extra = {}
     if cb is not None:
