@@ -92,14 +92,16 @@ class Timer(pl.Callback):
         return self.n / (self.t1 - self.t0)
 
 
-def run(kind: str, steps: int, warmup: int, store: str) -> tuple[float, dict]:
+def run(kind: str, steps: int, warmup: int, store: str, server: str | None = None) -> tuple[float, dict]:
     timer = Timer(warmup)
     callbacks: list[pl.Callback] = [timer]
     logger = False
     cb = None
     if kind in ("energy", "lightning"):
         logger = MLFlowLogger(experiment_name=f"overhead-{kind}", tracking_uri=store)
-    if kind == "energy":
+    if kind == "energy-http":
+        logger = MLFlowLogger(experiment_name=f"overhead-{kind}", tracking_uri=server)
+    if kind.startswith("energy"):
         cb = EnergyCallback()
         callbacks.append(cb)
     trainer = pl.Trainer(accelerator="gpu", devices=1, max_steps=steps + warmup + 1, logger=logger,
@@ -120,15 +122,19 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--kinds", default="bare,energy,lightning",
+                   help="comma-separated set-ups; also energy-nolog (callback, no logger: meter cost alone) "
+                        "and energy-http (MLflow through a tracking server, --server)")
+    p.add_argument("--server", default=None, help="tracking server URI for energy-http")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     store = f"sqlite:///{tempfile.mkdtemp()}/mlflow.db"
     torch.backends.cudnn.benchmark = True
-    rates: dict[str, list[float]] = {"bare": [], "energy": [], "lightning": []}
+    rates: dict[str, list[float]] = {k: [] for k in args.kinds.split(",")}
     details = []
     for r in range(args.rounds):
         for kind in rates:
-            rate, extra = run(kind, args.steps, args.warmup, store)
+            rate, extra = run(kind, args.steps, args.warmup, store, args.server)
             rates[kind].append(rate)
             details.append({"round": r, "kind": kind, "steps_per_s": rate, **extra})
             print(f"round {r} {kind:9s} {rate:7.1f} steps/s {extra}", flush=True)
