@@ -152,6 +152,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Deliver metrics that waited in the local spool while a tracking server was unreachable."""
+    from green_mlops.mlflow import default_spool_dir, sync
+
+    directory = args.spool_dir or default_spool_dir()
+    report = sync(directory, args.tracking_uri)
+    print(f"green-mlops sync: delivered {report.delivered} metrics from {directory}; {report.remaining} remain")
+    for run_id, error in report.errors.items():
+        print(f"  run {run_id}: {error}", file=sys.stderr)
+    return 0 if report.remaining == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="green-mlops", description="Energy of ML training and inference: "
                                 "measured where hardware allows, estimated (and said so) where not.")
@@ -168,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--trace", default=None, metavar="FILE", help="also write the power trace (.parquet or .csv)")
     m.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     m.set_defaults(func=cmd_measure)
+    y = sub.add_parser("sync", help="deliver metrics spooled while an MLflow server was unreachable")
+    y.add_argument("--spool-dir", default=None, help="spool folder (default $GREEN_MLOPS_SPOOL_DIR or "
+                   "~/.cache/green_mlops/spool)")
+    y.add_argument("--tracking-uri", default=None, help="deliver to this server instead of the one recorded")
+    y.set_defaults(func=cmd_sync)
     d = sub.add_parser("demo", help="meter a small built-in training run (no download)")
     d.add_argument("--epochs", type=_positive_int, default=5)
     d.add_argument("--idle", type=_nonneg_seconds, default=2.0, metavar="S", help="idle baseline seconds (default 2)")
