@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 
 import pytest
 import pytorch_lightning as pl
@@ -124,3 +125,41 @@ def test_ddp_counts_host_energy_once(tmp_path):
     # the host's constant DRAM model shows double counting plainly: it must match one meter, not two
     assert data["callback_dram_J"] == pytest.approx(data["independent_dram_J"], rel=0.02)
     assert data["callback_total_J"] == pytest.approx(data["independent_total_J"], rel=0.10)
+
+
+class _ServerOutage(pl.Callback):
+    """Stops the tracking server at one training step and brings it back at a later one."""
+
+    def __init__(self, server, down_at: int, up_at: int) -> None:
+        self.server, self.down_at, self.up_at = server, down_at, up_at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.down_at:
+            self.server.stop()
+            time.sleep(2.5)  # the writer tries at least twice while the server is gone
+        elif trainer.global_step == self.up_at:
+            self.server.start()
+
+
+@pytest.mark.timeout(600)
+def test_tracking_server_down_mid_training_loses_no_metric(tmp_path):
+    """A real server stopped at step 3 and restarted at step 18 (inside the first epoch, so that
+    Lightning's own logger, which has no spool, is not asked to log while it is down)."""
+    from tests.mlflow_server import MlflowServer
+
+    class SlowMLP(DigitsMLP):
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.05)  # long enough for the writer to try, and fail, while the server is down
+            return super().training_step(batch, batch_idx)
+
+    with MlflowServer(tmp_path / "srv") as server:
+        logger = MLFlowLogger(experiment_name="outage", tracking_uri=server.uri)
+        train, val = digits_loaders()
+        cb = EnergyCallback(interval=0.05)
+        t = pl.Trainer(max_epochs=2, accelerator="cpu", logger=logger, callbacks=[cb, _ServerOutage(server, 3, 18)],
+                       enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+        t.fit(SlowMLP(), train, val)
+        client = MlflowClient(server.uri)
+        steps = sorted(m.step for m in client.get_metric_history(logger.run_id, "energy/total_J"))
+        assert steps == list(range(1, t.global_step + 1))
+        assert "energy/fit_J" in client.get_run(logger.run_id).data.metrics
