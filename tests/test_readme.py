@@ -1,4 +1,4 @@
-"""The README's Python examples run as written (on this machine's real sources)."""
+"""The README's ```python examples run as written (```py marks a fragment that needs your own model)."""
 import re
 from pathlib import Path
 
