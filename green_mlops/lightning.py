@@ -251,8 +251,8 @@ class EnergyCallback(pl.Callback):
         total = self._reduce(trainer, pl_module, local)
         self._loop_energy[loop] = self._loop_energy.get(loop, 0.0) + total
         if trainer.is_global_zero and self._sinks is not None:
-            key = {"train": "energy/train_epoch_J", "val": "energy/val_epoch_J"}.get(loop, f"energy/{loop}_J")
-            self._sinks.log_now({key: total, f"co2e/{loop}_epoch_g": co2e_g(total, self.intensity, self.pue)},
+            self._sinks.log_now({f"energy/{loop}_epoch_J": total,
+                                 f"co2e/{loop}_epoch_g": co2e_g(total, self.intensity, self.pue)},
                                 step=trainer.global_step)
 
     def _reduce(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> float:

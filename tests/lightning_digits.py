@@ -44,5 +44,8 @@ class DigitsMLP(pl.LightningModule):
         x, y = batch
         self.log("test_acc", (self(x).argmax(1) == y).float().mean())
 
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).argmax(1)
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1, weight_decay=5e-4)

@@ -36,6 +36,10 @@ def test_fit_and_test_log_every_promised_metric(tmp_path, store):
     t = trainer(tmp_path, logger, cb)
     t.fit(DigitsMLP(), train, val)
     t.test(t.lightning_module, val)
+    test_summary = dict(cb.summary["metrics"])
+    t.predict(t.lightning_module, val)
+    assert cb.summary["metrics"]["energy/predict_J"] > 0
+    assert cb.summary["metrics"]["energy_per_sample_inference_J"] > 0
     client = MlflowClient(store)
     run = client.get_run(logger.run_id)
     steps = t.global_step
@@ -56,6 +60,8 @@ def test_fit_and_test_log_every_promised_metric(tmp_path, store):
                 "energy/test_J"):
         assert key in m and m[key] > 0, key
     assert m["energy_per_sample_train_J"] == pytest.approx(sum(epochs) / (2 * 1400), rel=1e-6)
+    assert test_summary["energy_per_sample_inference_J"] == pytest.approx(m["energy/test_epoch_J"] / 397, rel=1e-6)
+    assert m["energy/predict_J"] > 0
     params = run.data.params
     assert int(params["trainable_params"]) == 64 * 128 + 128 + 128 * 10 + 10
     assert int(params["macs"]) > 0 and params["carbon_intensity_source"]
