@@ -51,20 +51,6 @@ class Window:
     def path(self) -> str:
         return self.name if self.parent is None else f"{self.parent.path}/{self.name}"
 
-    def cumulative(self, times: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
-        """Cumulative energy (J, on each source's own zero) of every source at the given times.
-
-        Vectorised: the cost of attributing energy to thousands of training steps at once.
-        """
-        when = np.asarray(times, dtype=float)
-        return {s.info.name: self.trace.curve(s.info.name).at(when) for s in self.sources}
-
-    def final_until(self) -> float:
-        """Energy before this time is final: every source has a counter read (or sample) after it."""
-        if not len(self.trace):
-            return -math.inf
-        return min(self.trace.curve(s.info.name).final_until for s in self.sources)
-
     def result(self) -> EnergyResult:
         if self.end is None or self._meter is None:
             raise RuntimeError(f"window {self.name!r} has not ended yet")
