@@ -8,6 +8,7 @@ Sampling, attribution of energy to steps and logging happen on background thread
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import re
@@ -58,7 +59,7 @@ class _Sinks:
         self.writers = []
         self.others = []
         self.mlflow_runs: list[tuple[Any, str]] = []
-        self._queue: list[StepMetrics] = []
+        self._queue: collections.deque[StepMetrics] = collections.deque()  # filled by the stream's thread
         for lg in trainer.loggers if trainer.is_global_zero else []:
             if isinstance(lg, MLFlowLogger):
                 from green_mlops.mlflow.writer import MetricWriter
@@ -77,9 +78,9 @@ class _Sinks:
             self._queue.extend(batch)
 
     def flush_main_thread(self) -> None:
-        if not self._queue:
-            return
-        batch, self._queue = self._queue, []
+        batch = []
+        while self._queue:
+            batch.append(self._queue.popleft())
         for lg in self.others:
             for step, _, metrics in batch:
                 lg.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
