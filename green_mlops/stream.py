@@ -84,15 +84,22 @@ class EnergyStream:
             self._thread = None
         self.publish(final=True)
 
+    #: Attribution re-reads the trace, whose length grows with the run: wait at least this many times
+    #: the last publish's own duration, so it never takes more than ~5 % of a core (and of the GIL).
+    COST_FACTOR = 20.0
+
     def _run(self) -> None:
+        wait = self.publish_interval
         while not self._stop:
-            self._wake.wait(self.publish_interval)
+            self._wake.wait(wait)
             if self._stop:
                 return
+            t0 = time.perf_counter()
             try:
                 self.publish()
             except Exception:  # noqa: BLE001 - a sink failure must not kill attribution
                 log.exception("green_mlops: publishing energy metrics failed; will retry")
+            wait = max(self.publish_interval, self.COST_FACTOR * (time.perf_counter() - t0))
 
     def publish(self, final: bool = False) -> int:
         """Attribute and deliver every mark whose energy is final (all of them when ``final``)."""
