@@ -109,11 +109,20 @@ def run(kind: str, steps: int, warmup: int, store: str, server: str | None = Non
                          enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0)
     data = DataLoader(RandomCifar(128 * 64, 128 * (steps + warmup + 10)), batch_size=128, shuffle=True,
                       num_workers=4, pin_memory=True, persistent_workers=True)
+    import pynvml
+
+    pynvml.nvmlInit()
+    gpu = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+    counter0 = pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu)
     trainer.fit(ResNet(log_five=kind == "lightning"), data)
+    counter_J = (pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu) - counter0) / 1000
     extra = {}
     if cb is not None:
-        extra = {k: cb.summary.get(k) for k in ("energy_J", "duration_s")}
-        extra["steps_logged"] = len(cb.steps)
+        gpu_J = cb.summary["local"]["domains"]["gpu"]["energy_J"]
+        last_step = cb.steps[-1][2]["energy/gpu_J"] if cb.steps else float("nan")
+        extra = {"fit_J": round(cb.summary["energy_J"], 1), "gpu_fit_J": round(gpu_J, 1),
+                 "gpu_counter_around_fit_J": round(counter_J, 1), "gpu_at_last_step_J": round(last_step, 1),
+                 "steps_logged": len(cb.steps)}
     return timer.rate, extra
 
 
