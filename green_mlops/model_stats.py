@@ -1,40 +1,51 @@
-"""A model's characteristics as the paper logs them: parameters, buffers, size, MACs and FLOPs.
+"""A model's characteristics as the paper logs them (§5.3): parameters, buffers, size, MACs and FLOPs.
 
-MACs come from ``thop`` (ultralytics-thop) and FLOPs from ``torch.utils.flop_counter``, both for
-one sample, on a CPU copy of the model so the user's model gets no hooks and keeps its mode.
+* ``model_size_bytes`` is "the model ... loaded in the VRAM. It includes both the parameters and
+  buffers": the bytes of every parameter and buffer tensor, each shared tensor counted once.
+* ``trainable_params`` are those with ``requires_grad`` (frozen layers are not trainable).
+* ``macs`` come from ``thop`` (ultralytics-thop) and ``flops`` from ``torch.utils.flop_counter``
+  (forward pass only), both for ONE sample: a batch of 1 shaped like ``example_input[0:1]``.
+
+Counting runs on a CPU copy of the model in eval mode under ``torch.no_grad`` and a forked CPU RNG,
+so the user's model gets no hooks or buffers, keeps its training flag and device, and the global
+random stream is not advanced. Counting never raises: what could not be counted is ``None``, and
+``notes`` says why.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+__all__ = ["ModelStats", "model_stats"]
+
 
 @dataclass(frozen=True)
 class ModelStats:
-    """Sizes in bytes; ``macs`` and ``flops`` for one sample (None when they could not be counted)."""
+    """Sizes in bytes; ``macs`` and ``flops`` for one sample, None when they could not be counted."""
 
     total_params: int
     trainable_params: int
     param_bytes: int
     buffer_bytes: int
-    macs: int | None
-    flops: int | None
-    input_shape: tuple[int, ...] | None
-    notes: tuple[str, ...] = ()
-
-    @property
-    def model_size_bytes(self) -> int:
-        return self.param_bytes + self.buffer_bytes
+    model_size_bytes: int  # param_bytes + buffer_bytes
+    macs: int | None = None
+    flops: int | None = None
+    input_shape: tuple[int, ...] | None = None  # the one-sample shape profiled, e.g. (1, 3, 32, 32)
+    notes: tuple[str, ...] = ()  # why something is None, or may be undercounted
 
     def as_params(self) -> dict[str, int | str]:
-        """Stable names for logging as run parameters."""
+        """Stable names for logging as run parameters; values that could not be counted are left out."""
         out: dict[str, int | str] = {
-            "total_params": self.total_params, "trainable_params": self.trainable_params,
-            "buffer_bytes": self.buffer_bytes, "model_size_bytes": self.model_size_bytes,
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "buffer_bytes": self.buffer_bytes,
+            "model_size_bytes": self.model_size_bytes,
         }
         if self.macs is not None:
             out["macs"] = self.macs
@@ -46,34 +57,110 @@ class ModelStats:
 
 
 def model_stats(model: torch.nn.Module, example_input: torch.Tensor | None = None) -> ModelStats:
-    """Count parameters and buffers; with an example input, MACs and FLOPs of one sample too."""
-    params = list(model.parameters())
-    total = sum(p.numel() for p in params)
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    param_bytes = sum(p.numel() * p.element_size() for p in params)
-    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
-    macs = flops = None
+    """Count parameters and buffers; given an example input (any batch size), MACs and FLOPs of one sample too.
+
+    Never raises on a model it cannot profile: ``macs``/``flops`` are then None and ``notes`` says why.
+    """
     notes: list[str] = []
+    total = trainable = param_bytes = 0
+    for p in model.parameters():
+        if isinstance(p, torch.nn.parameter.UninitializedParameter):
+            notes.append("a lazy module's parameters are not initialised yet and are not counted")
+            continue
+        total += p.numel()
+        param_bytes += p.numel() * p.element_size()
+        if p.requires_grad:
+            trainable += p.numel()
+    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers()
+                       if not isinstance(b, torch.nn.parameter.UninitializedBuffer))
+
+    macs = flops = None
     shape = None
     if example_input is not None:
-        x = example_input[:1].detach().to("cpu")
-        shape = tuple(x.shape)
-        probe = copy.deepcopy(model).to("cpu").eval()
-        try:
-            import thop
+        macs, flops, shape = _profile(model, example_input, notes)
+    return ModelStats(total_params=total, trainable_params=trainable, param_bytes=param_bytes,
+                      buffer_bytes=buffer_bytes, model_size_bytes=param_bytes + buffer_bytes,
+                      macs=macs, flops=flops, input_shape=shape, notes=tuple(dict.fromkeys(notes)))
 
-            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-                macs = int(thop.profile(probe, inputs=(x,), verbose=False)[0])
-        except Exception as exc:  # noqa: BLE001 - unusual layers: say why, keep going
-            notes.append(f"MACs not counted: {type(exc).__name__}: {exc}")
-        try:
-            from torch.utils.flop_counter import FlopCounterMode
 
-            probe = copy.deepcopy(model).to("cpu").eval()
-            counter = FlopCounterMode(display=False)
-            with torch.no_grad(), counter:
-                probe(x)
-            flops = int(counter.get_total_flops())
-        except Exception as exc:  # noqa: BLE001
-            notes.append(f"FLOPs not counted: {type(exc).__name__}: {exc}")
-    return ModelStats(total, trainable, param_bytes, buffer_bytes, macs, flops, shape, tuple(notes))
+def _profile(model: torch.nn.Module, example_input: torch.Tensor,
+             notes: list[str]) -> tuple[int | None, int | None, tuple[int, ...] | None]:
+    if not isinstance(example_input, torch.Tensor):
+        notes.append(f"MACs and FLOPs not counted: example_input is a {type(example_input).__name__}, "
+                     "not a tensor; pass one batch tensor")
+        return None, None, None
+    if example_input.dim() == 0 or example_input.shape[0] == 0:
+        notes.append(f"MACs and FLOPs not counted: example_input of shape {tuple(example_input.shape)} has no "
+                     "sample along its first (batch) dimension")
+        return None, None, None
+    try:
+        x = example_input[0:1].detach().to("cpu")
+        probe = _cpu_copy(model).eval()
+    except Exception as exc:  # noqa: BLE001 - e.g. a meta-device model or an attribute deepcopy refuses
+        notes.append(f"MACs and FLOPs not counted: could not copy the model to the CPU ({_why(exc)})")
+        return None, None, None
+    shape = tuple(x.shape)
+
+    # FLOPs first: FlopCounterMode leaves the copy as it was; thop then borrows it for its hooks.
+    flops = macs = None
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with _quiet(), torch.no_grad(), counter:
+            probe(x)
+        flops = int(counter.get_total_flops())
+    except Exception as exc:  # noqa: BLE001 - unusual layers: say why, keep going
+        notes.append(f"FLOPs not counted: {_why(exc)}")
+    try:
+        import thop
+        from thop.profile import register_hooks
+
+        with _quiet() as thop_warnings, torch.no_grad():
+            macs = int(round(thop.profile(probe, inputs=(x,), verbose=False)[0]))
+        notes.extend(f"thop: {w}" for w in thop_warnings)
+        unruled = sorted({type(m).__name__ for m in probe.modules()
+                          if m._parameters and not any(t in register_hooks for t in type(m).__mro__)})
+        if unruled:
+            notes.append("MACs may be undercounted: thop has no rule for " + ", ".join(unruled)
+                         + " (their matmul/linear/einsum calls are still counted)")
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"MACs not counted: {_why(exc)}")
+    return macs, flops, shape
+
+
+def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """Deep copy whose parameters and buffers are CPU clones, made without a second copy on the GPU."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.detach().to("cpu", copy=True), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = b.detach().to("cpu", copy=True)
+    return copy.deepcopy(model, memo).to("cpu")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[list[str]]:
+    """Swallow console output and collect thop's log warnings; keep the CPU random stream where it was."""
+    caught: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record.getMessage())
+
+    thop_log = logging.getLogger("thop")
+    handler, propagate = _Collect(logging.WARNING), thop_log.propagate
+    thop_log.addHandler(handler)
+    thop_log.propagate = False
+    try:
+        with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
+            yield caught
+    finally:
+        thop_log.removeHandler(handler)
+        thop_log.propagate = propagate
+
+
+def _why(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."
+

@@ -1,0 +1,164 @@
+"""Model characteristics: parameter and buffer counts by hand, MACs/FLOPs of one sample, the user's model untouched."""
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from green_mlops.model_stats import ModelStats, model_stats
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+
+
+def _cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def test_mlp_counts_by_hand():
+    s = model_stats(_mlp(), torch.randn(32, 10))
+    assert s.total_params == s.trainable_params == (10 * 20 + 20) + (20 * 5 + 5) == 325
+    assert s.param_bytes == 325 * 4 and s.buffer_bytes == 0 and s.model_size_bytes == 325 * 4
+    assert s.macs == 10 * 20 + 20 * 5  # one multiply-accumulate per weight of a Linear, per sample
+    assert s.flops == 2 * s.macs  # torch's counter: 2 FLOPs per MAC of a matmul, forward only
+    assert s.input_shape == (1, 10) and s.notes == ()
+
+
+def test_linear_macs_by_hand_and_one_sample_whatever_the_batch():
+    lin = nn.Linear(64, 3)
+    assert model_stats(lin, torch.randn(1, 64)).macs == 64 * 3
+    assert model_stats(lin, torch.randn(128, 64)).macs == 64 * 3
+    # a sequence of 7 tokens is one sample: the Linear runs per token
+    assert model_stats(lin, torch.randn(5, 7, 64)).macs == 7 * 64 * 3
+
+
+def test_cnn_counts_buffers_and_macs_by_hand():
+    s = model_stats(_cnn(), torch.randn(4, 3, 8, 8))
+    conv, bn, fc = 3 * 8 * 3 * 3 + 8, 8 + 8, 8 * 10 + 10
+    assert s.total_params == s.trainable_params == conv + bn + fc == 330
+    # BatchNorm: running_mean and running_var (8 float32 each) and num_batches_tracked (one int64)
+    assert s.buffer_bytes == (8 + 8) * 4 + 8
+    assert s.model_size_bytes == s.param_bytes + s.buffer_bytes == 330 * 4 + 72
+    out = 8 * 8 * 8  # conv output elements of one 8×8 sample
+    conv_macs = out * 3 * 3 * 3
+    bn_macs = out * 4  # thop: normalise (2) and the affine scale/shift (×2) per element
+    pool_macs = 8 * (8 * 8 + 1)  # thop: a kernel of 64 adds and one divide per output
+    fc_macs = 8 * 10
+    assert s.macs == conv_macs + bn_macs + pool_macs + fc_macs
+    assert s.flops == 2 * conv_macs + 2 * fc_macs  # torch counts the conv and the matmul
+    assert s.as_params() == {"total_params": 330, "trainable_params": 330, "buffer_bytes": 72,
+                             "model_size_bytes": 1392, "macs": s.macs, "flops": s.flops,
+                             "input_shape": "1x3x8x8"}
+
+
+def test_frozen_layers_and_shared_weights():
+    model = _mlp()
+    model[0].requires_grad_(False)
+    s = model_stats(model)
+    assert s.total_params == 325 and s.trainable_params == 105
+    tied = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
+    tied[1].weight = tied[0].weight
+    assert model_stats(tied).total_params == 16  # a shared tensor is one set of parameters
+
+
+def test_without_example_input_no_macs_or_flops():
+    s = model_stats(_cnn())
+    assert s.macs is None and s.flops is None and s.input_shape is None
+    assert set(s.as_params()) == {"total_params", "trainable_params", "buffer_bytes", "model_size_bytes"}
+
+
+def test_user_model_unchanged_after_profiling():
+    torch.manual_seed(0)
+    model = _cnn()
+    model.train()
+    model[1].eval()  # a mixed mode must survive too
+    modes = [m.training for m in model.modules()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    buffers = [n for n, _ in model.named_buffers()]
+    hooks = _hooks(model)
+    x = torch.randn(16, 3, 8, 8)
+    rng = torch.get_rng_state()
+    model_stats(model, x)
+    assert [m.training for m in model.modules()] == modes
+    assert _hooks(model) == hooks == 0
+    assert [n for n, _ in model.named_buffers()] == buffers
+    assert not any(hasattr(m, "total_ops") or hasattr(m, "total_params") for m in model.modules())
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm running stats not updated
+    assert all(p.requires_grad for p in model.parameters()) and all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_random_forward_does_not_advance_the_users_random_stream():
+    class Noisy(nn.Module):
+        def forward(self, x):
+            return x + 0 * torch.rand_like(x)
+
+    torch.manual_seed(1)
+    model, x = nn.Sequential(nn.Linear(3, 3), Noisy()), torch.randn(2, 3)
+    rng = torch.get_rng_state()
+    model_stats(model, x)
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_profiling_failure_gives_none_and_a_note_never_an_exception():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            raise RuntimeError("this layer is unusual")
+
+    s = model_stats(Broken(), torch.randn(3, 4))
+    assert s.macs is None and s.flops is None and s.total_params == 10
+    assert any("MACs not counted" in n and "unusual" in n for n in s.notes)
+    assert any("FLOPs not counted" in n for n in s.notes)
+    wrong = model_stats(_mlp(), torch.randn(3, 7))  # input of the wrong width
+    assert wrong.macs is None and wrong.flops is None and wrong.notes
+
+
+@pytest.mark.parametrize("bad", [torch.tensor(1.0), torch.randn(0, 10), [torch.randn(1, 10)]])
+def test_unusable_example_inputs_are_noted(bad):
+    s = model_stats(_mlp(), bad)
+    assert s.macs is None and s.flops is None and s.total_params == 325 and s.notes
+
+
+def test_layer_without_a_thop_rule_is_noted():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(6))
+
+        def forward(self, x):
+            return x * self.w
+
+    s = model_stats(nn.Sequential(nn.Linear(6, 6), Scale()), torch.randn(2, 6))
+    assert s.macs == 36 and any("Scale" in n and "undercounted" in n for n in s.notes)
+
+
+def test_thop_is_quiet(capsys):
+    model_stats(nn.Sequential(_mlp(), nn.GELU()), torch.randn(2, 10))
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+
+
+def test_stats_are_frozen():
+    s = model_stats(_mlp())
+    assert isinstance(s, ModelStats)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.macs = 1  # type: ignore[misc]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_model_profiled_on_a_cpu_copy():
+    model = _cnn().cuda().train()
+    s = model_stats(model, torch.randn(8, 3, 8, 8, device="cuda"))
+    assert s.macs and s.flops and all(p.is_cuda for p in model.parameters()) and model.training
