@@ -1,7 +1,16 @@
-"""Shared test set-up: spooled metrics of a test stay in that test's temporary directory."""
+"""Shared test set-up: each test gets its own spool folder and its own default MLflow store.
+
+Lightning's MLFlowLogger sets MLflow's global tracking URI; without this reset a later test could
+talk to a server an earlier test already stopped.
+"""
+import mlflow
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _private_spool(tmp_path, monkeypatch):
+def _private_spool_and_store(tmp_path, monkeypatch):
     monkeypatch.setenv("GREEN_MLOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default-mlflow.db'}")
+    mlflow.set_tracking_uri(None)
+    yield
+    mlflow.set_tracking_uri(None)
