@@ -13,11 +13,13 @@ settings stay untouched.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,37 @@ def _child(conn: Any, run_id: str, tracking_uri: str, spool_dir: str, flush_inte
             last = time.monotonic()
 
 
+@contextlib.contextmanager
+def _hidden_main() -> Iterator[None]:
+    """Start a spawned child without it importing the user's ``__main__`` script.
+
+    ``multiprocessing``'s spawn re-imports the parent's main module in the child, which would run a
+    training script's top-level code a second time. The delivery process needs nothing from it, so
+    the main module's file and spec are hidden for the instant ``Process.start()`` reads them.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    missing = object()
+    with _MAIN_LOCK:
+        saved_file = main.__dict__.pop("__file__", missing)
+        saved_spec = main.__dict__.get("__spec__", missing)
+        main.__spec__ = None
+        try:
+            yield
+        finally:
+            if saved_file is not missing:
+                main.__file__ = saved_file
+            if saved_spec is missing:
+                main.__dict__.pop("__spec__", None)
+            else:
+                main.__spec__ = saved_spec
+
+
+_MAIN_LOCK = threading.Lock()
+
+
 class MetricWriter:
     """Queue metrics from any thread; a separate process delivers them to ``run_id``."""
 
@@ -154,7 +187,8 @@ class MetricWriter:
         self._proc = ctx.Process(target=_child, name="green-mlops-writer", daemon=True,
                                  args=(child_conn, run_id, self.tracking_uri, str(self.spool.path.parent),
                                        flush_interval, max_batch))
-        self._proc.start()
+        with _hidden_main():
+            self._proc.start()
         child_conn.close()
         self._wake = threading.Event()
         self._pump_thread = threading.Thread(target=self._pump_loop, name="green-mlops-writer-pump", daemon=True)
