@@ -22,6 +22,7 @@ import torch
 from green_mlops.artifacts import write_run_artifacts
 from green_mlops.emissions import CarbonIntensity, carbon_intensity, co2e_g
 from green_mlops.meter import EnergyMeter, EnergyResult, Settings, discover
+from green_mlops.meter.host import memory_total_bytes
 from green_mlops.meter.meter import validate_interval
 from green_mlops.meter.source import PowerSource
 from green_mlops.metrics import derived_metrics
@@ -33,21 +34,19 @@ log = logging.getLogger(__name__)
 _ACC = re.compile(r"(^|[/_])acc(uracy)?($|[/_])", re.I)
 
 
-def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (0 when there is none)."""
-    while isinstance(batch, (list, tuple, dict)):
-        if not batch:
-            return 0
-        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-    return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.dim() > 0 else 0
-
-
 def _first_tensor(batch: Any) -> torch.Tensor | None:
+    """The first tensor of a batch (nested lists, tuples and dicts are followed), or None."""
     while isinstance(batch, (list, tuple, dict)):
         if not batch:
             return None
         batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
     return batch if isinstance(batch, torch.Tensor) else None
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor (0 when there is none)."""
+    x = _first_tensor(batch)
+    return int(x.shape[0]) if x is not None and x.dim() > 0 else 0
 
 
 class _Sinks:
@@ -364,7 +363,7 @@ class EnergyCallback(pl.Callback):
             "trainable_params": stats.get("trainable_params"), "total_params": stats.get("total_params"),
             "model_size_bytes": stats.get("model_size_bytes"),
             "gpu_energy_J": result.domain_J("gpu") if result is not None else None,
-            "utilisation": self._utilisation(), "ram_bytes": _ram_bytes(),
+            "utilisation": self._utilisation(), "ram_bytes": memory_total_bytes(),
         }
         try:
             return {k: v for k, v in derived_metrics(**inputs).items() if v is not None}
@@ -385,9 +384,3 @@ class EnergyCallback(pl.Callback):
         if self.output_dir is not None:
             return self.output_dir
         return Path(trainer.log_dir or trainer.default_root_dir) / "green_mlops"
-
-
-def _ram_bytes() -> float:
-    from green_mlops.meter.host import memory_total_bytes
-
-    return memory_total_bytes()
