@@ -1,0 +1,67 @@
+"""Energy budget for one trial: profile the first steps, predict the whole run, stop when it won't fit.
+
+Energy is linear in steps (the paper's §6.1.2, r ≈ 0.99), so cumulative energy after the profile steps,
+scaled to the planned number of steps, predicts the run's training energy. The prediction is refreshed as
+steps go by; once it exceeds the budget the trainer stops, and the trial is marked infeasible.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+
+from green_mlops.lightning import EnergyCallback
+
+
+class EnergyBudget(pl.Callback):
+    """Stop training when predicted training energy exceeds ``budget_J``.
+
+    Checked first after ``profile_steps`` steps, then at most every ``check_every_s`` seconds (each check
+    integrates the meter's trace so far, a millisecond or so, off the per-step path).
+    """
+
+    def __init__(self, budget_J: float, profile_steps: int = 20, check_every_s: float = 1.0) -> None:
+        if not (isinstance(budget_J, (int, float)) and budget_J > 0 and math.isfinite(budget_J)):
+            raise ValueError(f"energy budget must be a positive number of joules (e.g. 5000); got {budget_J!r}")
+        if not (isinstance(profile_steps, int) and profile_steps >= 1):
+            raise ValueError(f"profile steps must be a whole number ≥ 1; got {profile_steps!r}")
+        self.budget_J = float(budget_J)
+        self.profile_steps = profile_steps
+        self.check_every_s = float(check_every_s)
+        self._last_check = -math.inf
+        self.predicted_J: float | None = None
+        self.stopped_at_step: int | None = None
+        self._energy: EnergyCallback | None = None
+        self._planned_steps: int | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        found = [cb for cb in trainer.callbacks if isinstance(cb, EnergyCallback)]
+        if not found:
+            raise RuntimeError("EnergyBudget needs an EnergyCallback in the same Trainer to read energy from")
+        self._energy = found[0]
+        planned = trainer.estimated_stepping_batches
+        self._planned_steps = int(planned) if math.isfinite(planned) else None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        meter = self._energy.meter if self._energy is not None else None
+        if step < self.profile_steps or meter is None or meter.start_time is None:
+            return
+        now = time.monotonic()
+        if step > self.profile_steps and now - self._last_check < self.check_every_s:
+            return
+        self._last_check = now
+        spent = meter.energy(meter.start_time, now, "budget").total_J
+        planned = self._planned_steps or step
+        self.predicted_J = max(spent, spent / step * planned)
+        if self.predicted_J > self.budget_J:
+            self.stopped_at_step = step
+            trainer.should_stop = True
+
+    @property
+    def over_budget(self) -> bool:
+        """True when the run was stopped because its predicted energy exceeded the budget."""
+        return self.stopped_at_step is not None

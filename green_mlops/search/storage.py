@@ -1,0 +1,88 @@
+"""Where the study lives: SQLite (one machine), a journal file (shared filesystem), or PostgreSQL (many).
+
+Every worker that opens the same storage URL and study name joins the same study. RDB storages
+(SQLite, PostgreSQL) record a heartbeat per running trial, so a worker killed mid-trial has its trial
+failed by the next worker that looks, and the study still completes.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+DEFAULT_STORAGE = "sqlite:///green_mlops_sweep.db"
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+
+
+class StorageError(RuntimeError):
+    """The study storage cannot be opened; the message says what to check."""
+
+
+def is_journal(url: str) -> bool:
+    """A journal storage is ``journal:PATH`` or a plain file path ending in .log/.journal/.jsonl."""
+    return url.startswith("journal:") or ("://" not in url and url.endswith(JOURNAL_SUFFIXES))
+
+
+def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int | None = None,
+                 on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+                 ) -> optuna.storages.BaseStorage:
+    """Open (creating tables or the file if needed) and check the storage, before any training.
+
+    ``heartbeat_s`` is how often a running trial proves it is alive; a trial silent for ``grace_s``
+    (default 2 × heartbeat) is failed by the other workers, which then call ``on_stale_trial``.
+    """
+    if not isinstance(heartbeat_s, int) or heartbeat_s < 1:
+        raise StorageError(f"heartbeat interval must be a whole number of seconds ≥ 1; got {heartbeat_s!r}")
+    if is_journal(url):
+        path = Path(url.removeprefix("journal:").removeprefix("//"))
+        if not path.parent.exists():
+            raise StorageError(f"journal storage folder {str(path.parent)!r} does not exist; create it or "
+                               "give another path (the file itself is created)")
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in url:
+        raise StorageError(f"storage {url!r} is neither a database URL (sqlite:///study.db, "
+                           "postgresql://user:pw@host/db) nor a journal file (journal:/shared/study.log)")
+    if url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if not folder.exists():
+            raise StorageError(f"SQLite storage folder {str(folder)!r} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s,
+                                              grace_period=grace_s or 2 * heartbeat_s,
+                                              engine_kwargs=_engine_kwargs(url),
+                                              heartbeat_stale_trial_callback=on_stale_trial)
+    except ImportError as exc:
+        raise StorageError(f"storage {_safe(url)}: the database driver is missing ({exc}); for PostgreSQL "
+                           "run `pip install 'psycopg[binary]'`") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean the same to the user
+        raise StorageError(f"cannot open study storage {_safe(url)}: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+                           "Check that the database server is running and reachable, and the URL "
+                           "(user, password, host, port, database name).") from None
+
+
+def supports_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    """True when a killed worker's trial will be failed automatically (RDB storages)."""
+    return isinstance(storage, optuna.storages.RDBStorage)
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("postgresql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    return {}
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

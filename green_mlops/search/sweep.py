@@ -1,0 +1,360 @@
+"""Run (or join) a sweep: the worker loop every `green-mlops sweep` process runs against a shared study.
+
+The first worker creates the study and, for a finite space, queues every grid point once; every worker
+then pops queued trials until none are left (Optuna's queue hands each trial to exactly one worker).
+With ``n_trials`` set, workers instead ask the sampler for new points until the study holds that many.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from green_mlops.mlflow.context import hardware_tags
+from green_mlops.search.budget import EnergyBudget
+from green_mlops.search.objectives import Objective
+from green_mlops.search.plot import pareto_plot
+from green_mlops.search.ranking import format_table, ranking_table
+from green_mlops.search.space import SearchSpace
+from green_mlops.search.storage import DEFAULT_STORAGE, open_storage, supports_heartbeat
+from green_mlops.search.tracking import RUN_ATTR, SweepTracking
+from green_mlops.search.trial import TrialContext, TrialResult, TrialRunner
+
+log = logging.getLogger(__name__)
+PLAN_ATTR = "green_mlops_plan"
+READY_ATTR = "green_mlops_queued"
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start or join; the message says why and what to do."""
+
+
+@dataclass
+class SweepSettings:
+    """Everything about a sweep except its space. ``n_trials`` None runs the whole grid."""
+
+    study: str = "green-mlops-sweep"
+    storage: str = DEFAULT_STORAGE
+    experiment: str = "green-mlops-sweep"
+    tracking_uri: str | None = None
+    objective: Objective = field(default_factory=Objective)
+    n_trials: int | None = None
+    energy_budget_J: float | None = None
+    profile_steps: int = 20
+    heartbeat_s: int = 60
+    seed: int = 0
+    output_dir: Path = Path("green_mlops_sweep")
+    progress: bool = True
+    run_params: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError for bad settings, before any storage is opened or training starts."""
+        if self.n_trials is not None and not (isinstance(self.n_trials, int) and self.n_trials >= 1):
+            raise ValueError(f"--n-trials must be a whole number ≥ 1; got {self.n_trials!r}")
+        if self.energy_budget_J is not None:
+            EnergyBudget(self.energy_budget_J, self.profile_steps)
+        if not self.study or not self.experiment:
+            raise ValueError("--study and --experiment need a name")
+
+
+@dataclass
+class SweepReport:
+    """The outcome as this worker saw it at its end; ``complete`` when no trial is queued or running."""
+
+    table: pd.DataFrame
+    csv_path: Path
+    plot_path: Path | None
+    parent_run_id: str
+    complete: bool
+    ui_hint: str
+    trials_run_here: int
+
+
+class Sweep:
+    """One worker of a sweep. ``runner`` trains a configuration (see :mod:`green_mlops.search.trial`)."""
+
+    def __init__(self, space: SearchSpace, settings: SweepSettings, runner: TrialRunner,
+                 stream: TextIO = sys.stderr) -> None:
+        settings.validate()
+        self.space, self.settings, self.runner, self.stream = space, settings, runner, stream
+        self.objective = settings.objective
+        self.tracking = SweepTracking(settings.experiment, settings.tracking_uri)
+        self.storage = open_storage(settings.storage, settings.heartbeat_s, on_stale_trial=self._stale_trial_failed)
+        self.grid = space.is_grid and (settings.n_trials is None or settings.n_trials >= space.size())
+        if not self.grid and settings.n_trials is None:
+            raise SweepError("a learning-rate range has infinitely many points: give --n-trials N")
+        self.study, self.created = self._open_study()
+        self.parent_id = self.tracking.parent_run(self.study, self.storage, self._parent_params())
+        self._hw = hardware_tags()
+
+    # -- study --------------------------------------------------------------------------------------
+    def _plan(self) -> dict[str, Any]:
+        return {**self.space.describe(), "mode": self.objective.mode, "grid": self.grid,
+                "n_trials": int(self.space.size()) if self.grid else self.settings.n_trials}
+
+    def _parent_params(self) -> dict[str, Any]:
+        s = self.settings
+        return {**self._plan(), "objective": self.objective.describe(), "study": s.study, "storage": s.storage,
+                "energy_budget_J": s.energy_budget_J, "inference_samples": self.objective.inference_samples,
+                **s.run_params}
+
+    def _open_study(self) -> tuple[optuna.Study, bool]:
+        s = self.settings
+        sampler = (optuna.samplers.NSGAIISampler(seed=s.seed) if self.objective.mode == "pareto"
+                   else optuna.samplers.TPESampler(seed=s.seed))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(study_name=s.study, storage=self.storage, sampler=sampler,
+                                        directions=self.objective.directions)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=s.study, storage=self.storage, sampler=sampler)
+            created = False
+        if [d.name.lower() for d in study.directions] != self.objective.directions:
+            raise SweepError(f"study {s.study!r} already exists with other objectives "
+                             f"({[d.name.lower() for d in study.directions]}); use another --study name")
+        plan = self._plan()
+        if created:
+            study.set_user_attr(PLAN_ATTR, plan)
+            if self.grid:
+                for point in self.space.grid():
+                    study.enqueue_trial(point, skip_if_exists=True)
+            study.set_user_attr(READY_ATTR, True)
+        else:
+            stored = study.user_attrs.get(PLAN_ATTR)
+            if stored is not None and stored != plan:
+                raise SweepError(f"study {s.study!r} was created with another plan:\n  {stored}\nthis worker has:\n"
+                                 f"  {plan}\nJoin it with the same space and mode, or use another --study name")
+            deadline = time.monotonic() + 60
+            while not optuna.load_study(study_name=s.study, storage=self.storage).user_attrs.get(READY_ATTR):
+                if time.monotonic() > deadline:
+                    raise SweepError(f"study {s.study!r} exists but its first worker never finished queuing trials")
+                time.sleep(0.5)
+        return study, created
+
+    def _pop_queued(self) -> optuna.Trial | None:
+        """Take one queued trial; the storage's state change makes sure no other worker gets it."""
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        for t in self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            try:
+                if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    return optuna.Trial(self.study, trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+    def _next_trial(self) -> optuna.Trial | None:
+        if supports_heartbeat(self.storage):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+        trial = self._pop_queued()
+        if trial is None and not self.grid:
+            if len(self.study.get_trials(deepcopy=False)) < (self.settings.n_trials or 0):
+                trial = self.study.ask()
+        return trial
+
+    def _stale_trial_failed(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if run_id:
+            try:
+                self.tracking.log_result(run_id, {}, {"green_mlops.sweep.error": "worker stopped responding "
+                                                      "(no Optuna heartbeat); energy up to then is in this run"},
+                                         "FAILED")
+            except Exception as exc:  # noqa: BLE001 - the study must go on
+                log.warning("could not mark MLflow run %s failed: %s", run_id, exc)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> SweepReport:
+        """Work until no trial is left for this worker, then write the ranking (and, if done, log it)."""
+        total = int(self.space.size()) if self.grid else int(self.settings.n_trials or 0)
+        bar = _progress(total, self.settings.progress, self.stream)
+        ran = 0
+        try:
+            while (trial := self._next_trial()) is not None:
+                self._run_trial(trial)
+                ran += 1
+                if bar is not None:
+                    bar.n = sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+                    bar.refresh()
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.report(ran)
+
+    def _run_trial(self, trial: optuna.Trial) -> None:
+        params = self.space.suggest(trial)
+        run_id = self.tracking.trial_run(self.parent_id, self.study.study_name, trial.number,
+                                         {**params, **self.settings.run_params}, self._hw)
+        trial.set_user_attr(RUN_ATTR, run_id)
+        budget = (EnergyBudget(self.settings.energy_budget_J, self.settings.profile_steps)
+                  if self.settings.energy_budget_J else None)
+        ctx = TrialContext(trial.number, params, run_id, self.tracking.tracking_uri,
+                           [budget] if budget else [], (lambda: budget.over_budget) if budget else (lambda: False))
+        print(f"trial {trial.number}: {params}", file=self.stream, flush=True)
+        try:
+            with self._heartbeat(trial):
+                result = self.runner(ctx)
+        except KeyboardInterrupt:
+            self._fail(trial, run_id, "interrupted (Ctrl-C)", status="KILLED")
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crashing or out-of-memory trial must not end the search
+            self._fail(trial, run_id, f"{type(exc).__name__}: {exc}")
+            return
+        self._complete(trial, run_id, result, budget)
+
+    def _complete(self, trial: optuna.Trial, run_id: str, r: TrialResult, budget: EnergyBudget | None) -> None:
+        inference_J = (r.inference_J_per_sample or 0.0) * (
+            self.objective.inference_samples if self.objective.inference_samples is not None else r.inference_samples)
+        lifecycle = r.training_J + inference_J
+        attrs: dict[str, Any] = {"accuracy": r.accuracy, "training_J": r.training_J,
+                                 "inference_J_per_sample": r.inference_J_per_sample,
+                                 "inference_samples": r.inference_samples, "inference_J": inference_J,
+                                 "lifecycle_J": lifecycle, "duration_s": r.duration_s, "steps": r.steps,
+                                 "methods": r.methods, "notes": r.notes}
+        feasible = True
+        if budget is not None:
+            predicted = max(budget.predicted_J or 0.0, r.training_J)
+            attrs["predicted_training_J"] = predicted
+            over = (predicted + inference_J if budget.over_budget else lifecycle) - budget.budget_J
+            trial.set_constraint("energy_budget", over)
+            feasible = over <= 0
+            if budget.over_budget:
+                attrs["notes"] = [*r.notes, f"stopped at step {budget.stopped_at_step}: predicted training energy "
+                                  f"{predicted:.0f} J exceeds the budget of {budget.budget_J:.0f} J"]
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        metrics = {"accuracy": r.accuracy, "energy/training_J": r.training_J, "energy/inference_J": inference_J,
+                   "energy/lifecycle_J": lifecycle, "energy/inference_J_per_sample": r.inference_J_per_sample,
+                   "energy/predicted_training_J": attrs.get("predicted_training_J"),
+                   "accuracy_per_kJ": (r.accuracy / (lifecycle / 1000)) if r.accuracy is not None and lifecycle > 0
+                   else None}
+        self.tracking.log_result(run_id, metrics, {"green_mlops.sweep.feasible": str(feasible).lower()}, "FINISHED")
+        if r.accuracy is None or not math.isfinite(r.accuracy):
+            self.study.tell(trial, state=TrialState.FAIL)
+            print(f"trial {trial.number}: no accuracy was measured (is a validation set given?)", file=self.stream)
+            return
+        self.study.tell(trial, self.objective.values(r.accuracy, lifecycle))
+        print(f"trial {trial.number}: accuracy {r.accuracy:.4f}, lifecycle {lifecycle:.1f} J"
+              + ("" if feasible else " (over the energy budget)"), file=self.stream, flush=True)
+
+    def _fail(self, trial: optuna.Trial, run_id: str, why: str, status: str = "FAILED") -> None:
+        spent = self.tracking.metric(run_id, "energy/fit_J")
+        trial.set_user_attr("error", why[:2000])
+        if spent is not None:
+            trial.set_user_attr("training_J", spent)
+        try:
+            self.tracking.log_result(run_id, {}, {"green_mlops.sweep.error": why[:5000]}, status)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not mark MLflow run %s: %s", run_id, exc)
+        self.study.tell(trial, state=TrialState.FAIL)
+        print(f"trial {trial.number} failed: {why}" + (f" ({spent:.1f} J spent, logged)" if spent else ""),
+              file=self.stream, flush=True)
+        _free_gpu_memory()
+
+    @contextmanager
+    def _heartbeat(self, trial: optuna.Trial) -> Iterator[None]:
+        if not supports_heartbeat(self.storage):
+            yield
+            return
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
+                    log.warning("heartbeat failed: %s", exc)
+                if stop.wait(self.settings.heartbeat_s):
+                    return
+
+        t = threading.Thread(target=beat, name="green-mlops-heartbeat", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join()
+
+    # -- results ------------------------------------------------------------------------------------
+    def trials_frame(self) -> pd.DataFrame:
+        """Every trial of the study so far, ranked."""
+        rows = []
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            feasible = all(v <= 0 for v in t.constraints.values())
+            rows.append({"trial": t.number, "state": t.state.name, "feasible": feasible, **t.params,
+                         "accuracy": a.get("accuracy"), "training_J": a.get("training_J"),
+                         "inference_J_per_sample": a.get("inference_J_per_sample"),
+                         "inference_J": a.get("inference_J"), "lifecycle_J": a.get("lifecycle_J"),
+                         "duration_s": a.get("duration_s"), "predicted_training_J": a.get("predicted_training_J"),
+                         "note": "; ".join(a.get("notes") or []) or a.get("error", ""),
+                         "mlflow_run_id": a.get(RUN_ATTR, "")})
+        return ranking_table(rows)
+
+    def report(self, ran: int = 0) -> SweepReport:
+        """Write ranking.csv and pareto.png; log them on the parent run once the study is complete."""
+        table = self.trials_frame()
+        out = Path(self.settings.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        csv = out / "ranking.csv"
+        table.to_csv(csv, index=False)
+        plot = pareto_plot(table, out / "pareto.png", title=f"{self.study.study_name}: {self.objective.describe()}")
+        busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in self.study.get_trials(deepcopy=False))
+        if not busy:
+            client = self.tracking.client
+            client.log_artifact(self.parent_id, str(csv))
+            if plot is not None:
+                client.log_artifact(self.parent_id, str(plot))
+            done = table[table["state"] == "COMPLETE"]
+            best = done.iloc[0] if len(done) else None
+            metrics = {"trials_complete": float(len(done)),
+                       "trials_failed": float((table["state"] == "FAIL").sum())}
+            if best is not None:
+                metrics["best_accuracy_per_kJ"] = float(best["accuracy_per_kJ"])
+            self.tracking.log_result(self.parent_id, metrics, {}, "FINISHED")
+        return SweepReport(table, csv, plot, self.parent_id, not busy, self.tracking.ui_hint(self.parent_id), ran)
+
+    def summary(self, report: SweepReport) -> str:
+        """The text printed at the end: the table, where the files are, how to see it in MLflow."""
+        lines = [format_table(report.table), "",
+                 "pareto_rank 1 = the accuracy/energy front (feasible, complete trials); * = its knee; "
+                 "lifecycle = training + inference per sample × serving volume",
+                 f"ranking: {report.csv_path}" + (f"   plot: {report.plot_path}" if report.plot_path else "")]
+        if not report.complete:
+            lines.append("other workers are still running trials; the last worker to finish logs the final ranking")
+        lines.append(report.ui_hint)
+        return "\n".join(lines)
+
+
+def _progress(total: int, enabled: bool, stream: TextIO) -> Any:
+    if not enabled or total <= 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sweep", unit="trial", file=stream, leave=True)
+
+
+def _free_gpu_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort after a failed trial
+        pass

@@ -1,0 +1,41 @@
+"""The contract between the search and whatever trains one configuration."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+
+
+@dataclass
+class TrialContext:
+    """What a trial runner gets: the point to train, its MLflow run, and callbacks to add to the Trainer."""
+
+    number: int
+    params: dict[str, Any]
+    run_id: str
+    tracking_uri: str
+    callbacks: list[pl.Callback] = field(default_factory=list)
+    over_budget: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class TrialResult:
+    """What a trial runner returns. Energies in joules, from the EnergyCallback (provenance in ``methods``).
+
+    ``inference_samples`` is how many samples the inference measurement covered (the default serving
+    volume); ``inference_J_per_sample`` is None when inference was skipped (e.g. stopped over budget).
+    """
+
+    accuracy: float | None
+    training_J: float
+    inference_J_per_sample: float | None
+    inference_samples: int
+    duration_s: float | None = None
+    steps: int | None = None
+    methods: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+TrialRunner = Callable[[TrialContext], TrialResult]
