@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import sys
 import threading
 import time
@@ -151,6 +153,7 @@ class Sweep:
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:
                 if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    self.study.get_trials(deepcopy=False)  # the study's cached storage learns the new state
                     return optuna.Trial(self.study, trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
@@ -187,19 +190,35 @@ class Sweep:
             while (trial := self._next_trial()) is not None:
                 self._run_trial(trial)
                 ran += 1
-                if bar is not None:
-                    bar.n = sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
-                    bar.refresh()
+                self._update(bar)
+            self._wait_for_others(bar)
         finally:
             if bar is not None:
                 bar.close()
         return self.report(ran)
+
+    def _update(self, bar: Any) -> None:
+        if bar is not None:
+            bar.n = sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+            bar.refresh()
+
+    def _wait_for_others(self, bar: Any) -> None:
+        """With heartbeats, wait for other workers' trials to finish (or be failed as stale), then rank."""
+        if not supports_heartbeat(self.storage):
+            return
+        while any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False)):
+            time.sleep(min(5.0, self.settings.heartbeat_s))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+            self._update(bar)
 
     def _run_trial(self, trial: optuna.Trial) -> None:
         params = self.space.suggest(trial)
         run_id = self.tracking.trial_run(self.parent_id, self.study.study_name, trial.number,
                                          {**params, **self.settings.run_params}, self._hw)
         trial.set_user_attr(RUN_ATTR, run_id)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         budget = (EnergyBudget(self.settings.energy_budget_J, self.settings.profile_steps)
                   if self.settings.energy_budget_J else None)
         ctx = TrialContext(trial.number, params, run_id, self.tracking.tracking_uri,

@@ -1,0 +1,80 @@
+"""Many workers, one study: two processes against a real PostgreSQL and a real ``mlflow server``.
+
+Every grid point runs exactly once; a worker killed mid-trial has its trial failed through Optuna's
+heartbeat, its energy up to the kill stays in MLflow, and the other worker completes the study.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.mlflow_server import MlflowServer
+from tests.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[1]
+pg = PostgresServer()
+pytestmark = pytest.mark.skipif(not pg.available, reason="PostgreSQL is not installed (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    with PostgresServer() as db, MlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+        yield db.url, server.uri
+
+
+def worker(storage: str, tracking: str, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", storage, tracking, str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_two_workers_share_one_study_and_survive_a_killed_worker(services, tmp_path):
+    storage, tracking = services
+    a, b = worker(storage, tracking, tmp_path / "a"), worker(storage, tracking, tmp_path / "b")
+    study = None
+    deadline = time.monotonic() + 240
+    victim_trial = None
+    while victim_trial is None and time.monotonic() < deadline:  # kill worker a in the middle of a trial
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="shared", storage=storage)
+        except KeyError:
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker", "").endswith(f":{a.pid}") and "mlflow_run_id" in t.user_attrs:
+                victim_trial = t
+    assert victim_trial is not None, "worker a never started a trial"
+    time.sleep(2.0)  # a couple of seconds of training, so energy has been logged
+    a.send_signal(signal.SIGKILL)
+    a.wait(timeout=30)
+    out_b, _ = b.communicate(timeout=400)
+    assert b.returncode == 0, out_b[-3000:]
+    assert "complete=True" in out_b
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    points = [(t.params["arch"], t.params["batch_size"]) for t in trials]
+    assert sorted(points) == sorted((a_, b_) for a_ in ("mlp8", "mlp16", "mlp32") for b_ in (64, 128))
+    assert len(points) == len(set(points)) == 6  # every grid point exactly once
+    states = {t.number: t.state for t in trials}
+    assert states[victim_trial.number] == TrialState.FAIL
+    assert all(s == TrialState.COMPLETE for n, s in states.items() if n != victim_trial.number)
+
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("multi")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("green_mlops.sweep.role") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {x.path for x in client.list_artifacts(parents[0].info.run_id)} >= {"ranking.csv", "pareto.png"}
+    killed = client.get_run(victim_trial.user_attrs["mlflow_run_id"])
+    assert killed.info.status == "FAILED" and "heartbeat" in killed.data.tags["green_mlops.sweep.error"]
+    history = client.get_metric_history(killed.info.run_id, "energy/total_J")
+    assert history and history[-1].value > 0  # the energy measured before the kill is in MLflow
