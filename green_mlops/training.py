@@ -16,6 +16,7 @@ import math
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -144,7 +145,8 @@ class TrainConfig:
     ``max_steps`` caps optimiser steps (a short profile: energy is linear in steps); ``interval`` and
     ``idle_seconds`` go to the EnergyCallback; ``data_options`` to :func:`green_mlops.data.load_data`
     (e.g. ``{"train_samples": 50_000}`` for synthetic data); ``inference_max_batches`` limits the
-    inference measurement; ``output_dir`` is Lightning's root folder (artifacts of non-MLflow runs).
+    inference measurement; ``output_dir`` (default: the current folder) is Lightning's root folder;
+    runs without MLflow get the energy trace and summary in its ``green_mlops_energy/``.
     """
 
     arch: Any
@@ -311,7 +313,8 @@ def train_and_measure(config: TrainConfig, *, logger: Logger | Iterable[Logger] 
     train_loader = _loader(bundle.train, config.batch_size, shuffle=True, config=config, pin=pin)
     val_loader = _loader(bundle.val, eval_bs, shuffle=False, config=config, pin=pin)
     energy = EnergyCallback(interval=config.interval, idle_seconds=config.idle_seconds,
-                            log_every_n_steps=config.log_every_n_steps, accuracy_key="val_acc")
+                            log_every_n_steps=config.log_every_n_steps, accuracy_key="val_acc",
+                            output_dir=Path(config.output_dir or ".") / "green_mlops_energy")
     trainer = pl.Trainer(max_epochs=config.epochs, max_steps=config.max_steps or -1, accelerator=config.accelerator,
                          devices=1, logger=_loggers(logger), callbacks=[energy, *extra],
                          enable_progress_bar=config.progress_bar, enable_checkpointing=False,
@@ -384,7 +387,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or MLflow's default)")
     parser.add_argument("--run-name", default=None, help="MLflow run name")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--no-mlflow", action="store_true",
+                        help="do not log to MLflow (the energy trace and summary go to OUTPUT/green_mlops_energy)")
+    parser.add_argument("--output", default=None, metavar="DIR", help="Lightning's root folder (default: here)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -397,7 +402,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        momentum=args.momentum, epochs=args.epochs, dataset=args.dataset, data_dir=args.data_dir,
                        download=args.download, seed=args.seed, max_steps=args.max_steps,
                        num_workers=args.num_workers, accelerator=args.accelerator, interval=args.interval,
-                       idle_seconds=args.idle_seconds, data_options=options)
+                       idle_seconds=args.idle_seconds, data_options=options, output_dir=args.output)
 
 
 def _mlflow_logger(args: argparse.Namespace, uri: str) -> MLFlowLogger:

@@ -102,6 +102,7 @@ def test_stopped_early_skips_inference_unless_asked(tmp_path, digits):
     assert stages.stages == ["fit", "predict"]
     assert forced.status == "stopped" and forced.inference_samples == 360
     assert forced.inference_energy_per_sample_J > 0
+    assert any((tmp_path / "green_mlops_energy").iterdir())  # no MLflow: trace and summary on disk
 
 
 def test_image_classifier_has_the_papers_defaults():
@@ -177,3 +178,4 @@ def test_cli_trains_logs_to_mlflow_and_prints_the_table(tmp_path, capsys, monkey
     (r,) = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
     assert r.info.run_name == "lenet-synthetic" and r.data.metrics["energy/fit_J"] > 0
     assert r.data.params["data.train_samples"] == "256"
+    assert not (tmp_path / "green_mlops_energy").exists()  # with MLflow, artifacts go there only
