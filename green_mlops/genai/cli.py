@@ -1,0 +1,122 @@
+"""``green-mlops genai``: energy per request and per output token of an LLM server across request rates.
+
+Two forms::
+
+    green-mlops genai --endpoint URL --model NAME --rps 1,2,5 [--duration S | --requests N] ...
+    green-mlops genai --from DIR --server-trace FILE [--clock-offset S]     # join a remote server's trace
+
+Bad input (URL, prompt file, rates, lengths) is refused with exit code 2 before any request is sent.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from green_mlops.genai.config import PAPER_SAMPLING, ConfigError, SweepConfig
+from green_mlops.genai.energy import TraceError
+from green_mlops.genai.probe import EndpointError
+from green_mlops.genai.prompts import PromptError, load_prompts
+from green_mlops.genai.record import RecordError
+from green_mlops.genai.sweep import DEFAULT_EXPERIMENT, join_server_trace, run_sweep
+from green_mlops.meter import SettingsError
+
+DEFAULT_DURATION_S = 30.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``genai`` subcommand's options."""
+    load = parser.add_argument_group("load (a sweep)")
+    load.add_argument("--endpoint", metavar="URL", help="OpenAI-compatible server: http://host:port, .../v1, or the "
+                      "full .../v1/chat/completions or .../v1/completions URL")
+    load.add_argument("--model", metavar="NAME", help="model name the server serves (for `transformers serve "
+                      "PATH`, the PATH)")
+    load.add_argument("--rps", metavar="LIST", help="request rates per second, comma-separated, e.g. 1,2,5,10,20")
+    length = load.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=float, metavar="S",
+                        help=f"seconds of arrivals per rate level (default {DEFAULT_DURATION_S:g})")
+    length.add_argument("--requests", type=int, metavar="N", help="requests per rate level instead of a duration")
+    load.add_argument("--prompts", metavar="FILE", help="JSONL prompts ({\"prompt\": ...}, {\"messages\": [...]}, "
+                      "Chatbot-Arena conversations); default: the set shipped with green_mlops")
+    load.add_argument("--arrival", choices=("poisson", "constant"), default="poisson",
+                      help="arrival process (default poisson)")
+    load.add_argument("--max-tokens", type=int, default=256, metavar="N", help="output tokens per request (default 256)")
+    load.add_argument("--api", choices=("chat", "completions"), default=None, help="API to call (default chat)")
+    load.add_argument("--idle-seconds", type=_seconds, default=10.0, metavar="S",
+                      help="idle baseline before the first level (default 10; 0 for gross energy only)")
+    load.add_argument("--cooldown", type=_seconds, default=2.0, metavar="S", help="pause between levels (default 2)")
+    load.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-request timeout (default 120)")
+    load.add_argument("--seed", type=int, default=0, help="seed of arrivals and prompt order (default 0)")
+    load.add_argument("--interval", type=float, default=0.1, metavar="S", help="meter sampling interval (default 0.1)")
+    load.add_argument("--meter", choices=("local", "none"), default="local",
+                      help="local: meter this machine (the server runs here); none: the server is remote, join "
+                           "its trace afterwards with --from/--server-trace")
+    sampling = parser.add_argument_group("sampling (defaults: the paper's Table 4)")
+    for name, value in PAPER_SAMPLING.items():
+        sampling.add_argument(f"--{name.replace('_', '-')}", type=float, default=value, dest=f"sampling_{name}")
+    join = parser.add_argument_group("remote server: join a trace by time")
+    join.add_argument("--from", dest="from_dir", metavar="DIR", help="output folder of an earlier `--meter none` sweep")
+    join.add_argument("--server-trace", metavar="FILE", help="trace written on the server host by "
+                      "`green-mlops measure --trace FILE -- sleep N` while the sweep ran")
+    join.add_argument("--clock-offset", type=float, default=0.0, metavar="S",
+                      help="server clock minus client clock, seconds (default 0: clocks synced by NTP)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", metavar="DIR", default=None, help="folder for tables, figures and the trace "
+                     "(default genai_results; with --from, that folder)")
+    out.add_argument("--experiment", default=DEFAULT_EXPERIMENT, metavar="NAME",
+                     help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
+    out.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI (default: MLflow's own)")
+    out.add_argument("--no-mlflow", action="store_true", help="write files only, log nothing to MLflow")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a sweep, or join a server trace to one; 2 for bad input, 130 when interrupted."""
+    experiment = None if args.no_mlflow else args.experiment
+    try:
+        if args.from_dir or args.server_trace:
+            if not (args.from_dir and args.server_trace):
+                raise ConfigError("joining a server trace needs both --from DIR and --server-trace FILE")
+            if args.endpoint:
+                raise ConfigError("--from/--server-trace join a finished sweep; leave out --endpoint")
+            result = join_server_trace(args.from_dir, args.server_trace, clock_offset_s=args.clock_offset,
+                                       output=args.output, experiment=experiment, tracking_uri=args.tracking_uri)
+        else:
+            missing = [f"--{n}" for n in ("endpoint", "model", "rps") if not getattr(args, n)]
+            if missing:
+                raise ConfigError(f"missing {', '.join(missing)}; e.g. green-mlops genai --endpoint "
+                                  "http://127.0.0.1:8000 --model MODEL --rps 1,2,5")
+            duration = args.duration if args.duration is not None or args.requests is not None else DEFAULT_DURATION_S
+            config = SweepConfig(endpoint=args.endpoint, model=args.model, rates=args.rps, duration_s=duration,
+                                 requests=args.requests, arrival=args.arrival, max_tokens=args.max_tokens,
+                                 api=args.api, idle_s=args.idle_seconds, cooldown_s=args.cooldown,
+                                 timeout_s=args.timeout, seed=args.seed, interval_s=args.interval,
+                                 sampling={k: getattr(args, f"sampling_{k}") for k in PAPER_SAMPLING})
+            prompts = load_prompts(args.prompts)
+            result = run_sweep(config, prompts, output=args.output or "genai_results", meter=args.meter == "local",
+                               experiment=experiment, tracking_uri=args.tracking_uri)
+    except (ConfigError, PromptError, RecordError, TraceError, EndpointError, SettingsError) as exc:
+        print(f"green-mlops genai: {exc}", file=sys.stderr)
+        return 2
+    interrupted = any(n.startswith("interrupted") for n in result.record.notes)
+    return 130 if interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``genai`` on its own (``python -m green_mlops.genai.cli``), before it is wired into ``green-mlops``."""
+    parser = argparse.ArgumentParser(prog="green-mlops genai", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""What a sweep leaves on disk before any energy is attached: its settings, time windows and requests.
+
+Saved as ``sweep.json`` and ``requests.csv`` (wall-clock epoch seconds), so energy can be joined
+later from a trace recorded on the server host (``green-mlops genai --from DIR --server-trace FILE``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SWEEP_FILE = "sweep.json"
+REQUESTS_FILE = "requests.csv"
+
+
+class RecordError(ValueError):
+    """A folder that holds no saved sweep; the message names what is missing."""
+
+
+@dataclass
+class LevelInfo:
+    """One rate level's window (wall clock: first scheduled send, last send, last answer) and cache hit rate."""
+
+    index: int
+    rate_rps: float
+    start: float
+    load_end: float
+    end: float
+    cache_hit_rate: float | None = None
+    cache_hit_rate_method: str = "not exposed by the server"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class SweepRecord:
+    """Settings, the idle window, the levels and one row per request of a finished (or interrupted) sweep."""
+
+    params: dict[str, str]
+    idle: tuple[float, float] | None
+    levels: list[LevelInfo]
+    requests: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write ``sweep.json`` and ``requests.csv`` into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"params": self.params, "idle": list(self.idle) if self.idle else None,
+                "levels": [asdict(level) for level in self.levels], "notes": self.notes}
+        (out / SWEEP_FILE).write_text(json.dumps(meta, indent=2))
+        self.requests.to_csv(out / REQUESTS_FILE, index=False)
+        return [out / SWEEP_FILE, out / REQUESTS_FILE]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SweepRecord:
+        """Read a sweep written by :meth:`save`; a RecordError names the missing file."""
+        d = Path(directory)
+        missing = [n for n in (SWEEP_FILE, REQUESTS_FILE) if not (d / n).is_file()]
+        if missing:
+            raise RecordError(f"{str(d)!r} is not a sweep's output folder (missing {', '.join(missing)}); give the "
+                             "folder a `green-mlops genai ... --output DIR` run wrote")
+        meta: dict[str, Any] = json.loads((d / SWEEP_FILE).read_text())
+        requests = pd.read_csv(d / REQUESTS_FILE, keep_default_na=False, na_values=[""])
+        levels = [LevelInfo(**level) for level in meta["levels"]]
+        return cls(meta["params"], tuple(meta["idle"]) if meta.get("idle") else None, levels, requests,
+                   list(meta.get("notes", [])))

@@ -1,0 +1,83 @@
+"""MLflow: one parent run per sweep and one nested run per rate level, with tables and figures as artifacts.
+
+Level metrics carry both this package's names (``energy_per_request_J`` …) and the paper's Table 6
+names (``energy_per_sample``, ``request_rate``, ``cache_hit_rate``, ``average_output_token_length``).
+Tags say where the energy was measured and by which method, so a remote server's numbers are never
+mistaken for the client's.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from green_mlops.genai.aggregate import Analysis
+from green_mlops.genai.record import SweepRecord
+from green_mlops.meter import EnergyResult
+
+ARTIFACT_DIR = "genai"
+PAPER_NAMES = {"energy_per_request_J": "energy_per_sample", "rate_rps": "request_rate",
+               "cache_hit_rate": "cache_hit_rate", "average_output_token_length": "average_output_token_length"}
+TEXT_COLUMNS = {"failures", "unsustainable_reason", "energy_basis", "tokens_source", "cache_hit_rate_method"}
+
+
+def level_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The numeric columns of a level row as MLflow metrics (NaN left out), plus the paper's names."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        if key in TEXT_COLUMNS or key == "level":
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if not math.isnan(number):
+            out[key] = number
+    for ours, paper in PAPER_NAMES.items():
+        if ours in out:
+            out[paper] = out[ours]
+    return out
+
+
+def log_sweep(record: SweepRecord, analysis: Analysis, files: Sequence[Path], *, experiment: str,
+              tracking_uri: str | None = None, energy_description: str = "",
+              sample_energy: EnergyResult | None = None, run_name: str | None = None) -> str:
+    """Log the sweep to MLflow; return the parent run's id."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    params = record.params
+    name = run_name or f"genai {params.get('model', '')} @ {params.get('rates_rps', '')} rps"
+    sat = analysis.saturation
+    with mlflow.start_run(run_name=name) as parent:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        tags = {"green_mlops.genai.energy_source": energy_description or "not metered",
+                "green_mlops.genai.saturation": str(sat), "green_mlops.genai.saturation_criterion": sat.criterion}
+        if sample_energy is not None:
+            for domain in ("gpu", "cpu", "dram"):
+                parts = [s.info for s in sample_energy.sources if s.info.domain == domain]
+                if parts:
+                    tags[f"green_mlops.method.{domain}"] = ",".join(sorted({p.method for p in parts}))
+                    tags[f"green_mlops.provenance.{domain}"] = ",".join(sorted({p.provenance for p in parts}))
+        if record.notes:
+            tags["green_mlops.genai.notes"] = " | ".join(record.notes)[:5000]
+        mlflow.set_tags(tags)
+        if sat.rate_rps is not None:
+            mlflow.log_metric("saturation_rps", sat.rate_rps)
+        for _, row in analysis.levels.iterrows():
+            metrics = level_metrics(row.to_dict())
+            mlflow.log_metrics({k: metrics[k] for k in ("rate_rps", "energy_per_request_J", "energy_per_output_token_J",
+                                                        "energy_per_s_W", "latency_p50_s", "completion_rps")
+                                if k in metrics}, step=int(row["level"]))
+            with mlflow.start_run(run_name=f"{row['rate_rps']:g} rps", nested=True):
+                mlflow.log_params({"rate_rps": f"{row['rate_rps']:g}", "level": int(row["level"])})
+                mlflow.log_metrics(metrics)
+                mlflow.set_tags({f"green_mlops.genai.{k}": str(row[k])[:5000] for k in TEXT_COLUMNS if row.get(k)})
+                mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("green_mlops.method")
+                                 or k.startswith("green_mlops.provenance")})
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
+        return parent.info.run_id

@@ -1,0 +1,193 @@
+"""GenOps sweeps against a real ``transformers serve`` on 127.0.0.1: a tiny random Llama, built here.
+
+The server, the model, the meter (this machine's estimating models), MLflow (SQLite) and the trace
+join are all real; nothing is downloaded. One sweep of two rate levels is checked number by number.
+"""
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from green_mlops.genai import SweepConfig, join_server_trace, load_prompts, run_sweep
+from green_mlops.genai.cli import main as genai_main
+from green_mlops.genai.random_llama import build_random_llama
+from green_mlops.genai.transformers_server import TransformersServer, free_port
+
+pytest.importorskip("transformers")
+
+RATES = (2.0, 4.0)
+REQUESTS = 6
+MAX_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("genai")
+    built = build_random_llama(root / "tiny-llama", "tiny")
+    with TransformersServer(built.path, extra_args=("--cb-num-blocks", "64", "--cb-block-size", "32"),
+                            log_path=root / "serve.log", start_timeout_s=120) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def sweep(server, tmp_path_factory):
+    """One sweep through the CLI entry point: two levels, local meter, MLflow in SQLite."""
+    root = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    out = root / "out"
+    code = genai_main(["--endpoint", server.url, "--model", server.model, "--rps", ",".join(f"{r:g}" for r in RATES),
+                       "--requests", str(REQUESTS), "--max-tokens", str(MAX_TOKENS), "--arrival", "constant",
+                       "--idle-seconds", "1", "--cooldown", "0.2", "--output", str(out), "--tracking-uri", uri,
+                       "--experiment", "genai-test"])
+    mlflow.set_tracking_uri(None)
+    assert code == 0
+    return out, uri
+
+
+def _close(a, b, rel=1e-9, abs_=1e-9):
+    return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs_)
+
+
+def test_every_level_number_exists_and_adds_up(sweep):
+    out, _ = sweep
+    levels = pd.read_csv(out / "levels.csv")
+    requests = pd.read_csv(out / "requests.csv")
+    devices = pd.read_csv(out / "devices.csv")
+    assert levels["rate_rps"].tolist() == list(RATES)
+    for _, lv in levels.iterrows():
+        mine = requests[requests["level"] == lv["level"]]
+        assert lv["requests"] == len(mine) == REQUESTS
+        assert lv["ok"] + lv["failed"] == lv["requests"] and lv["ok"] == REQUESTS
+        assert mine["ok"].all() and (mine["status"] == 200).all()
+        # tokens: from the server's usage, every request ran to max_tokens (random weights never say EOS here)
+        assert (mine["tokens_source"] == "usage").all() and lv["tokens_source"] == "usage"
+        assert lv["output_tokens"] == mine["output_tokens"].sum() == REQUESTS * MAX_TOKENS
+        assert lv["average_output_token_length"] == MAX_TOKENS
+        assert (mine["stream_chunks"] >= 1).all() and (mine["prompt_tokens"] > 0).all()
+        # times: sent ≤ first token ≤ end, inside the level's window; percentiles ordered
+        assert (mine["sent"] <= mine["first_token"]).all() and (mine["first_token"] <= mine["end"]).all()
+        assert mine["sent"].min() >= lv["start"] - 1e-6 and _close(mine["end"].max(), lv["end"], abs_=1e-6)
+        assert 0 < lv["ttft_p50_s"] <= lv["latency_p50_s"] <= lv["latency_p90_s"] <= lv["latency_p99_s"]
+        assert lv["arrival_rps"] == pytest.approx(lv["rate_rps"], rel=0.2)
+        assert lv["sustainable"] in (True, False) and lv["completion_rps"] > 0
+        # energy: net of the idle baseline, split per domain, and every ratio consistent with the total
+        assert lv["energy_basis"] == "net of idle" and lv["gross_energy_J"] > 0 and lv["idle_power_W"] > 0
+        assert _close(lv["energy_J"], lv["gross_energy_J"] - lv["idle_power_W"] * lv["duration_s"], 1e-6, 1e-6)
+        parts = [lv[f"{d}_energy_J"] for d in ("gpu", "cpu", "dram") if not math.isnan(lv[f"{d}_energy_J"])]
+        assert _close(sum(parts), lv["energy_J"], 1e-9, 1e-6)
+        assert _close(lv["requests"] * lv["energy_per_request_J"], lv["energy_J"])
+        assert _close(lv["ok"] * lv["energy_per_ok_request_J"], lv["energy_J"])
+        assert _close(lv["output_tokens"] * lv["energy_per_output_token_J"], lv["energy_J"])
+        assert _close(lv["duration_s"] * lv["energy_per_s_W"], lv["energy_J"])
+        mine_dev = devices[devices["level"] == lv["level"]]
+        assert _close(mine_dev["energy_J"].sum(), lv["energy_J"], 1e-9, 1e-6)
+        assert _close(mine_dev["gross_energy_J"].sum(), lv["gross_energy_J"], 1e-9, 1e-6)
+        assert set(mine_dev["provenance"]) <= {"measured", "estimated"} and mine_dev["method"].str.len().min() > 0
+        # transformers serve has no Prometheus page: no hit rate, and the table says why
+        assert math.isnan(lv["cache_hit_rate"]) and lv["cache_hit_rate_method"] == "not exposed by the server"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["saturation"]["criterion"] and summary["idle"]["duration_s"] >= 1
+    assert "top_k" in summary["params"]["dropped_fields"]  # transformers serve refuses vLLM's sampling extras
+    for name in ("energy_per_request.png", "energy_per_token.png", "device_energy_per_request.png", "latency.png",
+                 "trace.parquet", "sweep.json"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_sweep_is_logged_to_mlflow(sweep):
+    out, uri = sweep
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("genai-test")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == len(RATES)
+    parent = parents[0]
+    assert parent.data.params["rates_rps"] == "2,4" and parent.data.params["sampling.temperature"] == "0"
+    assert parent.data.tags["green_mlops.genai.energy_source"].startswith("local meter")
+    assert parent.data.tags["green_mlops.method.cpu"] and parent.data.tags["green_mlops.provenance.cpu"]
+    levels = pd.read_csv(out / "levels.csv").set_index("rate_rps")
+    for child in children:
+        m = child.data.metrics
+        rate = float(child.data.params["rate_rps"])
+        for key in ("energy_J", "energy_per_request_J", "energy_per_output_token_J", "energy_per_s_W",
+                    "latency_p50_s", "ttft_p50_s", "output_tokens", "requests", "failed", "cpu_energy_J"):
+            assert m[key] == pytest.approx(levels.loc[rate, key], rel=1e-9, abs=1e-9), key
+        assert m["energy_per_sample"] == m["energy_per_request_J"] and m["request_rate"] == rate
+        assert m["average_output_token_length"] == MAX_TOKENS and "cache_hit_rate" not in m
+    history = client.get_metric_history(parent.info.run_id, "energy_per_request_J")
+    assert sorted(h.step for h in history) == [0, 1]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "genai")}
+    for name in ("levels.csv", "requests.csv", "devices.csv", "energy_per_request.png", "energy_per_token.png",
+                 "device_energy_per_request.png", "summary.json", "trace.parquet"):
+        assert f"genai/{name}" in artifacts
+
+
+def test_server_trace_joined_by_time_matches_the_local_meter(sweep, tmp_path):
+    out, _ = sweep
+    joined = join_server_trace(out, out / "trace.parquet", output=tmp_path / "joined", experiment=None)
+    local = pd.read_csv(out / "levels.csv").set_index("level")
+    remote = joined.analysis.levels.set_index("level")
+    assert joined.energy_description.startswith("server trace trace.parquet")
+    for level in local.index:
+        # the trace is interpolated between 0.1 s ticks: agreement within a few percent of a level's energy
+        assert remote.loc[level, "gross_energy_J"] == pytest.approx(local.loc[level, "gross_energy_J"], rel=0.03)
+        assert remote.loc[level, "idle_power_W"] == pytest.approx(local.loc[level, "idle_power_W"], rel=0.03)
+        assert remote.loc[level, "requests"] == local.loc[level, "requests"]
+
+
+def test_failed_requests_keep_their_energy(server, tmp_path):
+    """Refused, timed-out and error-answered requests are counted per level, and the level's energy divides by all."""
+    prompts = load_prompts(None)
+    cases = [("refused", f"http://127.0.0.1:{free_port()}", server.model, dict(max_tokens=4), "connect"),
+             ("timeout", server.url, server.model, dict(max_tokens=900, timeout_s=0.05), "timeout"),
+             ("http error", server.url, "no-such-model", dict(max_tokens=4), "http")]
+    for name, endpoint, model, extra, kind in cases:
+        # no probe (it would refuse these endpoints up front), so send only fields transformers serve accepts
+        config = SweepConfig(endpoint=endpoint, model=model, rates=(5.0,), requests=3, arrival="constant",
+                             idle_s=0, cooldown_s=0, probe=False, sampling={"temperature": 0.0, "top_p": 1.0},
+                             **{"timeout_s": 30.0, **extra})
+        result = run_sweep(config, prompts, output=tmp_path / name.replace(" ", "_"), experiment=None,
+                           log=lambda _m: None)
+        lv = result.analysis.levels.iloc[0]
+        assert lv["requests"] == 3 and lv["failed"] == 3 and lv["ok"] == 0, name
+        assert lv["failures"] == f"{kind}: 3", name
+        assert lv["energy_basis"] == "gross (no idle baseline)" and lv["energy_J"] > 0, name
+        assert lv["energy_per_request_J"] == pytest.approx(lv["energy_J"] / 3), name
+        assert math.isnan(lv["energy_per_ok_request_J"]) and not lv["sustainable"], name
+        assert "3 of 3 requests failed" in lv["unsustainable_reason"], name
+        assert result.analysis.saturation.criterion == "saturated below the lowest rate", name
+        assert result.record.requests["error"].str.len().min() > 0, name
+
+
+def test_cli_refuses_an_unreachable_endpoint_before_any_load(tmp_path, capsys):
+    out = tmp_path / "never"
+    code = genai_main(["--endpoint", f"http://127.0.0.1:{free_port()}", "--model", "m", "--rps", "1",
+                       "--requests", "1", "--idle-seconds", "0", "--output", str(out), "--no-mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot connect" in err and "Is the server running" in err
+    assert not (out / "requests.csv").exists()
+
+
+def test_cli_refuses_a_model_the_server_does_not_serve(server, tmp_path, capsys):
+    code = genai_main(["--endpoint", server.url + "/v1", "--model", "other-model", "--rps", "1", "--requests", "1",
+                       "--idle-seconds", "0", "--output", str(tmp_path / "o"), "--no-mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2 and "other-model" in err and "Check --model" in err
+
+
+def test_prompt_file_in_arena_format_drives_the_server(server, tmp_path):
+    arena = tmp_path / "arena.jsonl"
+    rows = [{"conversation_a": [{"role": "user", "content": q}, {"role": "assistant", "content": "..."}]}
+            for q in ("What is the difference between OpenCL and CUDA?", "Fuji vs. Nikon, which is better?")]
+    arena.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    config = SweepConfig(endpoint=server.url, model=server.model, rates=(10.0,), requests=2, max_tokens=3,
+                         idle_s=0, cooldown_s=0, api="completions")
+    result = run_sweep(config, load_prompts(arena), output=tmp_path / "o", meter=False, experiment=None,
+                       log=lambda _m: None)
+    lv = result.analysis.levels.iloc[0]
+    assert lv["ok"] == 2 and lv["output_tokens"] == 6 and lv["energy_basis"] == "not metered"
+    assert Path(result.record.params["prompts"]) == arena
