@@ -1,0 +1,32 @@
+"""The paper's analysis of logged runs: metrics, correlations, energy prediction, figures and a report.
+
+    runs = load_runs("my-sweep")                       # one row per MLflow run
+    table3 = paper_metrics(runs, "inference")          # the paper's metrics per run
+    corr = correlations(pd.concat([table3, runs[["hardware", "inference_energy_J"]]], axis=1),
+                        "inference_energy_J", PAPER_METRICS)
+    predictor = EnergyPredictor.fit(runs)              # Lasso, cross-validated
+    write_report("my-sweep", "report_dir")             # what `green-mlops report` does
+"""
+from green_mlops.analysis.analyse import Analysis, analyse
+from green_mlops.analysis.correlation import Correlations, correlations
+from green_mlops.analysis.errors import (
+    AnalysisError,
+    ExperimentNotFound,
+    MissingData,
+    NoEnergyMetrics,
+    NoRuns,
+    TooFewRuns,
+)
+from green_mlops.analysis.findings import Finding, check_findings
+from green_mlops.analysis.genai_metrics import GENAI_METRICS, genai_metrics
+from green_mlops.analysis.paper_metrics import paper_metrics
+from green_mlops.analysis.regression import EnergyPredictor
+from green_mlops.analysis.report import Report, write_report
+from green_mlops.analysis.runs import load_csv, load_epochs, load_epochs_csv, load_runs
+
+__all__ = [
+    "GENAI_METRICS", "Analysis", "AnalysisError", "Correlations", "EnergyPredictor", "ExperimentNotFound",
+    "Finding", "MissingData", "NoEnergyMetrics", "NoRuns", "Report", "TooFewRuns", "analyse", "check_findings",
+    "correlations", "genai_metrics", "load_csv", "load_epochs", "load_epochs_csv", "load_runs", "paper_metrics",
+    "write_report",
+]

@@ -1,0 +1,91 @@
+"""Everything the report shows, computed once from the run table: metrics, correlations, the energy
+predictor, the paper's findings and the figures. What cannot be computed is kept as a sentence saying
+why, never as an empty or NaN table."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from green_mlops.analysis import figures
+from green_mlops.analysis.correlation import Correlations, correlations
+from green_mlops.analysis.errors import AnalysisError
+from green_mlops.analysis.findings import Finding, batch_size_optimum, check_findings
+from green_mlops.analysis.genai_metrics import GENAI_METRICS
+from green_mlops.analysis.paper_metrics import paper_metrics
+from green_mlops.analysis.regression import EnergyPredictor
+from green_mlops.metrics import PAPER_METRICS
+
+__all__ = ["Analysis", "analyse"]
+
+#: What each correlation table correlates with, and over which phase's metrics.
+TARGETS = {"inference": ("inference_energy_J", "inference energy (the paper's Table 3)"),
+           "train": ("train_energy_J", "training energy")}
+#: Table 6 metrics that only LLM serving runs have; their presence makes a run table a GenAI one.
+GENAI_ONLY = ("request_rate", "cache_hit_rate", "average_output_token_length", "energy_per_output_token")
+
+
+@dataclass
+class Analysis:
+    """The results, each either computed or replaced by the reason it could not be."""
+
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    metrics: dict[str, pd.DataFrame]  # phase -> Table 3 metrics per run
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)  # runs + training-window metrics: the predictor's input
+    correlations: dict[str, Correlations | str] = field(default_factory=dict)
+    predictor: EnergyPredictor | str = "not fitted"
+    findings: list[Finding] = field(default_factory=list)
+    batch_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    figures: dict[str, Figure | str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _correlation_input(runs: pd.DataFrame, table: pd.DataFrame, target: str) -> pd.DataFrame:
+    extra = [c for c in ("macs",) if c in runs]
+    return pd.concat([table, runs[["hardware", target, *extra]]], axis=1)
+
+
+def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figures: bool = True) -> Analysis:
+    """Compute every table and figure of the report from ``runs`` (and per-epoch rows for Fig. 5)."""
+    epochs = epochs if epochs is not None else pd.DataFrame()
+    tables = {phase: paper_metrics(runs, phase) for phase in ("inference", "train")}
+    table = runs.assign(**{c: tables["train"][c] for c in tables["train"]})  # logged values kept: see paper_metrics
+    out = Analysis(runs, epochs, tables, table, notes=list(runs.attrs.get("notes", [])))
+    for phase, (target, _) in TARGETS.items():
+        if target not in runs or runs[target].notna().sum() == 0:
+            out.correlations[phase] = f"no run has {target}"
+            continue
+        try:
+            out.correlations[phase] = correlations(_correlation_input(runs, tables[phase], target), target,
+                                                   [*PAPER_METRICS, "macs"])
+        except AnalysisError as exc:
+            out.correlations[phase] = str(exc)
+    if any(m in runs for m in GENAI_ONLY) and "energy_per_sample" in runs:
+        try:
+            out.correlations["genai"] = correlations(runs, "energy_per_sample", [*GENAI_METRICS])
+        except AnalysisError as exc:
+            out.correlations["genai"] = str(exc)
+    try:
+        out.predictor = EnergyPredictor.fit(table)
+    except AnalysisError as exc:
+        out.predictor = str(exc)
+    out.findings = check_findings(runs, tables["inference"])
+    out.batch_sizes = batch_size_optimum(runs)
+    if with_figures:
+        makers = {
+            "Training and inference time per model (Fig. 2)": lambda: figures.time_per_model(runs),
+            "Average power per device (Fig. 3)": lambda: figures.power_per_device(runs),
+            "Loss, accuracy and cumulative energy per epoch (Fig. 5)": lambda: figures.epoch_curves(epochs),
+            "Energy against MACs per parameter (Fig. 6)":
+                lambda: figures.energy_vs_macs_param(runs, tables["train"], tables["inference"]),
+            "Energy and utilisation against batch size (Fig. 7)": lambda: figures.batch_size_effect(runs),
+            "Energy against time": lambda: figures.energy_vs_time(runs),
+        }
+        for title, make in makers.items():
+            try:
+                out.figures[title] = make()
+            except AnalysisError as exc:
+                out.figures[title] = str(exc)
+    return out

@@ -1,0 +1,46 @@
+"""``green-mlops report``: the paper's analysis of an experiment's runs as an HTML or Markdown report."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from green_mlops.analysis.errors import AnalysisError
+from green_mlops.analysis.report import FORMATS, write_report
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``report`` subcommand's options."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--experiment", help="MLflow experiment whose runs to analyse (e.g. the sweep's)")
+    src.add_argument("--runs", metavar="CSV_OR_DIR",
+                     help="analyse a runs.csv written by an earlier report (e.g. committed results/) instead")
+    parser.add_argument("--output", default="green_mlops_report", metavar="DIR",
+                        help="folder for the report, runs.csv, epochs.csv, correlations.csv and the energy "
+                             "predictor (default: green_mlops_report)")
+    parser.add_argument("--format", choices=FORMATS, default="html",
+                        help="html: one self-contained page; md: Markdown with PNG figures, for a pull request")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's default)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report to the experiment")
+    parser.add_argument("--no-traces", action="store_true",
+                        help="skip reading power traces (faster; no utilisation in Fig. 7)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; 0 on success, 2 with a message saying what to do when the input cannot be analysed."""
+    try:
+        report = write_report(args.experiment, args.output, args.format, args.tracking_uri, runs_csv=args.runs,
+                              log=not args.no_log, traces=not args.no_traces)
+    except AnalysisError as exc:
+        print(f"green-mlops report: {exc}", file=sys.stderr)
+        return 2
+    a = report.analysis
+    print(f"report: {report.path} ({len(a.runs)} runs, {a.runs['hardware'].nunique()} hardware configuration(s))")
+    for f in a.findings:
+        verdict = "cannot tell" if f.agrees is None else ("agrees" if f.agrees else "differs")
+        print(f"  {f.claim}: {f.here} [{verdict}]")
+    if report.run_id:
+        print(f"logged to MLflow run {report.run_id} (artifacts under report/)")
+    return 0

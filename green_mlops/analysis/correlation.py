@@ -1,0 +1,79 @@
+"""Pearson and Spearman correlation of each metric with energy, per hardware configuration (Table 3).
+
+Groups or metrics with too few runs, and metrics that do not vary, are left out and said so in
+``notes``: the tables never hold a NaN coefficient.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from green_mlops.analysis.errors import TooFewRuns
+
+__all__ = ["MIN_RUNS", "Correlations", "correlations"]
+
+MIN_RUNS = 3  # a correlation of two points is always ±1; three is the least that says anything
+COLUMNS = ["hardware", "metric", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"]
+
+
+@dataclass
+class Correlations:
+    """Coefficients of each metric with ``target``; ``table`` is long (one row per hardware and metric)."""
+
+    target: str
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def wide(self, coefficient: str = "spearman_rho") -> pd.DataFrame:
+        """Metrics × hardware configurations, as the paper's Table 3 lays them out (metric order kept)."""
+        order = list(dict.fromkeys(self.table["metric"]))
+        wide = self.table.pivot(index="metric", columns="hardware", values=coefficient)
+        return wide.reindex(order)
+
+
+def _usable(x: pd.Series) -> pd.Series:
+    return pd.to_numeric(x, errors="coerce").replace([np.inf, -np.inf], np.nan)
+
+
+def correlations(table: pd.DataFrame, target: str, metrics: Sequence[str], by: str | None = "hardware",
+                 min_runs: int = MIN_RUNS) -> Correlations:
+    """Correlate every column in ``metrics`` with ``target`` within each group of ``by`` (None: all runs).
+
+    Raises :class:`TooFewRuns` when no group has ``min_runs`` runs with both values for any metric.
+    """
+    if target not in table:
+        raise TooFewRuns(f"no run has {target!r}; correlations need it logged (see `green-mlops report --help`)")
+    groups = [("all runs", table)] if by is None or by not in table else list(table.groupby(by, sort=True))
+    rows, notes = [], []
+    for name, g in groups:
+        y = _usable(g[target])
+        if y.notna().sum() < min_runs:
+            notes.append(f"{name}: {int(y.notna().sum())} run(s) with {target}; correlations need at least "
+                         f"{min_runs} (run more configurations on this hardware)")
+            continue
+        for m in metrics:
+            if m not in g or m == target:
+                continue
+            x = _usable(g[m])
+            ok = x.notna() & y.notna()
+            n = int(ok.sum())
+            if n < min_runs:
+                if x.notna().any():
+                    notes.append(f"{name}: {m} is known for {n} run(s) with {target}; at least {min_runs} needed")
+                continue
+            if x[ok].nunique() < 2 or y[ok].nunique() < 2:
+                same = target if y[ok].nunique() < 2 else m
+                notes.append(f"{name}: {same} is the same in all {n} runs, so it cannot correlate with anything")
+                continue
+            pr = stats.pearsonr(x[ok], y[ok])
+            sr = stats.spearmanr(x[ok], y[ok])
+            rows.append([name, m, n, float(pr.statistic), float(pr.pvalue), float(sr.statistic), float(sr.pvalue)])
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    if out.empty:
+        raise TooFewRuns(f"no correlation with {target} can be computed: " + "; ".join(dict.fromkeys(notes))
+                         if notes else f"no metric among {', '.join(metrics)} was logged")
+    return Correlations(target, out, list(dict.fromkeys(notes)))

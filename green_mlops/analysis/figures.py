@@ -1,0 +1,233 @@
+"""The paper's figures from the run table (Figs. 2, 3, 5, 6, 7, and energy against time).
+
+Each function returns a matplotlib ``Figure`` (no pyplot state, so it works headless and in threads;
+a notebook shows it inline) or raises :class:`MissingData` saying what the runs lack.
+"""
+from __future__ import annotations
+
+import io
+import textwrap
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
+
+from green_mlops.analysis.errors import MissingData
+from green_mlops.analysis.runs import DOMAINS
+
+__all__ = ["batch_size_effect", "energy_vs_macs_param", "energy_vs_time", "epoch_curves", "png",
+           "power_per_device", "time_per_model"]
+
+PHASE_LABEL = {"train": "training", "inference": "inference"}
+DEVICE_COLOUR = {"gpu": "#2a9d8f", "cpu": "#e76f51", "dram": "#8d99ae"}
+
+
+def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
+
+
+def _legend(fig: Figure, axes: np.ndarray) -> None:
+    """One legend for the whole figure, below the panels, with each label once."""
+    seen: dict[str, object] = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    if seen:
+        widest = max(len(k) for k in seen)
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", fontsize=8, frameon=False,
+                   ncols=1 if widest > 60 else (2 if widest > 35 else min(4, len(seen))))
+
+
+def png(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (for embedding in HTML or saving)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _num(runs: pd.DataFrame, col: str) -> pd.Series:
+    if col not in runs:
+        return pd.Series(np.nan, index=runs.index, dtype=float)
+    return pd.to_numeric(runs[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
+
+
+def _hardware_groups(df: pd.DataFrame, limit: int = 4) -> list[tuple[str, pd.DataFrame]]:
+    return list(df.groupby("hardware", sort=True))[:limit]
+
+
+def time_per_model(runs: pd.DataFrame) -> Figure:
+    """Fig. 2: seconds per 1000 samples of training and of inference, per model (one panel per hardware)."""
+    df = runs.assign(train=_num(runs, "train_time_s") / _num(runs, "train_samples") * 1000,
+                     inference=_num(runs, "inference_time_s") / _num(runs, "inference_samples") * 1000)
+    df = df.dropna(subset=["train", "inference"], how="all")
+    if df.empty:
+        raise MissingData("Fig. 2 needs time/fit_s or time/test_s with sample counts (EnergyCallback on fit and test)")
+    groups = _hardware_groups(df)
+    fig, axes = _figure(7, 0.9 + 0.35 * df["model"].nunique() * len(groups), len(groups), 1)
+    for ax, (hw, g) in zip(axes.flat, groups):
+        means = g.groupby("model")[["train", "inference"]].mean().sort_values("train", na_position="first")
+        y = np.arange(len(means))
+        ax.barh(y - 0.2, means["train"], 0.4, label="training (fit, validation included)", color="#264653")
+        ax.barh(y + 0.2, means["inference"], 0.4, label="inference", color="#e9c46a")
+        ax.set_yticks(y, means.index)
+        ax.set_xlabel("seconds per 1000 samples")
+        ax.set_title(hw, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Training and inference time per model (paper Fig. 2)")
+    return fig
+
+
+def power_per_device(runs: pd.DataFrame) -> Figure:
+    """Fig. 3: mean power of each device (GPU, CPU, DRAM) per model, in training and in inference."""
+    phases = [p for p in ("train", "inference") if any(_num(runs, f"{p}_power_{d}_W").notna().any() for d in DOMAINS)]
+    if not phases:
+        raise MissingData("Fig. 3 needs per-device energy (the callback's fit/test summaries, or energy/<device>_J)")
+    groups = _hardware_groups(runs)
+    fig, axes = _figure(5.5 * len(phases), 1.2 + 0.35 * runs["model"].nunique() * len(groups), len(groups),
+                        len(phases))
+    for r, (hw, g) in enumerate(groups):
+        prov = g["provenance"].iloc[0] if "provenance" in g else ""
+        for c, phase in enumerate(phases):
+            ax: Axes = axes[r, c]
+            cols = {d: f"{phase}_power_{d}_W" for d in DOMAINS if _num(g, f"{phase}_power_{d}_W").notna().any()}
+            means = pd.DataFrame({d: _num(g, col) for d, col in cols.items()}).groupby(g["model"]).mean()
+            left = np.zeros(len(means))
+            for d in cols:
+                vals = means[d].fillna(0).to_numpy()
+                ax.barh(means.index, vals, left=left, color=DEVICE_COLOUR[d], label=d)
+                left += vals
+            ax.set_xlabel("mean power (W)")
+            ax.set_title(textwrap.fill(f"{PHASE_LABEL[phase]} · {hw}", 60), fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+        axes[r, 0].set_ylabel(textwrap.fill(prov.replace("; ", "\n"), 45), fontsize=7)
+    _legend(fig, axes)
+    fig.suptitle("Average power per device (paper Fig. 3)")
+    return fig
+
+
+def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, inference_metrics: pd.DataFrame) -> Figure:
+    """Fig. 6: energy of training and of inference against MACs per parameter, one point per run."""
+    panels = []
+    for phase, table in (("train", train_metrics), ("inference", inference_metrics)):
+        x, y = _num(table, "macs_param"), _num(runs, f"{phase}_energy_J")
+        ok = x.notna() & y.notna()
+        if ok.any():
+            panels.append((phase, x[ok], y[ok]))
+    if not panels:
+        raise MissingData("Fig. 6 needs macs and trainable_params (logged by EnergyCallback) with an energy")
+    fig, axes = _figure(5.2 * len(panels), 4.2, 1, len(panels))
+    colours = {hw: f"C{i}" for i, hw in enumerate(sorted(runs["hardware"].unique()))}
+    for ax, (phase, x, y) in zip(axes.flat, panels):
+        for hw, idx in runs.loc[x.index].groupby("hardware").groups.items():
+            ax.scatter(x[idx], y[idx], color=colours[hw], label=hw, s=28)
+        pooled = " (all runs)" if runs.loc[x.index, "hardware"].nunique() > 1 else ""
+        for i in x.index:
+            ax.annotate(str(runs.at[i, "model"]), (x[i], y[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if x.max() > 10 * x.min() > 0:
+            ax.set_xscale("log")
+        if y.max() > 10 * y.min() > 0:
+            ax.set_yscale("log")
+        if len(x) >= 3 and x.nunique() > 1 and y.nunique() > 1:
+            ax.set_title(f"{PHASE_LABEL[phase]}: Spearman ρ = {stats.spearmanr(x, y).statistic:.2f}{pooled}",
+                         fontsize=9)
+        else:
+            ax.set_title(PHASE_LABEL[phase], fontsize=9)
+        ax.set_xlabel("MACs per trainable parameter (macs_param)")
+        ax.set_ylabel(f"{PHASE_LABEL[phase]} energy (J)")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    fig.suptitle("Energy against MACs per parameter (paper Fig. 6)")
+    return fig
+
+
+def batch_size_effect(runs: pd.DataFrame) -> Figure:
+    """Fig. 7: energy per training sample and mean utilisation against batch size, one line per model."""
+    b, e = _num(runs, "batch_size"), _num(runs, "energy_per_sample_train_J")
+    ok = b.notna() & e.notna()
+    if ok.sum() == 0 or b[ok].nunique() < 2:
+        raise MissingData("Fig. 7 needs runs at two or more batch sizes (a batch_size param), e.g. "
+                          "`green-mlops sweep` over batch sizes")
+    device = runs["train_util_device"] if "train_util_device" in runs else pd.Series(None, index=runs.index)
+    df = runs[ok].assign(_b=b[ok], _e=e[ok], _u=_num(runs, "train_util")[ok] * 100, _d=device[ok])
+    fig, axes = _figure(10, 4.6, 1, 2)
+    several = runs["hardware"].nunique() > 1
+    for (hw, model), g in df.groupby(["hardware", "model"], sort=True):
+        m = g.groupby("_b")[["_e", "_u"]].mean().sort_index()
+        label = f"{model} · {hw}" if several else str(model)
+        line = axes[0, 0].plot(m.index, m["_e"], marker="o", label=label)[0]
+        if m["_u"].notna().any():
+            dev = g["_d"].dropna()
+            style = "--" if len(dev) and dev.iloc[0] == "cpu" else "-"
+            axes[0, 1].plot(m.index, m["_u"], marker="o", linestyle=style, color=line.get_color())
+    axes[0, 0].set_ylabel("energy per training sample (J)")
+    axes[0, 1].set_ylabel("mean utilisation (%)")
+    axes[0, 1].set_title("GPU solid, CPU dashed (runs without a GPU)", fontsize=8)
+    if not df["_u"].notna().any():
+        axes[0, 1].text(0.5, 0.5, "no utilisation trace in these runs", ha="center", transform=axes[0, 1].transAxes)
+    for ax in axes.flat:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    fig.suptitle("Effect of batch size on energy and utilisation (paper Fig. 7)")
+    return fig
+
+
+def epoch_curves(epochs: pd.DataFrame) -> Figure:
+    """Fig. 5: loss, accuracy and cumulative energy per epoch, mean across runs (one line per hardware
+    configuration) with the min–max range shaded."""
+    if epochs.empty:
+        raise MissingData("Fig. 5 needs per-epoch energy (energy/train_epoch_J from EnergyCallback)")
+    fig, axes = _figure(12, 4, 1, 3)
+    for ax, (col, label) in zip(axes.flat, (("loss", "loss"), ("accuracy", "accuracy"),
+                                            ("cumulative_energy_J", "cumulative energy (J)"))):
+        for hw, g in epochs.groupby("hardware", sort=True):
+            s = pd.to_numeric(g[col], errors="coerce").groupby(g["epoch"]).agg(["mean", "min", "max"])
+            if s["mean"].notna().any():
+                line = ax.plot(s.index, s["mean"], marker="o", label=f"{hw} ({g['run_id'].nunique()} runs)")[0]
+                ax.fill_between(s.index, s["min"], s["max"], alpha=0.2, color=line.get_color())
+        if not ax.lines:
+            ax.text(0.5, 0.5, f"no {col} logged per epoch", ha="center", transform=ax.transAxes)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    fig.suptitle("Loss, accuracy and energy per epoch: mean over runs, range shaded (paper Fig. 5)")
+    return fig
+
+
+def energy_vs_time(runs: pd.DataFrame) -> Figure:
+    """Energy against duration for training and inference, with the least-squares line and Pearson r."""
+    panels = []
+    for phase in ("train", "inference"):
+        t, e = _num(runs, f"{phase}_time_s"), _num(runs, f"{phase}_energy_J")
+        ok = t.notna() & e.notna()
+        if ok.any():
+            panels.append((phase, t[ok], e[ok]))
+    if not panels:
+        raise MissingData("energy against time needs time/fit_s or time/test_s with their energies")
+    fig, axes = _figure(5.2 * len(panels), 4, 1, len(panels))
+    colours = {hw: f"C{i}" for i, hw in enumerate(sorted(runs["hardware"].unique()))}
+    for ax, (phase, t, e) in zip(axes.flat, panels):
+        for hw, idx in runs.loc[t.index].groupby("hardware").groups.items():
+            ax.scatter(t[idx], e[idx], s=24, color=colours[hw], label=hw)
+            if len(idx) >= 3 and t[idx].nunique() > 1 and e[idx].nunique() > 1:
+                fit = stats.linregress(t[idx], e[idx])
+                xs = np.linspace(t[idx].min(), t[idx].max(), 50)
+                ax.plot(xs, fit.intercept + fit.slope * xs, color=colours[hw], linewidth=1,
+                        label=f"fit on {hw}: r = {fit.rvalue:.3f}, slope {fit.slope:.4g} W")
+        ax.set_title(PHASE_LABEL[phase], fontsize=9)
+        ax.set_xlabel("duration (s)")
+        ax.set_ylabel("energy (J)")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    fig.suptitle("Energy is linear in time (paper §6.1.2, r = 0.99)")
+    return fig

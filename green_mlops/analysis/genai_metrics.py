@@ -1,0 +1,99 @@
+"""The paper's GenAI metrics (Sánchez-Mompó et al. 2025, §6.2.2, Table 6) over one LLM serving window.
+
+Same conventions as :mod:`green_mlops.metrics`: each returns a float, or None when an input is
+missing, not finite, out of its domain or a denominator is zero. The metrics Table 6 shares with
+Table 3 (``energy_per_sample``, ``parameters``, ``model_size_to_ram``) are the same functions.
+"""
+from __future__ import annotations
+
+import math
+
+from green_mlops.metrics import energy_per_sample, model_size_to_ram, parameters
+
+__all__ = ["GENAI_METRICS", "average_output_token_length", "cache_hit_rate", "energy_per_output_token",
+           "energy_per_request", "flops", "genai_metrics", "request_rate"]
+
+#: Table 6's metric names, in the paper's order, then energy per output token (its Fig. 9).
+GENAI_METRICS: tuple[str, ...] = (
+    "energy_per_sample", "flops", "model_size_to_ram", "parameters", "request_rate",
+    "average_output_token_length", "cache_hit_rate", "energy_per_output_token",
+)
+
+
+def _num(v: object) -> float | None:
+    if v is None or isinstance(v, (bool, str, bytes)):
+        return None
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _ratio(a: object, b: object) -> float | None:
+    """``a / b`` for a ≥ 0 and b > 0, else None."""
+    x, y = _num(a), _num(b)
+    if x is None or y is None or x < 0 or y <= 0:
+        return None
+    r = x / y
+    return r if math.isfinite(r) else None
+
+
+def energy_per_request(energy_J: float | None, requests: float | None) -> float | None:
+    """Joules per completed request. Paper: "energy_per_sample: ... the total average energy consumed
+    for one LLM inference request" (Table 6 keeps the name energy_per_sample; it is the same ratio)."""
+    return energy_per_sample(energy_J, requests)
+
+
+def energy_per_output_token(energy_J: float | None, output_tokens: float | None) -> float | None:
+    """Joules per generated token over the window (the paper's Fig. 9, "energy per output token")."""
+    return energy_per_sample(energy_J, output_tokens)
+
+
+def request_rate(requests: float | None, duration_s: float | None) -> float | None:
+    """Requests per second. Paper: "request_rate: The number of inference RPS". Pass the offered rate
+    of the load generator as ``requests`` over 1 s if that is the set-point; completed/elapsed otherwise."""
+    return _ratio(requests, duration_s)
+
+
+def cache_hit_rate(hits: float | None, lookups: float | None) -> float | None:
+    """Fraction (0–1) of cache look-ups that hit. Paper: "Fraction of queries that leverage cached tokens".
+    vLLM counts prefix-cache hits in tokens: pass cached prompt tokens over prompt tokens then."""
+    r = _ratio(hits, lookups)
+    return r if r is not None and r <= 1 else None
+
+
+def average_output_token_length(output_tokens: float | None, requests: float | None) -> float | None:
+    """Mean generated tokens per request. Paper: "Mean token length of the model's generated responses"."""
+    return _ratio(output_tokens, requests)
+
+
+def flops(value: float | None) -> float | None:
+    """FLOPs of the model's forward pass. Paper: "The total number of floating-point operations required
+    for the model's forward pass". Passed through when a count ≥ 0, else None."""
+    f = _num(value)
+    return f if f is not None and f >= 0 else None
+
+
+def genai_metrics(*, energy_J: float | None = None, requests: float | None = None,
+                  duration_s: float | None = None, output_tokens: float | None = None,
+                  cache_hits: float | None = None, cache_lookups: float | None = None,
+                  forward_flops: float | None = None, total_params: float | None = None,
+                  model_size_bytes: float | None = None, vram_bytes: float | None = None,
+                  offered_rps: float | None = None) -> dict[str, float]:
+    """Every Table 6 metric the inputs allow, keyed by the paper's names (missing inputs: left out).
+
+    ``parameters`` are all the LLM's parameters ("the full parameter count"), ``vram_bytes`` the total
+    VRAM the model is spread over; ``offered_rps``, when given, is the request rate (the set-point).
+    """
+    values = {
+        "energy_per_sample": energy_per_request(energy_J, requests),
+        "flops": flops(forward_flops),
+        "model_size_to_ram": model_size_to_ram(model_size_bytes, vram_bytes),
+        "parameters": parameters(total_params),
+        "request_rate": _num(offered_rps) if _num(offered_rps) is not None else request_rate(requests, duration_s),
+        "average_output_token_length": average_output_token_length(output_tokens, requests),
+        "cache_hit_rate": cache_hit_rate(cache_hits, cache_lookups),
+        "energy_per_output_token": energy_per_output_token(energy_J, output_tokens),
+    }
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,56 @@
+"""Table 3's metrics for every run, per phase, from the run table; one definition each (green_mlops.metrics).
+
+Training: the values the callback logged under the paper's names are used as they are (the callback
+computed them with the same functions and its exact inputs); what is missing is computed here from
+the logged energy, time, samples and model characteristics. Inference: computed here over the test
+(or predict) stage, the window the paper's Table 3 is about.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from green_mlops.metrics import PAPER_METRICS, derived_metrics
+
+__all__ = ["PHASES", "paper_metrics"]
+
+PHASES = ("inference", "train")
+
+
+def _val(row: dict[str, Any], key: str) -> float | None:
+    v = row.get(key)
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _inputs(row: dict[str, Any], phase: str) -> dict[str, float | None]:
+    """The arguments of :func:`green_mlops.metrics.derived_metrics` for one run and phase."""
+    return {
+        "energy_J": _val(row, f"{phase}_energy_J"), "samples": _val(row, f"{phase}_samples"),
+        "duration_s": _val(row, f"{phase}_time_s"), "accuracy": _val(row, "accuracy"),
+        "macs": _val(row, "macs"), "trainable_params": _val(row, "trainable_params"),
+        "model_size_bytes": _val(row, "model_size_bytes"), "gpu_energy_J": _val(row, f"{phase}_energy_gpu_J"),
+        "utilisation": _val(row, f"{phase}_util"), "ram_bytes": _val(row, "ram_bytes"),
+    }
+
+
+def paper_metrics(runs: pd.DataFrame, phase: str = "inference") -> pd.DataFrame:
+    """One row per run (same index as ``runs``), one column per Table 3 metric; missing inputs give NaN.
+
+    ``phase`` is "inference" (the paper's Table 3) or "train".
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}; got {phase!r}")
+    rows = []
+    for row in runs.to_dict("records"):
+        computed = derived_metrics(**_inputs(row, phase))
+        if phase == "train":
+            logged = {k: _val(row, k) for k in PAPER_METRICS}
+            computed = {**computed, **{k: v for k, v in logged.items() if v is not None}}
+        rows.append(computed)
+    return pd.DataFrame(rows, index=runs.index, columns=list(PAPER_METRICS), dtype=float)

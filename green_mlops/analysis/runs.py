@@ -1,0 +1,315 @@
+"""Runs of an MLflow experiment as a pandas DataFrame, one row per run, whatever logged them.
+
+Every parameter, metric and tag keeps its own name as a column (``energy/fit_J``, ``batch_size``,
+``green_mlops.hw.cpu_model``; a name used twice keeps its ``params.``/``tags.`` prefix), parameters that
+are numbers become numbers, and the analysis adds canonical columns so that runs of the Lightning
+callback and of ``green-mlops sweep`` read alike:
+
+* ``model`` (the ``arch`` param, else ``model``, else the run name), ``hardware`` (a label built from the
+  ``green_mlops.hw.*`` tags; runs are grouped by it), ``provenance`` (measured/estimated and method per
+  device), ``accuracy``;
+* ``train_energy_J``, ``train_time_s``, ``train_samples`` and the same with ``inference_`` for the test
+  (else predict) stage; ``{train,inference}_power_{gpu,cpu,dram}_W`` (mean power per device);
+  ``{train,inference}_util`` (mean utilisation, 0–1, of ``*_util_device``: the GPUs where any, else the
+  CPUs) and ``*_gpu_mem_util``; ``ram_bytes`` (the host's RAM, as the callback uses it).
+
+Sweep parent runs and report runs are left out; so are runs that did not finish.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from green_mlops.analysis import tracking
+from green_mlops.analysis.errors import FIRST_RUN_HINT, NoEnergyMetrics, NoRuns
+
+__all__ = ["DOMAINS", "hardware_label", "load_csv", "load_epochs", "load_epochs_csv", "load_runs", "normalise",
+           "require_energy"]
+
+DOMAINS = ("gpu", "cpu", "dram")
+ACCURACY_KEYS = ("val_acc", "accuracy", "val_accuracy", "test_acc", "test_accuracy", "acc")
+LOSS_KEYS = ("val_loss", "train_loss_epoch", "train_loss", "loss")
+TRAIN_ENERGY_KEYS = ("energy/fit_J", "energy/training_J")
+INFERENCE_STAGES = ("test", "predict")
+_PREFIXES = ("metrics.", "params.", "tags.")
+
+
+def _first(row: Mapping[str, Any], keys: Iterable[str]) -> float | None:
+    """The first of ``keys`` that holds a finite number in ``row``."""
+    for k in keys:
+        v = row.get(k)
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            return f
+    return None
+
+
+def hardware_label(tags: Mapping[str, Any]) -> str:
+    """A short name for a hardware configuration, from the ``green_mlops.hw.*`` tags of a run."""
+    def tag(name: str) -> str | None:
+        v = tags.get(f"green_mlops.hw.{name}")
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)
+
+    cpu, cpus, gpus, names = tag("cpu_model"), tag("cpu_count"), tag("gpu_count"), tag("gpu_names")
+    if cpu is None and gpus is None:
+        return "unknown hardware (no green_mlops.hw tags)"
+    host = f"{cpu or 'unknown CPU'}" + (f" ({cpus} CPUs)" if cpus else "")
+    if gpus and gpus != "0":
+        return f"{gpus}× {names or 'GPU'} + {host}"
+    return f"{host}, no GPU"
+
+
+def _provenance_from_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for d in DOMAINS:
+        method, prov = tags.get(f"green_mlops.method.{d}"), tags.get(f"green_mlops.provenance.{d}")
+        if isinstance(method, str) and method not in ("", "none"):
+            out[d] = f"{prov if isinstance(prov, str) and prov != 'none' else 'unknown'} ({method})"
+    return out
+
+
+def _provenance_from_summary(summary: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, set[str]] = {}
+    for s in summary.get("local", {}).get("sources", []):
+        out.setdefault(s.get("domain", "?"), set()).add(f"{s.get('provenance', 'unknown')} ({s.get('method', '?')})")
+    return {d: ", ".join(sorted(v)) for d, v in out.items()}
+
+
+def provenance_text(per_domain: Mapping[str, str]) -> str:
+    """``gpu: measured (nvml-energy-counter); cpu: estimated (tdp-utilisation-model)``; "unknown" if empty."""
+    parts = [f"{d}: {per_domain[d]}" for d in DOMAINS if d in per_domain]
+    parts += [f"{d}: {v}" for d, v in per_domain.items() if d not in DOMAINS]
+    return "; ".join(parts) or "unknown (no green_mlops.method tags or summary)"
+
+
+def _split_columns(raw: pd.DataFrame) -> pd.DataFrame:
+    """Strip the ``metrics.``/``params.``/``tags.`` prefixes; metrics win a clash, the others keep their prefix."""
+    names: dict[str, str] = {}
+    taken = {c.removeprefix("metrics.") for c in raw.columns if c.startswith("metrics.")} | {
+        c for c in raw.columns if not c.startswith(_PREFIXES)}
+    for c in raw.columns:
+        if c.startswith("metrics."):
+            names[c] = c.removeprefix("metrics.")
+        elif c.startswith(_PREFIXES):
+            short = c.split(".", 1)[1]
+            names[c] = c if short in taken else short
+            taken.add(names[c])
+    df = raw.rename(columns=names)
+    for c in raw.columns:
+        if c.startswith("params."):
+            col = names[c]
+            num = pd.to_numeric(df[col], errors="coerce")
+            if num.notna().sum() == df[col].notna().sum():  # every value given is a number
+                df[col] = num
+    return df
+
+
+def normalise(raw: pd.DataFrame, details: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """Turn ``mlflow.search_runs`` output (plus per-run ``details`` read from artifacts) into the run table.
+
+    ``details[run_id]`` may hold ``summaries`` ({stage: summary JSON}), ``utilisation`` ({stage: dict}),
+    ``train_loop_J`` (sum of ``energy/train_epoch_J``) and ``epoch_J`` ({stage: last epoch energy}).
+    """
+    details = details or {}
+    raw = raw.copy()
+    tags = raw[[c for c in raw.columns if c.startswith("tags.")]].rename(columns=lambda c: c.removeprefix("tags."))
+    df = _split_columns(raw)
+    rows = []
+    for i, row in enumerate(df.to_dict("records")):
+        rows.append(_canonical(row, tags.iloc[i].to_dict() if len(tags.columns) else {},
+                               details.get(str(row.get("run_id")), {})))
+    canon = pd.DataFrame(rows, index=df.index)
+    out = pd.concat([canon, df.drop(columns=[c for c in canon.columns if c in df.columns])], axis=1)
+    return out.reset_index(drop=True)
+
+
+def _canonical(row: dict[str, Any], tags: dict[str, Any], det: Mapping[str, Any]) -> dict[str, Any]:
+    summaries: Mapping[str, Any] = det.get("summaries", {})
+    util: Mapping[str, Any] = det.get("utilisation", {})
+    name = row.get("mlflow.runName") if isinstance(row.get("mlflow.runName"), str) else row.get("run_id")
+    model = next((row[k] for k in ("arch", "model") if isinstance(row.get(k), str) and row[k]), name)
+    inf_stage = next((s for s in INFERENCE_STAGES if _first(row, [f"energy/{s}_J"]) is not None), None)
+    fit = summaries.get("fit") or {}
+    prov = _provenance_from_summary(fit) or _provenance_from_tags(tags)
+    ram_gb = _first(tags, ["green_mlops.hw.ram_gb"])
+    out: dict[str, Any] = {
+        "run_id": row.get("run_id"), "run_name": name, "model": model, "hardware": hardware_label(tags),
+        "provenance": provenance_text(prov), "accuracy": _first(row, ACCURACY_KEYS),
+        "train_energy_J": _first(row, TRAIN_ENERGY_KEYS), "train_time_s": _first(row, ["time/fit_s"]),
+        "train_samples": _samples(row, det, "train"),
+        "inference_stage": inf_stage,
+        "inference_energy_J": _first(row, [f"energy/{inf_stage}_J"]) if inf_stage else None,
+        "inference_time_s": _first(row, [f"time/{inf_stage}_s"]) if inf_stage else None,
+        "inference_samples": _samples(row, det, inf_stage) if inf_stage else None,
+        "ram_bytes": ram_gb * 1e9 if ram_gb else None,
+    }
+    for phase, stage in (("train", "fit"), ("inference", inf_stage)):
+        s = summaries.get(stage) if stage else None
+        duration = _first(row, [f"time/{stage}_s"]) if stage else None
+        for d in DOMAINS:
+            energy = _domain_J(s, d) if s else (_first(row, [f"energy/{d}_J"]) if phase == "train" else None)
+            out[f"{phase}_energy_{d}_J"] = energy
+            out[f"{phase}_power_{d}_W"] = energy / duration if energy is not None and duration else None
+        u = util.get(stage, {}) if stage else {}
+        out[f"{phase}_util"] = u.get("util")
+        out[f"{phase}_util_device"] = u.get("util_device")
+        out[f"{phase}_gpu_mem_util"] = u.get("gpu_mem_util")
+    return out
+
+
+def _domain_J(summary: Mapping[str, Any], domain: str) -> float | None:
+    d = summary.get("local", {}).get("domains", {}).get(domain)
+    return _first(d, ["energy_J"]) if d else None
+
+
+def _samples(row: Mapping[str, Any], det: Mapping[str, Any], stage: str) -> float | None:
+    """Samples of a stage: a logged ``samples/{stage}`` metric, else loop energy over energy per sample."""
+    logged = _first(row, [f"samples/{stage}"])
+    if logged is not None:
+        return logged
+    if stage == "train":
+        loop_J, per = det.get("train_loop_J"), _first(row, ["energy_per_sample_train_J"])
+    else:
+        summary = det.get("summaries", {}).get(stage) or {}
+        per = _first(summary.get("metrics", {}), ["energy_per_sample_inference_J"])
+        if per is None and sum(_first(row, [f"energy/{s}_J"]) is not None for s in INFERENCE_STAGES) == 1:
+            per = _first(row, ["energy_per_sample_inference_J"])  # only one inference stage: the metric is its
+        loop_J = det.get("epoch_J", {}).get(stage)
+        if loop_J is None:
+            loop_J = _first(row, [f"energy/{stage}_epoch_J"])
+    if loop_J is None or not per or per <= 0:
+        return None
+    return float(round(loop_J / per))
+
+
+def _run_details(client: MlflowClient, run_id: str, with_traces: bool) -> dict[str, Any]:
+    names = tracking.artifact_names(client, run_id)
+    summaries = {s: tracking.read_summary(client, run_id, s) for s in ("fit", *INFERENCE_STAGES)
+                 if f"{s}_summary.json" in names}
+    util = {s: tracking.read_utilisation(client, run_id, s) for s in ("fit", *INFERENCE_STAGES)
+            if with_traces and f"{s}_trace.parquet" in names}
+    train = tracking.history(client, run_id, "energy/train_epoch_J")
+    epoch_J = {}
+    for s in INFERENCE_STAGES:
+        h = tracking.history(client, run_id, f"energy/{s}_epoch_J")
+        if len(h):
+            epoch_J[s] = float(h["value"].iloc[-1])
+    return {"summaries": {k: v for k, v in summaries.items() if v}, "utilisation": util,
+            "train_loop_J": float(train["value"].sum()) if len(train) else None, "epoch_J": epoch_J}
+
+
+def _keep(raw: pd.DataFrame) -> pd.DataFrame:
+    """Drop sweep parents and report runs."""
+    drop = pd.Series(False, index=raw.index)
+    for tag, value in ((tracking.SWEEP_ROLE_TAG, "parent"), (tracking.ROLE_TAG, tracking.REPORT_ROLE)):
+        col = f"tags.{tag}"
+        if col in raw:
+            drop |= raw[col].eq(value)
+    return raw[~drop]
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None, *, details: bool = True,
+              traces: bool = True) -> pd.DataFrame:
+    """The experiment's finished runs with energy, one row each (see the module docstring for the columns).
+
+    ``details`` reads what the callback left as artifacts (per-device energy, provenance, sample counts);
+    ``traces`` also reads the power traces for mean utilisation. Raises :class:`ExperimentNotFound`,
+    :class:`NoRuns` or :class:`NoEnergyMetrics` with what to run first. ``df.attrs["notes"]`` lists runs
+    left out and why.
+    """
+    client = MlflowClient(tracking_uri)
+    exp = tracking.find_experiment(client, experiment)
+    raw = _keep(tracking.search_runs(exp.experiment_id, client.tracking_uri))
+    if raw.empty:
+        raise NoRuns(f"experiment {experiment!r} at {client.tracking_uri} has no finished runs to analyse; "
+                     f"{FIRST_RUN_HINT}")
+    det = {rid: _run_details(client, rid, traces) for rid in raw["run_id"]} if details else {}
+    df = normalise(raw, det)
+    df.attrs["experiment"] = experiment
+    df.attrs["tracking_uri"] = client.tracking_uri
+    return require_energy(df, f"experiment {experiment!r}")
+
+
+def require_energy(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Keep runs with a training or inference energy; none at all is an error saying what to run."""
+    has = df["train_energy_J"].notna() | df["inference_energy_J"].notna()
+    if not has.any():
+        raise NoEnergyMetrics(
+            f"{where} has {len(df)} finished run(s) but none with energy metrics (energy/fit_J or energy/test_J "
+            "from green_mlops.lightning.EnergyCallback, or energy/training_J from green-mlops sweep); "
+            f"{FIRST_RUN_HINT}")
+    kept = df[has].reset_index(drop=True)
+    kept.attrs = dict(df.attrs)
+    notes = list(df.attrs.get("notes", []))
+    if (~has).sum():
+        names = ", ".join(str(n) for n in df.loc[~has, "run_name"].head(5))
+        notes.append(f"{int((~has).sum())} finished run(s) without energy metrics left out ({names})")
+    kept.attrs["notes"] = notes
+    return kept
+
+
+def load_epochs(runs: pd.DataFrame, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Per-epoch loss, accuracy and energy of each run: columns ``run_id``, ``model``, ``hardware``,
+    ``epoch`` (1-based), ``loss``, ``accuracy``, ``energy_J`` (train + validation of that epoch) and
+    ``cumulative_energy_J``. Epoch k is the k-th ``energy/train_epoch_J``; loss and accuracy are the last
+    values logged at or before that epoch's step."""
+    client = MlflowClient(tracking_uri or runs.attrs.get("tracking_uri"))
+    frames = []
+    for r in runs[["run_id", "model", "hardware"]].to_dict("records"):
+        train = tracking.history(client, r["run_id"], "energy/train_epoch_J")
+        if train.empty:
+            continue
+        ep = pd.DataFrame({"step": train["step"], "epoch": range(1, len(train) + 1), "train_J": train["value"]})
+        val = tracking.history(client, r["run_id"], "energy/val_epoch_J")
+        ep["val_J"] = _asof(ep, val)
+        for col, keys in (("loss", LOSS_KEYS), ("accuracy", ACCURACY_KEYS)):
+            ep[col] = next((v for v in (_asof(ep, tracking.history(client, r["run_id"], k)) for k in keys)
+                            if v.notna().any()), float("nan"))
+        ep["energy_J"] = ep["train_J"] + ep["val_J"].fillna(0.0)
+        ep["cumulative_energy_J"] = ep["energy_J"].cumsum()
+        frames.append(ep.assign(**r).drop(columns=["step"]))
+    cols = ["run_id", "model", "hardware", "epoch", "loss", "accuracy", "train_J", "val_J", "energy_J",
+            "cumulative_energy_J"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def _asof(epochs: pd.DataFrame, hist: pd.DataFrame) -> pd.Series:
+    """For each epoch's step, the last value of ``hist`` logged at or before it (NaN when none)."""
+    if hist.empty:
+        return pd.Series(float("nan"), index=epochs.index)
+    merged = pd.merge_asof(epochs[["step"]].astype("int64"), hist[["step", "value"]].astype({"step": "int64"})
+                           .drop_duplicates("step", keep="last"), on="step", direction="backward")
+    return pd.Series(merged["value"].to_numpy(), index=epochs.index)
+
+
+def load_csv(path: str | Path) -> pd.DataFrame:
+    """Runs saved by ``green-mlops report`` (``runs.csv``) or exported from ``mlflow.search_runs``.
+
+    ``path`` may be the CSV or a folder holding ``runs.csv``.
+    """
+    p = Path(path)
+    p = p / "runs.csv" if p.is_dir() else p
+    if not p.is_file():
+        raise NoRuns(f"no runs table at {p}: write one with `green-mlops report --experiment NAME --output DIR`")
+    df = pd.read_csv(p)
+    if any(c.startswith(_PREFIXES) for c in df.columns) and "train_energy_J" not in df:
+        df = normalise(df)
+    df.attrs["source"] = str(p)
+    return require_energy(df, str(p))
+
+
+def load_epochs_csv(path: str | Path) -> pd.DataFrame:
+    """Per-epoch rows saved beside ``runs.csv`` by ``green-mlops report`` (empty when there are none)."""
+    p = Path(path)
+    p = p / "epochs.csv" if p.is_dir() else p.with_name("epochs.csv")
+    return pd.read_csv(p) if p.is_file() else pd.DataFrame(
+        columns=["run_id", "model", "hardware", "epoch", "loss", "accuracy", "train_J", "val_J", "energy_J",
+                 "cumulative_energy_J"])
