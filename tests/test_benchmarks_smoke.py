@@ -1,0 +1,104 @@
+"""CPU smoke runs of the overhead and anchors benchmarks with tiny settings (their figures mean nothing here).
+
+Real Lightning fits, a real MLflow SQLite store and the real third-party tools; a tool that is not
+installed skips its case.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from benchmarks import anchors, overhead
+
+TINY = ["--accelerator", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "4"]
+
+
+def test_overhead_pairs_ratios_within_a_round_and_prints_the_table_last(tmp_path, capsys):
+    # energy-nolog: the callback without MLflow; the MLflow path runs in the green_mlops anchors case below
+    assert overhead.main([*TINY, "--rounds", "1", "--kinds", "bare,energy-nolog,lightning", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "overhead.json").read_text())
+    assert [r["kind"] for r in report["details"]] == ["bare", "energy-nolog", "lightning"]
+    for kind in ("bare", "energy-nolog", "lightning"):
+        s = report["summary"][kind]
+        assert s["rounds"] == 1 and len(s["ratio_per_round"]) == 1
+        assert all(math.isfinite(x) and x > 0 for x in s["ratio_per_round"])
+        assert s["main_thread_cpu_us"] > 0
+    assert report["summary"]["bare"]["ratio"][0] == 1.0
+    (energy,) = [r for r in report["details"] if r["kind"] == "energy-nolog"]
+    assert energy["steps_logged"] == 3  # warm-up + timed steps, each with its energy
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| lightning |")
+
+
+def test_rounds_alternate_their_order_so_drift_cancels():
+    kinds = ["bare", "energy", "lightning"]
+    assert [overhead.round_order(kinds, r) for r in range(3)] == [kinds, kinds[::-1], kinds]
+    assert anchors.round_order(kinds, 1) == kinds[::-1]
+
+
+def test_overhead_rejects_bad_set_ups_before_training():
+    with pytest.raises(SystemExit, match="energy-http needs --server"):
+        overhead.main([*TINY, "--kinds", "bare,energy-http"])
+    with pytest.raises(SystemExit, match="unknown set-up"):
+        overhead.main([*TINY, "--kinds", "bare,energee"])
+
+
+def test_median_ci_brackets_the_median_and_decides_only_when_the_interval_does():
+    med, lo, hi = overhead.median_ci([0.98, 0.99, 1.0, 1.01, 0.995, 1.002])
+    assert lo <= med <= hi
+    assert overhead.median_ci([1.0]) == (1.0, None, None)
+    assert overhead.verdict(overhead.median_ci([0.995, 1.0, 1.01, 0.998, 1.002, 0.999])).startswith("≥ 0.99 shown")
+    assert overhead.verdict(overhead.median_ci([0.95, 0.96, 0.97, 0.94])).startswith("below 0.99")
+    assert overhead.verdict(overhead.median_ci([0.95, 1.0, 1.03, 0.98])).startswith("undecided")
+
+
+TOOLS = {"green_mlops": "green_mlops", "lightning": "mlflow", "mlflow-system": "mlflow", "codecarbon": "codecarbon",
+         "zeus": "zeus"}
+
+
+@pytest.mark.parametrize("config", sorted(TOOLS))
+def test_each_tool_adapter_runs_a_fit_and_says_what_it_reports(config, tmp_path, monkeypatch):
+    if importlib.util.find_spec(TOOLS[config]) is None:
+        pytest.skip(f"{TOOLS[config]} is not installed")
+    # MLflow's system-metrics settings are environment variables: restored after the test
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    result = tmp_path / "result.json"
+    args = anchors.parse_args([*TINY, "--child", config, "--result", str(result)])
+    assert anchors.child(args) == 0
+    row = json.loads(result.read_text())
+    assert "error" not in row, row.get("error")
+    assert row["fit"]["steps"] == 2 and row["fit"]["steps_per_s"] > 0
+    assert row["peak_rss_mb"] > 100
+    assert row["cpu"] and row["dram"]
+    if config == "green_mlops":
+        assert "estimated" in row["cpu"] or "measured" in row["cpu"]
+        assert row["aligned"].startswith("yes: 3 steps")
+
+
+def test_anchors_reports_a_failing_tool_in_the_table(tmp_path, monkeypatch):
+    def broken(ctx):
+        anchors._tool("start", lambda: __import__("no_such_energy_tool"))
+
+    monkeypatch.setitem(anchors.RUNNERS, "zeus", broken)
+    result = tmp_path / "zeus.json"
+    anchors.child(anchors.parse_args([*TINY, "--child", "zeus", "--result", str(result)]))
+    row = {"round": 0, **json.loads(result.read_text())}
+    assert row["error"].startswith("start: ModuleNotFoundError")
+    text = anchors.table(anchors.summarise([row], ["zeus"]))
+    assert "| zeus | failed: start: ModuleNotFoundError" in text
+
+
+def test_anchors_runs_each_configuration_in_its_own_process(tmp_path, capsys):
+    assert anchors.main([*TINY, "--rounds", "1", "--only", "bare", "--sampler-seconds", "0.3",
+                         "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "anchors.json").read_text())
+    assert [s["hz"] for s in record["sampler"]] == [10, 100]
+    assert all(s["process_cpu_pct"] >= 0 for s in record["sampler"])
+    (row,) = record["rows"]
+    assert "error" not in row and row["fit"]["steps"] == 2
+    assert record["summary"]["bare"]["ratios"] == [1.0]
+    out = capsys.readouterr().out.rstrip().splitlines()
+    assert out[-1].startswith("| bare | ") and (tmp_path / "anchors.md").exists()
