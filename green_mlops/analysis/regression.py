@@ -185,7 +185,7 @@ class EnergyPredictor:
     def describe(self) -> str:
         """One paragraph: what it predicts, from what, and how well on unseen runs."""
         s = self.summary
-        top = ", ".join(f"{k} {v:.0%}" for k, v in s.importances.head(6).items() if v > 0) or "none"
+        top = ", ".join(f"{k} {v:.0%}" for k, v in s.importances.head(6).items() if v >= 0.005) or "none"
         mape = f"{s.cv_mape:.0%}" if math.isfinite(s.cv_mape) and s.cv_mape < 1e6 else "n/a"
         return (f"Lasso predicting {s.target} from {len(self.features) + len(self.categorical)} feature(s) over "
                 f"{s.n_runs} runs: {s.folds}-fold cross-validated MAE {s.cv_mae:.4g}, MAPE {mape}, R² {s.cv_r2:.2f}; "
