@@ -41,6 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.overhead import within_budget
+
 CONFIGS = ("bare", "green_mlops", "lightning", "mlflow-system", "codecarbon", "zeus")
 ROOT = Path(__file__).resolve().parents[1]
 J_PER_KWH = 3.6e6
@@ -418,6 +420,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sampler-seconds", type=float, default=10.0,
                    help="how long the EnergyMeter runs alone at 10 Hz and at 100 Hz (0: skip)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take before it is an error")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="start no round that would end later than this after launch (default 540; 0: no limit)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="folder for the results ($OUT)")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -439,6 +443,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.monotonic()
     args = parse_args(argv)
     if args.child:
         return child(args)
@@ -458,7 +463,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sampler alone at {hz} Hz: {record['sampler'][-1]['process_cpu_pct']:.2f} % of one core", flush=True)
         save()
     failed: dict[str, str] = {}
+    rounds_t0 = time.monotonic()
     for r in range(args.rounds):
+        if r and not within_budget(t0, rounds_t0, r, args.budget_s):
+            print(f"stopping after {r} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
+            break
         for config in round_order(args.configs, r):
             if config in failed:
                 continue
@@ -477,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     lines = [f"{record.get('gpu', 'no GPU')}, driver {record.get('driver', '—')}; {record['cpu']} "
              f"({record['cpus']} CPUs); Python {record['python']}; {versions}; {record['date']}; "
-             f"{args.rounds} rounds × {args.steps} timed steps; `{record['command']}`", ""]
+             f"{len({r['round'] for r in record['rows']})} rounds × {args.steps} timed steps; "
+             f"`{record['command']}`", ""]
     for s in record["sampler"]:
         thread = s["sampler_thread_cpu_pct"]
         lines.append(f"Sampler alone at {s['hz']} Hz for {s['seconds']:.0f} s: {s['process_cpu_pct']:.2f} % of one "

@@ -185,6 +185,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="one untimed bare fit before round 0 (CUDA, cuDNN and allocator warm-up; default 50 on GPU)")
     p.add_argument("--kinds", default="bare,energy,lightning", help=f"comma-separated set-ups from {', '.join(KINDS)}")
     p.add_argument("--server", default=None, help="tracking server URI for energy-http")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="start no round that would end later than this after launch (default 540; 0: no limit)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="folder for overhead.json ($OUT)")
     args = p.parse_args(argv)
     for name in ("rounds", "steps", "batch_size"):
@@ -198,7 +200,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def within_budget(t0: float, rounds_t0: float, rounds_done: int, budget_s: float) -> bool:
+    """Whether one more round, as long as the mean round so far, ends within ``budget_s`` of ``t0`` (monotonic)."""
+    now = time.monotonic()
+    return budget_s <= 0 or now - t0 + (now - rounds_t0) / rounds_done <= budget_s
+
+
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.monotonic()
     args = parse_args(argv)
     kinds = parse_kinds(args.kinds, args.server)
     from benchmarks.workload import GpuCounter, prepare, run_fit
@@ -212,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         run_fit(args.accelerator, args.prime_steps, args.warmup, args.batch_size, root_dir=workdir)
     rows: list[dict[str, Any]] = []
     started = time.time()
+    rounds_t0 = time.monotonic()
     for r in range(args.rounds):
+        if r and not within_budget(t0, rounds_t0, r, args.budget_s):
+            print(f"stopping after {r} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
+            break
         for kind in round_order(kinds, r):
             row = {"round": r, **one_fit(kind, args, workdir, counter)}
             rows.append(row)
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(summary)
     (out / "overhead.json").write_text(json.dumps({**info, "summary": summary, "details": rows}, indent=1))
     (out / "overhead.md").write_text(text + "\n")
-    print(f"\n{args.rounds} rounds × {args.steps} timed steps, order alternating; ratios paired within rounds")
+    print(f"\n{len({r['round'] for r in rows})} rounds × {args.steps} timed steps, order alternating; ratios paired within rounds")
     for kind, s in summary.items():
         if kind != "bare":
             print(f"  {kind}: ratio {_ci(s['ratio'], '.3f')}: {s['verdict']}")

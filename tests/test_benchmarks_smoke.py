@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import time
 
 import pytest
 
@@ -36,6 +37,13 @@ def test_rounds_alternate_their_order_so_drift_cancels():
     kinds = ["bare", "energy", "lightning"]
     assert [overhead.round_order(kinds, r) for r in range(3)] == [kinds, kinds[::-1], kinds]
     assert anchors.round_order(kinds, 1) == kinds[::-1]
+
+
+def test_no_round_starts_that_would_end_past_the_budget():
+    now = time.monotonic()
+    assert not overhead.within_budget(now - 100, now - 90, 1, budget_s=150)  # 100 s so far + a 90 s round
+    assert overhead.within_budget(now - 100, now - 90, 3, budget_s=150)  # rounds of 30 s
+    assert overhead.within_budget(now - 1000, now - 900, 1, budget_s=0)  # 0: no limit
 
 
 def test_overhead_rejects_bad_set_ups_before_training():
