@@ -177,13 +177,11 @@ class Timer(pl.Callback):
                  before_start: Callable[[], None] | None = None) -> None:
         self.warmup, self.steps, self.sync, self.counter = warmup, steps, sync, counter
         self.before_start = before_start
-        self.start: dict[str, float] = {}
-        self.end: dict[str, float] = {}
+        self.start: dict[str, float | None] = {}
+        self.end: dict[str, float | None] = {}
         self.ready_wait_s = 0.0
         self.children_rss_mb = 0.0
 
-    def _clocks(self) -> dict[str, float]:
-        return {"thread": time.thread_time(), "process": time.process_time(), "children": children_cpu_s()}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -194,13 +192,14 @@ class Timer(pl.Callback):
                 self.ready_wait_s = time.perf_counter() - t
             if self.sync:
                 torch.cuda.synchronize()
-            counter = self.counter.read_J() if self.counter else None
-            self.start = {**self._clocks(), "counter": counter, "wall": time.perf_counter()}
+            # the slow reads first (NVML counter ~4 ms, psutil), so no clock's window holds them
+            self.start = {"counter": self.counter.read_J() if self.counter else None, "children": children_cpu_s()}
+            self.start.update(process=time.process_time(), thread=time.thread_time(), wall=time.perf_counter())
         elif trainer.global_step == self.warmup + self.steps:
             if self.sync:
                 torch.cuda.synchronize()
-            wall = time.perf_counter()
-            self.end = {**self._clocks(), "wall": wall, "counter": self.counter.read_J() if self.counter else None}
+            self.end = {"wall": time.perf_counter(), "thread": time.thread_time(), "process": time.process_time()}
+            self.end.update(children=children_cpu_s(), counter=self.counter.read_J() if self.counter else None)
             self.children_rss_mb = children_rss_mb()
 
     def per_step(self, clock: str, scale: float = 1e6) -> float:
