@@ -191,3 +191,26 @@ def test_prompt_file_in_arena_format_drives_the_server(server, tmp_path):
     lv = result.analysis.levels.iloc[0]
     assert lv["ok"] == 2 and lv["output_tokens"] == 6 and lv["energy_basis"] == "not metered"
     assert Path(result.record.params["prompts"]) == arena
+
+
+def test_interrupted_sweep_keeps_the_levels_it_finished(server, tmp_path):
+    """Ctrl-C (SIGINT) during the second level: exit 130, the first level analysed and written."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    child = subprocess.Popen([sys.executable, "-m", "green_mlops.genai.cli", "--endpoint", server.url, "--model",
+                              server.model, "--rps", "4,8", "--duration", "3", "--max-tokens", "4", "--idle-seconds",
+                              "0.3", "--cooldown", "0", "--output", str(out), "--no-mlflow"],
+                             stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in child.stderr:
+        lines.append(line)
+        if "level 2/2" in line:
+            child.send_signal(signal.SIGINT)
+    assert child.wait(60) == 130, "".join(lines)
+    assert any("interrupted after 1 of 2 levels" in line for line in lines)
+    levels = pd.read_csv(out / "levels.csv")
+    assert levels["rate_rps"].tolist() == [4.0] and levels["energy_J"].notna().all()
+    assert any("interrupted" in n for n in json.loads((out / "summary.json").read_text())["notes"])

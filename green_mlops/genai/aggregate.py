@@ -22,7 +22,8 @@ from green_mlops.meter.source import DOMAINS
 MAX_FAILED_SHARE = 0.05
 #: ... or answers came back slower than this fraction of the rate they were sent at (the server fell behind).
 MIN_COMPLETION_RATIO = 0.8
-#: ... or the median latency of its last third exceeds its first third's by this factor (a queue built up).
+#: ... or the median latency of its last third exceeds its first third's by this factor, and by more than one
+#: arrival interval (a queue built up).
 MAX_LATENCY_GROWTH = 2.0
 
 
@@ -138,11 +139,11 @@ def judge(requests: pd.DataFrame, rate: float) -> tuple[bool, str]:
     sent_rate, done_rate = _span_rate(requests["sent"]), _span_rate(ok["end"])
     if len(ok) >= 4 and done_rate < MIN_COMPLETION_RATIO * sent_rate:
         reasons.append(f"answers came back at {done_rate:.2f}/s against {sent_rate:.2f}/s sent: the server fell behind")
-    if len(ok) >= 6:
+    if len(ok) >= 9:
         lat = ok.sort_values("sent")["latency_s"].to_numpy()
         third = len(lat) // 3
         first, last = float(np.median(lat[:third])), float(np.median(lat[-third:]))
-        if first > 0 and last > MAX_LATENCY_GROWTH * first:
+        if first > 0 and last > MAX_LATENCY_GROWTH * first and last - first > 1.0 / rate:
             reasons.append(f"median latency grew from {first:.2f} s to {last:.2f} s within the level: requests queued")
     return not reasons, "; ".join(reasons)
 

@@ -5,7 +5,9 @@ defaults are the paper's (Table 4): temperature 0, top-p 1, top-k −1, min-p 0.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -60,6 +62,25 @@ def parse_endpoint(text: str, api: str | None = None) -> Endpoint:
     root = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     base = root + base_path
     return Endpoint(base + API_PATHS[api], api, root + "/metrics", base)  # type: ignore[arg-type]
+
+
+def is_this_machine(hostname: str) -> bool:
+    """Whether ``hostname`` resolves to a loopback address or one of this machine's interface addresses."""
+    import psutil
+
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+    except OSError:
+        return False
+    mine = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs}
+    for address in resolved:
+        address = address.split("%")[0]
+        try:
+            if ipaddress.ip_address(address).is_loopback or address in mine:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def parse_rates(text: str | Sequence[float]) -> tuple[float, ...]:

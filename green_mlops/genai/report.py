@@ -154,8 +154,8 @@ def _mark(ax, levels: pd.DataFrame, saturation: Saturation) -> None:
         ax.axvline(saturation.rate_rps, color="grey", linestyle="--", linewidth=1,
                    label=f"saturation {saturation.rate_rps:g} rps")
     bad = levels[~levels["sustainable"].astype(bool)]
-    for rate in bad["rate_rps"]:
-        ax.axvspan(rate * 0.97, rate * 1.03, color="red", alpha=0.15)
+    for i, rate in enumerate(bad["rate_rps"]):
+        ax.axvspan(rate * 0.97, rate * 1.03, color="red", alpha=0.15, label="rate not sustained" if i == 0 else None)
 
 
 def _axes(ax, ylabel: str, title: str) -> None:

@@ -29,13 +29,14 @@ class Saturation:
         return f"saturation: {head} ({self.criterion}): {self.detail}"
 
 
-def find_saturation(levels: pd.DataFrame, *, energy_tolerance: float = 0.05,
-                    latency_factor: float = 1.5) -> Saturation:
+def find_saturation(levels: pd.DataFrame, *, energy_tolerance: float = 0.05, latency_factor: float = 1.5,
+                    latency_floor_s: float = 0.05) -> Saturation:
     """Find the saturation rate in a table with ``rate_rps``, ``energy_per_request_J``, ``latency_p50_s``, ``sustainable``.
 
     Energy per request "stops falling" when a level's is above ``1 − energy_tolerance`` times the
     previous level's; latency "climbs" when a level's median exceeds ``latency_factor`` times the
-    lowest median seen at lower rates.
+    lowest median seen at lower rates, and by more than ``latency_floor_s`` (so that noise on
+    millisecond latencies is not taken for a queue).
     """
     if levels.empty:
         return Saturation(None, "no levels", "the sweep ran no rate level")
@@ -59,7 +60,8 @@ def find_saturation(levels: pd.DataFrame, *, energy_tolerance: float = 0.05,
                               f"{previous:g} rps (less than {energy_tolerance:.0%} lower)")
         lat_now = _f(row.get("latency_p50_s"))
         lat_low = _f(table.loc[: i - 1, "latency_p50_s"].min()) if "latency_p50_s" in table else math.nan
-        if not math.isnan(lat_now) and not math.isnan(lat_low) and lat_low > 0 and lat_now > latency_factor * lat_low:
+        if not math.isnan(lat_now) and not math.isnan(lat_low) and lat_low > 0 \
+                and lat_now > latency_factor * lat_low and lat_now - lat_low > latency_floor_s:
             return Saturation(previous, "latency climbed",
                               f"median latency {lat_now:.3g} s at {row['rate_rps']:g} rps against {lat_low:.3g} s "
                               f"at lower rates (more than {latency_factor:g}×)")

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 
 from green_mlops.genai.aggregate import Analysis, analyse
 from green_mlops.genai.arrivals import arrival_offsets
-from green_mlops.genai.config import SweepConfig
+from green_mlops.genai.config import SweepConfig, is_this_machine
 from green_mlops.genai.energy import EnergySource, LocalEnergy, TraceEnergy
 from green_mlops.genai.loadgen import LevelRun, new_session, run_level
 from green_mlops.genai.probe import probe
@@ -32,6 +33,8 @@ from green_mlops.meter import EnergyMeter
 SUMMARY_FILE = "summary.json"
 TRACE_FILE = "trace.parquet"
 DEFAULT_EXPERIMENT = "green-mlops-genai"
+#: The probe may wait this long at least: a server's first request can load, allocate or compile first.
+PROBE_TIMEOUT_S = 180.0
 
 
 def _stderr(message: str) -> None:
@@ -71,6 +74,11 @@ def run_sweep(config: SweepConfig, prompts: PromptSet | None = None, *, output: 
     wall_offset = energy_meter.trace.wall_offset if energy_meter else time.time() - time.monotonic()
     progress = _Progress()
     notes: list[str] = []
+    host = urlsplit(config.target().url).hostname or ""
+    if energy_meter is not None and not is_this_machine(host):
+        notes.append(f"endpoint host {host} is not this machine: the energy is this machine's, not the server's; "
+                     "meter the server host instead (--meter none, then --from/--server-trace)")
+        log(notes[-1])
     try:
         asyncio.run(_drive(config, prompts, energy_meter, progress, log))
     except KeyboardInterrupt:
@@ -106,7 +114,7 @@ def join_server_trace(results: str | Path, trace: str | Path, *, clock_offset_s:
         source.span(record.levels[0].start, record.levels[-1].end, "the sweep")
     out = Path(output or results)
     record.params = {**record.params, "server_trace": str(trace), "clock_offset_s": f"{clock_offset_s:g}"}
-    record.notes = [n for n in record.notes if not n.startswith("energy metered on this machine")]
+    record.notes = [n for n in record.notes if not n.startswith(("energy metered on this machine", "endpoint host"))]
     files = record.save(out)
     return _finish(record, source, out, files, experiment, tracking_uri, log)
 
@@ -149,7 +157,7 @@ async def _drive(config: SweepConfig, prompts: PromptSet, meter: EnergyMeter | N
     async with new_session() as session:
         if config.probe:
             found = await probe(session, target, config.model, prompts.prompts[order[0]], config.sampling,
-                                config.timeout_s)
+                                max(config.timeout_s, PROBE_TIMEOUT_S))
             progress.dropped, progress.tokens_source = found.dropped, found.tokens_source
             log(f"endpoint answers ({found.latency_s:.2f} s for a short request); output tokens from "
                 f"{found.tokens_source}" + (f"; dropped {', '.join(found.dropped)}" if found.dropped else ""))
