@@ -237,3 +237,33 @@ def test_notebook_runs_end_to_end(experiment, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # figures inline
+
+
+def test_genai_sweep_levels_become_rows_with_table6(tmp_path):
+    """A `green-mlops genai`-shaped experiment: a parent per LLM sweep, one nested run per request rate."""
+    uri = f"sqlite:///{tmp_path / 'g.db'}"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("llm", artifact_location=str(tmp_path / "art"))
+    for model, size in (("llama-1b", 1.2e9), ("llama-8b", 8.0e9)):
+        parent = client.create_run(exp_id, tags={"mlflow.runName": f"genai {model}", **H100_TAGS}).info.run_id
+        client.log_batch(parent, params=[Param("model", model)], metrics=[Metric("energy_per_request_J", 1.0, 0, 0)])
+        for level, rps in enumerate((1, 2, 5, 10, 20)):
+            per_request = size / 1e9 * (30.0 / rps + 2.0)  # falls with the rate, then levels off
+            tags = {"mlflow.parentRunId": parent, "mlflow.runName": f"{rps} rps", **H100_TAGS}
+            run = client.create_run(exp_id, tags=tags).info.run_id
+            metrics = {"rate_rps": rps, "request_rate": rps, "energy_per_request_J": per_request,
+                       "energy_per_sample": per_request, "energy_per_output_token_J": per_request / 200,
+                       "cache_hit_rate": 0.1 + 0.02 * level, "average_output_token_length": 200 - level}
+            client.log_batch(run, params=[Param("rate_rps", str(rps)), Param("level", str(level))],
+                             metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
+            client.set_terminated(run, "FINISHED")
+        client.set_terminated(parent, "FINISHED")
+    runs = load_runs("llm", uri)
+    assert len(runs) == 10 and set(runs["model"]) == {"llama-1b", "llama-8b"}  # parents out, their model inherited
+    assert any("2 parent run(s) left out" in n for n in runs.attrs["notes"])
+    assert report("--experiment", "llm", "--tracking-uri", uri, "--output", str(tmp_path / "out"), "--format", "md",
+                  "--no-log") == 0
+    corr = pd.read_csv(tmp_path / "out" / "correlations.csv").set_index("metric")
+    assert corr.loc["request_rate", "spearman_rho"] < -0.5 and corr.loc["request_rate", "target"] == "energy_per_sample"
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## GenAI metrics (Table 6)" in md and "Lasso predicting energy_per_sample from" in md

@@ -24,6 +24,9 @@ TARGETS = {"inference": ("inference_energy_J", "inference energy (the paper's Ta
            "train": ("train_energy_J", "training energy")}
 #: Table 6 metrics that only LLM serving runs have; their presence makes a run table a GenAI one.
 GENAI_ONLY = ("request_rate", "cache_hit_rate", "average_output_token_length", "energy_per_output_token")
+#: Known before serving: what the paper's GenAI Lasso used (§7: RPS, cache hit rate, output length) and model size.
+GENAI_FEATURES = ("request_rate", "cache_hit_rate", "average_output_token_length", "parameters", "flops",
+                  "model_size_to_ram")
 
 
 @dataclass
@@ -62,13 +65,19 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figu
                                                    [*PAPER_METRICS, "macs"])
         except AnalysisError as exc:
             out.correlations[phase] = str(exc)
-    if any(m in runs for m in GENAI_ONLY) and "energy_per_sample" in runs:
+    genai = any(m in runs for m in GENAI_ONLY) and "energy_per_sample" in runs
+    if genai:
         try:
-            out.correlations["genai"] = correlations(runs, "energy_per_sample", [*GENAI_METRICS])
+            out.correlations["genai"] = correlations(runs, "energy_per_sample",
+                                                     [*GENAI_METRICS, "energy_per_output_token_J"])
         except AnalysisError as exc:
             out.correlations["genai"] = str(exc)
     try:
-        out.predictor = EnergyPredictor.fit(table)
+        if genai and runs["train_energy_J"].isna().all():  # LLM serving runs only: the paper's GenAI Lasso
+            feats = [m for m in GENAI_FEATURES if m in runs and pd.to_numeric(runs[m], errors="coerce").nunique() > 1]
+            out.predictor = EnergyPredictor.fit(runs, target="energy_per_sample", features=feats)
+        else:
+            out.predictor = EnergyPredictor.fit(table)
     except AnalysisError as exc:
         out.predictor = str(exc)
     out.findings = check_findings(runs, tables["inference"])

@@ -23,6 +23,8 @@ __all__ = ["render_html", "render_markdown", "report_meta", "sections"]
 RUN_COLUMNS = {"model": "model", "batch_size": "batch size", "hardware": "hardware", "accuracy": "accuracy",
                "train_energy_J": "training J", "train_time_s": "training s", "energy_per_sample_train_J": "J/sample (train)",
                "inference_energy_J": "inference J", "energy_per_sample_inference_J": "J/sample (inference)",
+               "request_rate": "requests/s", "energy_per_request_J": "J/request",
+               "energy_per_output_token_J": "J/output token",
                "provenance": "energy provenance (per device: measured/estimated, method)"}
 HW_TAGS = ["cpu_model", "cpu_count", "ram_gb", "gpu_count", "gpu_names", "gpu_driver", "virtual_machine", "os"]
 
@@ -54,7 +56,7 @@ def _hardware_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in RUN_COLUMNS if c in runs and runs[c].notna().any()]
-    sort = [c for c in ("hardware", "model", "batch_size") if c in cols]
+    sort = [c for c in ("hardware", "model", "batch_size", "request_rate") if c in cols]
     return runs[cols].sort_values(sort).reset_index(drop=True).rename(columns=RUN_COLUMNS)
 
 
@@ -91,7 +93,7 @@ def sections(a: Analysis) -> list[tuple[str, list[Any]]]:
                     else [f"Not computed: {c}."]))
     p = a.predictor
     if isinstance(p, EnergyPredictor):
-        imp = p.summary.importances[p.summary.importances > 0].rename("importance").to_frame()
+        imp = p.summary.importances[p.summary.importances > 0].rename("importance").rename_axis("feature").to_frame()
         out.append(("Predicting energy without a meter (Lasso, paper §7)", [
             p.describe() + " Saved as energy_predictor.joblib: EnergyPredictor.load(path).predict(config) "
             "estimates it for a configuration that was never run.", imp, *[f"Note: {n}" for n in p.summary.notes]]))

@@ -13,7 +13,8 @@ callback and of ``green-mlops sweep`` read alike:
   ``{train,inference}_util`` (mean utilisation, 0–1, of ``*_util_device``: the GPUs where any, else the
   CPUs) and ``*_gpu_mem_util``; ``ram_bytes`` (the host's RAM, as the callback uses it).
 
-Sweep parent runs and report runs are left out; so are runs that did not finish.
+Parent runs (a sweep's study, a GenAI sweep) and report runs are left out, nested runs inheriting the
+parameters they lack from their parent; so are runs that did not finish.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ ACCURACY_KEYS = ("val_acc", "accuracy", "val_accuracy", "test_acc", "test_accura
 LOSS_KEYS = ("val_loss", "train_loss_epoch", "train_loss", "loss")
 TRAIN_ENERGY_KEYS = ("energy/fit_J", "energy/training_J")
 INFERENCE_STAGES = ("test", "predict")
+GENAI_ENERGY_KEYS = ("energy_per_request_J",)  # one row per request-rate level of `green-mlops genai`
 _PREFIXES = ("metrics.", "params.", "tags.")
 
 
@@ -206,14 +208,31 @@ def _run_details(client: MlflowClient, run_id: str, with_traces: bool) -> dict[s
             "train_loop_J": float(train["value"].sum()) if len(train) else None, "epoch_J": epoch_J}
 
 
-def _keep(raw: pd.DataFrame) -> pd.DataFrame:
-    """Drop sweep parents and report runs."""
+def _keep(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Drop report runs and parent runs (sweep studies, GenAI sweeps): their nested runs are the data.
+
+    A nested run first inherits the parameters it lacks from its parent (e.g. the LLM of a GenAI sweep).
+    """
     drop = pd.Series(False, index=raw.index)
-    for tag, value in ((tracking.SWEEP_ROLE_TAG, "parent"), (tracking.ROLE_TAG, tracking.REPORT_ROLE)):
-        col = f"tags.{tag}"
-        if col in raw:
-            drop |= raw[col].eq(value)
-    return raw[~drop]
+    col = f"tags.{tracking.ROLE_TAG}"
+    if col in raw:
+        drop |= raw[col].eq(tracking.REPORT_ROLE)
+    parent_col = "tags.mlflow.parentRunId"
+    parents = set(raw[parent_col].dropna()) if parent_col in raw else set()
+    is_parent = raw["run_id"].isin(parents)
+    if f"tags.{tracking.SWEEP_ROLE_TAG}" in raw:
+        is_parent |= raw[f"tags.{tracking.SWEEP_ROLE_TAG}"].eq("parent")
+    raw = raw.copy()
+    if parents:
+        by_id = raw.set_index("run_id")
+        params = [c for c in raw.columns if c.startswith("params.")]
+        for i, pid in raw[parent_col].items():
+            if isinstance(pid, str) and pid in by_id.index:
+                missing = [c for c in params if pd.isna(raw.at[i, c])]
+                raw.loc[i, missing] = by_id.loc[pid, missing].to_numpy()
+    notes = [f"{int((is_parent & ~drop).sum())} parent run(s) left out: their nested runs are analysed"] \
+        if (is_parent & ~drop).any() else []
+    return raw[~(drop | is_parent)], notes
 
 
 def load_runs(experiment: str, tracking_uri: str | None = None, *, details: bool = True,
@@ -227,25 +246,30 @@ def load_runs(experiment: str, tracking_uri: str | None = None, *, details: bool
     """
     client = MlflowClient(tracking_uri)
     exp = tracking.find_experiment(client, experiment)
-    raw = _keep(tracking.search_runs(exp.experiment_id, client.tracking_uri))
+    raw, notes = _keep(tracking.search_runs(exp.experiment_id, client.tracking_uri))
     if raw.empty:
         raise NoRuns(f"experiment {experiment!r} at {client.tracking_uri} has no finished runs to analyse; "
                      f"{FIRST_RUN_HINT}")
     det = {rid: _run_details(client, rid, traces) for rid in raw["run_id"]} if details else {}
     df = normalise(raw, det)
+    df.attrs["notes"] = notes
     df.attrs["experiment"] = experiment
     df.attrs["tracking_uri"] = client.tracking_uri
     return require_energy(df, f"experiment {experiment!r}")
 
 
 def require_energy(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Keep runs with a training or inference energy; none at all is an error saying what to run."""
+    """Keep runs with a training or inference energy, or a GenAI energy per request; none at all is an
+    error saying what to run."""
     has = df["train_energy_J"].notna() | df["inference_energy_J"].notna()
+    for genai in GENAI_ENERGY_KEYS:
+        if genai in df:
+            has |= pd.to_numeric(df[genai], errors="coerce").notna()
     if not has.any():
         raise NoEnergyMetrics(
             f"{where} has {len(df)} finished run(s) but none with energy metrics (energy/fit_J or energy/test_J "
-            "from green_mlops.lightning.EnergyCallback, or energy/training_J from green-mlops sweep); "
-            f"{FIRST_RUN_HINT}")
+            "from green_mlops.lightning.EnergyCallback, energy/training_J from green-mlops sweep, or "
+            f"energy_per_request_J from green-mlops genai); {FIRST_RUN_HINT}")
     kept = df[has].reset_index(drop=True)
     kept.attrs = dict(df.attrs)
     notes = list(df.attrs.get("notes", []))
