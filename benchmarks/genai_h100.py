@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, size in enumerate(sizes):
         t0 = time.monotonic()
         info = build(size, models_dir / size, device, dtype)
-        print(f"[genai_h100] {size}: {info['parameters'] / 1e9:.3f} B parameters built in {time.monotonic() - t0:.0f} s",
-              flush=True)
+        print(f"[genai_h100] {size}: {info['parameters'] / 1e9:.3f} B parameters built in "
+              f"{time.monotonic() - t0:.0f} s", flush=True)
         extra = ("--cb-num-blocks", "64", "--cb-block-size", "32") if args.smoke else ()
         result_dir = out / size
         with TransformersServer(models_dir / size, device=device, dtype=dtype, extra_args=extra,

@@ -42,7 +42,8 @@ def test_other_bad_settings_are_refused():
     base = dict(endpoint="http://h:1", model="m", rates=(1,))
     for extra, match in [({}, "exactly one of duration"), ({"duration_s": 1, "requests": 2}, "exactly one"),
                          ({"duration_s": 0}, "more than 0"), ({"requests": 0}, "≥ 1"),
-                         ({"requests": 1, "max_tokens": 0}, "max tokens"), ({"requests": 1, "arrival": "burst"}, "poisson"),
+                         ({"requests": 1, "max_tokens": 0}, "max tokens"),
+                         ({"requests": 1, "arrival": "burst"}, "poisson"),
                          ({"requests": 1, "timeout_s": 0}, "timeout"), ({"requests": 1, "interval_s": 0}, "interval"),
                          ({"requests": 1, "model": " "}, "model is empty")]:
         with pytest.raises(ConfigError, match=match):
@@ -56,9 +57,11 @@ def test_cli_refuses_bad_input_before_contacting_the_endpoint(tmp_path, capsys):
     prompts = tmp_path / "empty.jsonl"
     prompts.write_text("\n\n")
     base = ["--endpoint", "http://127.0.0.1:9", "--model", "m", "--no-mlflow", "--output", str(tmp_path / "o")]
-    for args, match in [(["--rps", "0"], "greater than 0"), (["--rps", "1", "--prompts", str(prompts)], "holds no prompts"),
+    for args, match in [(["--rps", "0"], "greater than 0"),
+                        (["--rps", "1", "--prompts", str(prompts)], "holds no prompts"),
                         (["--rps", "1", "--prompts", str(tmp_path / "nope.jsonl")], "does not exist"),
-                        (["--rps", "1", "--max-tokens", "0"], "max tokens"), (["--rps", "1", "--duration", "-1"], "more than 0"),
+                        (["--rps", "1", "--max-tokens", "0"], "max tokens"),
+                        (["--rps", "1", "--duration", "-1"], "more than 0"),
                         ([], "missing --rps")]:
         assert genai_main([*base, *args]) == 2
         assert match in capsys.readouterr().err

@@ -3,19 +3,31 @@
 An asyncio load generator drives any OpenAI-compatible endpoint (vLLM, TGI, ``transformers serve``,
 llama.cpp) at a series of request rates; the energy meter, on this machine or on the server host,
 prices each rate level per request, per output token and per second, per device.
-"""
-from green_mlops.genai.aggregate import Analysis, analyse
-from green_mlops.genai.config import PAPER_SAMPLING, ConfigError, SweepConfig, parse_endpoint, parse_rates
-from green_mlops.genai.energy import LocalEnergy, TraceEnergy, TraceError
-from green_mlops.genai.probe import EndpointError
-from green_mlops.genai.prompts import Prompt, PromptError, PromptSet, default_prompts_path, load_prompts
-from green_mlops.genai.record import SweepRecord
-from green_mlops.genai.saturation import Saturation, find_saturation
-from green_mlops.genai.sweep import SweepResult, join_server_trace, run_sweep
 
-__all__ = [
-    "PAPER_SAMPLING", "Analysis", "ConfigError", "EndpointError", "LocalEnergy", "Prompt", "PromptError",
-    "PromptSet", "Saturation", "SweepConfig", "SweepRecord", "SweepResult", "TraceEnergy", "TraceError", "analyse",
-    "default_prompts_path", "find_saturation", "join_server_trace", "load_prompts", "parse_endpoint",
-    "parse_rates", "run_sweep",
-]
+Names load lazily, so ``green-mlops`` can define the ``genai`` options without importing the load
+generator (aiohttp, pandas) for every other command.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "Analysis": "aggregate", "analyse": "aggregate",
+    "PAPER_SAMPLING": "config", "ConfigError": "config", "SweepConfig": "config", "parse_endpoint": "config",
+    "parse_rates": "config",
+    "LocalEnergy": "energy", "TraceEnergy": "energy", "TraceError": "energy",
+    "EndpointError": "probe",
+    "Prompt": "prompts", "PromptError": "prompts", "PromptSet": "prompts", "default_prompts_path": "prompts",
+    "load_prompts": "prompts",
+    "SweepRecord": "record",
+    "Saturation": "saturation", "find_saturation": "saturation",
+    "SweepResult": "sweep", "join_server_trace": "sweep", "run_sweep": "sweep",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"green_mlops.genai.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'green_mlops.genai' has no attribute {name!r}")

@@ -6,6 +6,7 @@ Two forms::
     green-mlops genai --from DIR --server-trace FILE [--clock-offset S]     # join a remote server's trace
 
 Bad input (URL, prompt file, rates, lengths) is refused with exit code 2 before any request is sent.
+Only the options are defined at import time; the load generator's modules load when it runs.
 """
 from __future__ import annotations
 
@@ -13,13 +14,7 @@ import argparse
 import math
 import sys
 
-from green_mlops.genai.config import PAPER_SAMPLING, ConfigError, SweepConfig
-from green_mlops.genai.energy import TraceError
-from green_mlops.genai.probe import EndpointError
-from green_mlops.genai.prompts import PromptError, load_prompts
-from green_mlops.genai.record import RecordError
-from green_mlops.genai.sweep import DEFAULT_EXPERIMENT, join_server_trace, run_sweep
-from green_mlops.meter import SettingsError
+from green_mlops.genai.config import DEFAULT_EXPERIMENT, PAPER_SAMPLING, ConfigError, SweepConfig
 
 DEFAULT_DURATION_S = 30.0
 
@@ -50,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "Chatbot-Arena conversations); default: the set shipped with green_mlops")
     load.add_argument("--arrival", choices=("poisson", "constant"), default="poisson",
                       help="arrival process (default poisson)")
-    load.add_argument("--max-tokens", type=int, default=256, metavar="N", help="output tokens per request (default 256)")
+    load.add_argument("--max-tokens", type=int, default=256, metavar="N",
+                      help="output tokens per request (default 256)")
     load.add_argument("--api", choices=("chat", "completions"), default=None, help="API to call (default chat)")
     load.add_argument("--idle-seconds", type=_seconds, default=10.0, metavar="S",
                       help="idle baseline before the first level (default 10; 0 for gross energy only)")
@@ -81,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a sweep, or join a server trace to one; 2 for bad input, 130 when interrupted."""
+    from green_mlops.genai.energy import TraceError
+    from green_mlops.genai.probe import EndpointError
+    from green_mlops.genai.prompts import PromptError, load_prompts
+    from green_mlops.genai.record import RecordError
+    from green_mlops.genai.sweep import join_server_trace, run_sweep
+    from green_mlops.meter import SettingsError
+
     experiment = None if args.no_mlflow else args.experiment
     try:
         if args.from_dir or args.server_trace:

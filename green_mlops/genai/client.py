@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -60,7 +61,7 @@ class RequestRecord:
 
 
 def request_body(prompt: Prompt, endpoint: Endpoint, model: str, max_tokens: int,
-                 sampling: dict[str, float], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 sampling: dict[str, float]) -> dict[str, Any]:
     """The JSON body of one streamed request with the run's sampling settings."""
     body: dict[str, Any] = {"model": model, "stream": True, "max_tokens": max_tokens}
     if endpoint.api == "chat":
@@ -69,7 +70,6 @@ def request_body(prompt: Prompt, endpoint: Endpoint, model: str, max_tokens: int
         body["prompt"] = prompt.text
     body.update(sampling)
     body["stream_options"] = {"include_usage": True}
-    body.update(extra or {})
     return body
 
 
@@ -112,6 +112,7 @@ def _fail(record: RequestRecord, kind: str, message: str) -> RequestRecord:
 
 async def _read_stream(resp: aiohttp.ClientResponse, record: RequestRecord, api: str) -> None:
     usage: dict[str, Any] | None = None
+    events = 0
     buffer = b""
     async for chunk in resp.content.iter_any():
         buffer += chunk
@@ -129,6 +130,7 @@ async def _read_stream(resp: aiohttp.ClientResponse, record: RequestRecord, api:
                 raise _StreamError(f"unreadable stream event: {data[:200]!r}") from None
             if not isinstance(event, dict):
                 continue
+            events += 1
             if event.get("error"):
                 raise _StreamError(f"server error in stream: {str(event['error'])[:300]}")
             if event.get("usage"):
@@ -137,10 +139,12 @@ async def _read_stream(resp: aiohttp.ClientResponse, record: RequestRecord, api:
                 if _has_output(choice, api):
                     record.stream_chunks += 1
                     record.output_tokens = record.stream_chunks
-                    if record.first_token != record.first_token:  # NaN: the first token
+                    if math.isnan(record.first_token):
                         record.first_token = time.monotonic()
                 if choice.get("finish_reason"):
                     record.finish_reason = str(choice["finish_reason"])
+    if events == 0:
+        raise _StreamError("the answer held no server-sent events: does this endpoint stream (\"stream\": true)?")
     if usage and isinstance(usage.get("completion_tokens"), int):
         record.output_tokens = usage["completion_tokens"]
         record.prompt_tokens = usage.get("prompt_tokens")

@@ -18,6 +18,8 @@ from green_mlops.meter.meter import validate_interval
 API_PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 #: Table 4 of the paper; ``top_k`` and ``min_p`` are vLLM extensions that other servers may refuse.
 PAPER_SAMPLING: dict[str, float] = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0}
+#: The MLflow experiment sweeps log to unless told otherwise.
+DEFAULT_EXPERIMENT = "green-mlops-genai"
 #: Fields a server may refuse (HTTP 400/422); the probe drops them, and the run records which it dropped.
 OPTIONAL_FIELDS = ("top_k", "min_p", "stream_options")
 

@@ -60,7 +60,8 @@ class TraceEnergy:
     when it sent nothing), so no separate idle measurement on the server is needed.
     """
 
-    def __init__(self, path: str | Path, *, idle: tuple[float, float] | None = None, clock_offset_s: float = 0.0) -> None:
+    def __init__(self, path: str | Path, *, idle: tuple[float, float] | None = None,
+                 clock_offset_s: float = 0.0) -> None:
         self.path = Path(path)
         self.clock_offset_s = float(clock_offset_s)
         self.description = f"server trace {self.path.name} (joined by time, server clock {clock_offset_s:+g} s)"

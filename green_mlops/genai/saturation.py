@@ -31,7 +31,7 @@ class Saturation:
 
 def find_saturation(levels: pd.DataFrame, *, energy_tolerance: float = 0.05, latency_factor: float = 1.5,
                     latency_floor_s: float = 0.05) -> Saturation:
-    """Find the saturation rate in a table with ``rate_rps``, ``energy_per_request_J``, ``latency_p50_s``, ``sustainable``.
+    """The saturation rate of a level table with ``rate_rps``, ``energy_per_request_J``, ``latency_p50_s``.
 
     Energy per request "stops falling" when a level's is above ``1 − energy_tolerance`` times the
     previous level's; latency "climbs" when a level's median exceeds ``latency_factor`` times the

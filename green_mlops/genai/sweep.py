@@ -20,7 +20,7 @@ import pandas as pd
 
 from green_mlops.genai.aggregate import Analysis, analyse
 from green_mlops.genai.arrivals import arrival_offsets
-from green_mlops.genai.config import SweepConfig, is_this_machine
+from green_mlops.genai.config import DEFAULT_EXPERIMENT, SweepConfig, is_this_machine
 from green_mlops.genai.energy import EnergySource, LocalEnergy, TraceEnergy
 from green_mlops.genai.loadgen import LevelRun, new_session, run_level
 from green_mlops.genai.probe import probe
@@ -32,7 +32,6 @@ from green_mlops.meter import EnergyMeter
 
 SUMMARY_FILE = "summary.json"
 TRACE_FILE = "trace.parquet"
-DEFAULT_EXPERIMENT = "green-mlops-genai"
 #: The probe may wait this long at least: a server's first request can load, allocate or compile first.
 PROBE_TIMEOUT_S = 180.0
 
@@ -60,7 +59,6 @@ class _Progress:
     cache: dict[int, tuple[float | None, str]] = field(default_factory=dict)
     idle: tuple[float, float] | None = None
     dropped: list[str] = field(default_factory=list)
-    tokens_source: str = ""
 
 
 def run_sweep(config: SweepConfig, prompts: PromptSet | None = None, *, output: str | Path = "genai_results",
@@ -158,7 +156,7 @@ async def _drive(config: SweepConfig, prompts: PromptSet, meter: EnergyMeter | N
         if config.probe:
             found = await probe(session, target, config.model, prompts.prompts[order[0]], config.sampling,
                                 max(config.timeout_s, PROBE_TIMEOUT_S))
-            progress.dropped, progress.tokens_source = found.dropped, found.tokens_source
+            progress.dropped = found.dropped
             log(f"endpoint answers ({found.latency_s:.2f} s for a short request); output tokens from "
                 f"{found.tokens_source}" + (f"; dropped {', '.join(found.dropped)}" if found.dropped else ""))
         metrics = await scrape(session, target.metrics_url)

@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 class TransformersServer:
-    """``with TransformersServer(model_dir) as server:`` → ``server.url`` answers OpenAI requests for ``server.model``."""
+    """``with TransformersServer(model_dir) as s:`` → ``s.url`` answers OpenAI requests for model ``s.model``."""
 
     def __init__(self, model_dir: str | Path, *, port: int | None = None, device: str = "cpu", dtype: str = "auto",
                  continuous_batching: bool = True, extra_args: tuple[str, ...] = (), log_path: str | Path | None = None,
