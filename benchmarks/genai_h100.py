@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=float, default=5.0, help="idle baseline, seconds, before each sweep")
     p.add_argument("--budget", type=float, default=520.0, help="seconds for the whole script")
     p.add_argument("--device-rps", type=float, default=10.0, help="rate of the per-device comparison (Fig. 10)")
+    p.add_argument("--server-args", default="", help="extra `transformers serve` options, e.g. "
+                   "'--cb-use-cuda-graph' or '--attn-implementation sdpa'")
     p.add_argument("--no-mlflow", action="store_true", help="files only (MLflow runs go to $OUT/mlflow.db otherwise)")
     p.add_argument("--smoke", action="store_true", help="tiny model on the CPU, two short levels: checks the flow")
     args = p.parse_args(argv)
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         info = build(size, models_dir / size, device, dtype)
         print(f"[genai_h100] {size}: {info['parameters'] / 1e9:.3f} B parameters built in "
               f"{time.monotonic() - t0:.0f} s", flush=True)
-        extra = ("--cb-num-blocks", "64", "--cb-block-size", "32") if args.smoke else ()
+        extra = tuple(args.server_args.split()) + (("--cb-num-blocks", "64", "--cb-block-size", "32")
+                                                   if args.smoke else ())
         result_dir = out / size
         with TransformersServer(models_dir / size, device=device, dtype=dtype, extra_args=extra,
                                 log_path=out / f"serve_{size}.log", start_timeout_s=240) as server:
@@ -144,10 +147,27 @@ def main(argv: list[str] | None = None) -> int:
     if devices:
         pd.concat(devices.values(), ignore_index=True).to_csv(out / "genai_h100_devices.csv", index=False)
     plot_compare(levels, out, devices, at_rps=float(args.device_rps) if not args.smoke else 2.0)
-    (out / "genai_h100_summary.json").write_text(json.dumps({"args": vars(args), "models": meta,
+    (out / "genai_h100_summary.json").write_text(json.dumps({"args": vars(args), "models": meta, "versions": versions(),
                                                              "seconds": time.monotonic() - start}, indent=2))
     print(short_table(table, meta), flush=True)
     return 0
+
+
+def versions() -> dict[str, str]:
+    """The versions that shape the numbers: server, framework, driver."""
+    import torch
+    import transformers
+
+    out = {"transformers": transformers.__version__, "torch": torch.__version__}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        out["driver"] = str(pynvml.nvmlSystemGetDriverVersion())
+        out["gpu"] = str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0)))
+    except Exception as exc:  # noqa: BLE001 - a CPU-only machine has no driver to report
+        out["gpu"] = f"none ({type(exc).__name__})"
+    return out
 
 
 def short_table(table: pd.DataFrame, meta: dict) -> str:

@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "its trace afterwards with --from/--server-trace")
     sampling = parser.add_argument_group("sampling (defaults: the paper's Table 4)")
     for name, value in PAPER_SAMPLING.items():
-        sampling.add_argument(f"--{name.replace('_', '-')}", type=float, default=value, dest=f"sampling_{name}")
+        sampling.add_argument(f"--{name.replace('_', '-')}", type=int if name == "top_k" else float, default=value,
+                              dest=f"sampling_{name}",
+                              metavar="X", help=f"default {value:g}")
     join = parser.add_argument_group("remote server: join a trace by time")
     join.add_argument("--from", dest="from_dir", metavar="DIR", help="output folder of an earlier `--meter none` sweep")
     join.add_argument("--server-trace", metavar="FILE", help="trace written on the server host by "
