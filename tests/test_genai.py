@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from green_mlops.genai import SweepConfig, join_server_trace, load_prompts, run_sweep
 from green_mlops.genai.cli import main as genai_main
+from green_mlops.genai.model_info import accelerator_memory_bytes
 from green_mlops.genai.random_llama import build_random_llama
 from green_mlops.genai.transformers_server import TransformersServer, free_port
 
@@ -30,6 +31,7 @@ def server(tmp_path_factory):
     built = build_random_llama(root / "tiny-llama", "tiny")
     with TransformersServer(built.path, extra_args=("--cb-num-blocks", "64", "--cb-block-size", "32"),
                             log_path=root / "serve.log", start_timeout_s=120) as s:
+        s.built = built
         yield s
 
 
@@ -52,7 +54,7 @@ def _close(a, b, rel=1e-9, abs_=1e-9):
     return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs_)
 
 
-def test_every_level_number_exists_and_adds_up(sweep):
+def test_every_level_number_exists_and_adds_up(sweep, server):
     out, _ = sweep
     levels = pd.read_csv(out / "levels.csv")
     requests = pd.read_csv(out / "requests.csv")
@@ -87,6 +89,10 @@ def test_every_level_number_exists_and_adds_up(sweep):
         assert _close(mine_dev["energy_J"].sum(), lv["energy_J"], 1e-9, 1e-6)
         assert _close(mine_dev["gross_energy_J"].sum(), lv["gross_energy_J"], 1e-9, 1e-6)
         assert set(mine_dev["provenance"]) <= {"measured", "estimated"} and mine_dev["method"].str.len().min() > 0
+        # the model's size, read from the served folder's safetensors (float32: 4 bytes a parameter)
+        assert lv["parameters"] == server.built.parameters and lv["flops"] == 2 * server.built.parameters
+        memory, _ = accelerator_memory_bytes()  # the host's RAM here: no GPU
+        assert lv["model_size_to_ram"] == pytest.approx(4 * server.built.parameters / memory)
         # transformers serve has no Prometheus page: no hit rate, and the table says why
         assert math.isnan(lv["cache_hit_rate"]) and lv["cache_hit_rate_method"] == "not exposed by the server"
     summary = json.loads((out / "summary.json").read_text())
@@ -118,6 +124,7 @@ def test_sweep_is_logged_to_mlflow(sweep):
             assert m[key] == pytest.approx(levels.loc[rate, key], rel=1e-9, abs=1e-9), key
         assert m["energy_per_sample"] == m["energy_per_request_J"] and m["request_rate"] == rate
         assert m["average_output_token_length"] == MAX_TOKENS and "cache_hit_rate" not in m
+        assert m["energy_per_output_token"] == m["energy_per_output_token_J"] and m["parameters"] > 0
     history = client.get_metric_history(parent.info.run_id, "energy_per_request_J")
     assert sorted(h.step for h in history) == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "genai")}

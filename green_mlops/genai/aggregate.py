@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from green_mlops.genai.model_info import model_metrics
 from green_mlops.genai.record import LevelInfo, SweepRecord
 from green_mlops.genai.saturation import Saturation, find_saturation
 from green_mlops.meter import EnergyResult
@@ -39,10 +40,12 @@ class Analysis:
 def analyse(record: SweepRecord, energies: dict[int, EnergyResult] | None = None) -> Analysis:
     """Aggregate every level of ``record``; ``energies`` maps a level's index to its energy (None: no meter)."""
     rows, devices = [], []
+    model = model_metrics(_param(record.params, "model_parameters"), _param(record.params, "model_bytes"),
+                          _param(record.params, "memory_bytes"))
     for level in record.levels:
         requests = record.requests[record.requests["level"] == level.index]
         energy = (energies or {}).get(level.index)
-        rows.append(level_row(level, requests, energy))
+        rows.append({**level_row(level, requests, energy), **model})
         if energy is not None:
             devices.extend(device_rows(level, energy, len(requests)))
     levels = pd.DataFrame(rows)
@@ -146,6 +149,13 @@ def judge(requests: pd.DataFrame, rate: float) -> tuple[bool, str]:
         if first > 0 and last > MAX_LATENCY_GROWTH * first and last - first > 1.0 / rate:
             reasons.append(f"median latency grew from {first:.2f} s to {last:.2f} s within the level: requests queued")
     return not reasons, "; ".join(reasons)
+
+
+def _param(params: dict[str, str], name: str) -> float | None:
+    try:
+        return float(params[name])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _span_rate(times: pd.Series) -> float:

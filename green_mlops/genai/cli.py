@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="arrival process (default poisson)")
     load.add_argument("--max-tokens", type=int, default=256, metavar="N",
                       help="output tokens per request (default 256)")
+    load.add_argument("--model-parameters", type=float, default=None, metavar="N",
+                      help="the model's parameter count, for the paper's parameters/flops metrics (read from a "
+                           "local model folder's safetensors when left out)")
+    load.add_argument("--model-bytes", type=float, default=None, metavar="B",
+                      help="the model's size in bytes, for model_size_to_ram (same default)")
     load.add_argument("--api", choices=("chat", "completions"), default=None, help="API to call (default chat)")
     load.add_argument("--idle-seconds", type=_seconds, default=10.0, metavar="S",
                       help="idle baseline before the first level (default 10; 0 for gross energy only)")
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                                  requests=args.requests, arrival=args.arrival, max_tokens=args.max_tokens,
                                  api=args.api, idle_s=args.idle_seconds, cooldown_s=args.cooldown,
                                  timeout_s=args.timeout, seed=args.seed, interval_s=args.interval,
-                                 sampling={k: getattr(args, f"sampling_{k}") for k in PAPER_SAMPLING})
+                                 sampling={k: getattr(args, f"sampling_{k}") for k in PAPER_SAMPLING},
+                                 model_parameters=args.model_parameters, model_bytes=args.model_bytes)
             prompts = load_prompts(args.prompts)
             result = run_sweep(config, prompts, output=args.output or "genai_results", meter=args.meter == "local",
                                experiment=experiment, tracking_uri=args.tracking_uri)

@@ -123,6 +123,8 @@ class SweepConfig:
     interval_s: float = 0.1
     sampling: dict[str, float] = field(default_factory=lambda: dict(PAPER_SAMPLING))
     probe: bool = True
+    model_parameters: float | None = None
+    model_bytes: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rates", parse_rates(self.rates))
@@ -144,6 +146,10 @@ class SweepConfig:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name.removesuffix('_s')} must be 0 or more seconds; got {value!r}")
+        for name in ("model_parameters", "model_bytes"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name.replace('_', ' ')} must be a number greater than 0; got {value!r}")
         try:
             validate_interval(self.interval_s)
         except ValueError as exc:

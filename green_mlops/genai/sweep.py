@@ -23,6 +23,7 @@ from green_mlops.genai.arrivals import arrival_offsets
 from green_mlops.genai.config import DEFAULT_EXPERIMENT, SweepConfig, is_this_machine
 from green_mlops.genai.energy import EnergySource, LocalEnergy, TraceEnergy
 from green_mlops.genai.loadgen import LevelRun, new_session, run_level
+from green_mlops.genai.model_info import FLOPS_METHOD, accelerator_memory_bytes, local_model_size
 from green_mlops.genai.probe import probe
 from green_mlops.genai.prompts import PromptSet, load_prompts
 from green_mlops.genai.record import LevelInfo, SweepRecord
@@ -77,6 +78,7 @@ def run_sweep(config: SweepConfig, prompts: PromptSet | None = None, *, output: 
         notes.append(f"endpoint host {host} is not this machine: the energy is this machine's, not the server's; "
                      "meter the server host instead (--meter none, then --from/--server-trace)")
         log(notes[-1])
+    model = _model_params(config, local=energy_meter is not None)
     try:
         asyncio.run(_drive(config, prompts, energy_meter, progress, log))
     except KeyboardInterrupt:
@@ -91,6 +93,7 @@ def run_sweep(config: SweepConfig, prompts: PromptSet | None = None, *, output: 
     if energy_meter is not None:
         notes.append("energy metered on this machine: it includes the load generator's own CPU use")
     record = _record(config, prompts, progress, wall_offset, notes)
+    record.params.update(model)
     files = record.save(out)
     source: EnergySource | None = None
     if energy_meter is not None and energy_meter.start_time is not None:
@@ -188,6 +191,31 @@ async def _drive(config: SweepConfig, prompts: PromptSet, meter: EnergyMeter | N
             sent += len(offsets)
             if config.cooldown_s and index + 1 < len(config.rates):
                 await asyncio.sleep(config.cooldown_s)
+
+
+def _model_params(config: SweepConfig, *, local: bool) -> dict[str, str]:
+    """The model's size (given, or read from a local folder's safetensors) and the memory it sits in (local only)."""
+    out: dict[str, str] = {}
+    params, size, source = config.model_parameters, config.model_bytes, "given"
+    if params is None or size is None:
+        try:
+            found = local_model_size(config.model)
+        except (OSError, ValueError, KeyError, TypeError):
+            found = None
+        if found is not None:
+            params, size = params or found[0], size or found[1]
+            source = f"safetensors headers in {config.model}"
+    if params is not None:
+        out.update(model_parameters=f"{params:.0f}", flops_method=FLOPS_METHOD)
+    if size is not None:
+        out["model_bytes"] = f"{size:.0f}"
+    if params is not None or size is not None:
+        out["model_size_source"] = source
+    if local and size is not None:
+        memory = accelerator_memory_bytes()
+        if memory is not None:
+            out.update(memory_bytes=str(memory[0]), memory_source=memory[1])
+    return out
 
 
 def _record(config: SweepConfig, prompts: PromptSet, progress: _Progress, wall_offset: float,

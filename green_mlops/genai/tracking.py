@@ -17,7 +17,8 @@ from green_mlops.genai.record import SweepRecord
 from green_mlops.meter import EnergyResult
 
 ARTIFACT_DIR = "genai"
-PAPER_NAMES = {"energy_per_request_J": "energy_per_sample", "rate_rps": "request_rate",
+PAPER_NAMES = {"energy_per_request_J": "energy_per_sample", "energy_per_output_token_J": "energy_per_output_token",
+               "rate_rps": "request_rate",
                "cache_hit_rate": "cache_hit_rate", "average_output_token_length": "average_output_token_length"}
 TEXT_COLUMNS = {"failures", "unsustainable_reason", "energy_basis", "tokens_source", "cache_hit_rate_method"}
 
