@@ -1,10 +1,14 @@
-"""The ``green-mlops`` command line: ``hardware``, ``measure`` and ``demo``.
+"""The ``green-mlops`` command line: ``hardware``, ``measure``, ``sync``, ``demo``, ``train``, ``sweep``,
+``report`` and ``genai``.
+
+The last four live in their own modules and are imported only when chosen, so ``hardware`` stays fast.
 
 Bad input is refused before anything runs, with a message that names the fix.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import signal
@@ -164,7 +168,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0 if report.remaining == 0 else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+_LAZY = {
+    "train": ("green_mlops.training", "train one model with the EnergyCallback, logged to MLflow"),
+    "sweep": ("green_mlops.sweep_cli", "energy-aware Optuna search over architectures and batch sizes"),
+    "report": ("green_mlops.analysis.cli", "the paper's analysis of an MLflow experiment, as HTML or Markdown"),
+    "genai": ("green_mlops.genai.cli", "LLM inference energy per request and per token across request rates"),
+}
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``selected`` is the command about to run, whose module alone is imported."""
     p = argparse.ArgumentParser(prog="green-mlops", description="Energy of ML training and inference: "
                                 "measured where hardware allows, estimated (and said so) where not.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -191,11 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--interval", type=_interval, default=0.1, metavar="S")
     d.add_argument("--output", default="green_mlops_demo", metavar="DIR", help="where to write the trace and summary")
     d.set_defaults(func=cmd_demo)
+    for name, (module, text) in _LAZY.items():
+        sp = sub.add_parser(name, help=text, description=text)
+        if name == selected:
+            mod = importlib.import_module(module)
+            mod.add_arguments(sp)
+            sp.set_defaults(func=mod.run)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,6 +1,7 @@
 """MLflow runs of a sweep: one parent run per study, shared by every worker; one nested run per trial."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -33,15 +34,25 @@ class SweepTracking:
         """The study's parent run: created by the first worker, found by the others (via the study)."""
         existing = study.user_attrs.get(PARENT_ATTR)
         if existing:
+            self.experiment_id = self.client.get_run(existing).info.experiment_id
             return existing
-        tags = {ROLE: "parent", STUDY: study.study_name, "mlflow.runName": f"sweep {study.study_name}"}
-        run = self.client.create_run(self.experiment_id, tags=tags)
-        mine = run.info.run_id
+        tags = {ROLE: "parent", STUDY: study.study_name}
+        adopted = os.environ.get("MLFLOW_RUN_ID")  # under `mlflow run`, the project's run is the parent
+        if adopted:
+            self.experiment_id = self.client.get_run(adopted).info.experiment_id
+            for k, v in tags.items():
+                self.client.set_tag(adopted, k, v)
+            mine = adopted
+        else:
+            run = self.client.create_run(self.experiment_id, tags={**tags, "mlflow.runName": f"sweep {study.study_name}"})
+            mine = run.info.run_id
         study.set_user_attr(PARENT_ATTR, mine)
         time.sleep(1.0)  # let a worker that started at the same moment write its own id, then agree on one
         chosen = optuna.load_study(study_name=study.study_name, storage=storage).user_attrs[PARENT_ATTR]
         if chosen != mine:
-            self.client.delete_run(mine)
+            if not adopted:
+                self.client.delete_run(mine)
+            self.experiment_id = self.client.get_run(chosen).info.experiment_id
             return chosen
         self.client.log_batch(mine, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         return mine

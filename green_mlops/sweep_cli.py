@@ -1,0 +1,156 @@
+"""``green-mlops sweep``: the energy-aware search over zoo architectures and batch sizes.
+
+Composes the search (``green_mlops.search``) with the zoo, the datasets and the training module:
+every worker process that runs this command with the same ``--storage`` and ``--study`` joins one study.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from green_mlops.data import DataBundle
+from green_mlops.search import (
+    DEFAULT_STORAGE,
+    MODES,
+    Objective,
+    SpaceError,
+    StorageError,
+    Sweep,
+    SweepError,
+    SweepSettings,
+    TrialContext,
+    TrialResult,
+    build_space,
+)
+from green_mlops.training import TrainConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``green-mlops sweep``."""
+    space = p.add_argument_group("search space (command line or --config YAML; the command line wins)")
+    space.add_argument("--archs", help="comma-separated architectures, e.g. lenet,resnet18,mobilenetv2 "
+                       "(zoo names, torchvision:NAME, or package.module:factory)")
+    space.add_argument("--batch-sizes", help="comma-separated batch sizes, e.g. 32,64,128")
+    space.add_argument("--lrs", help="comma-separated learning rates (default 0.001, the paper's)")
+    space.add_argument("--lr-range", metavar="LOW:HIGH", help="log-uniform learning-rate range (needs --n-trials)")
+    space.add_argument("--config", metavar="YAML", help="space file with archs, batch_sizes, lrs or lr_range")
+    space.add_argument("--list-archs", action="store_true", help="print the zoo's architectures and exit")
+    train = p.add_argument_group("training of each trial")
+    train.add_argument("--dataset", default="digits", help="digits (default, bundled, no download), cifar10 or "
+                       "synthetic")
+    train.add_argument("--data-dir", default=None, help="where cifar10 is (or goes with --download)")
+    train.add_argument("--download", action="store_true", help="download cifar10 if it is not in --data-dir")
+    train.add_argument("--synthetic-samples", type=int, default=None, help="synthetic only: training and "
+                       "inference samples (default 50000 each, the paper's)")
+    train.add_argument("--epochs", type=int, default=1, help="training epochs per trial (default 1)")
+    train.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per trial")
+    train.add_argument("--idle-seconds", type=float, default=0.0, help="idle baseline before each trial (s)")
+    train.add_argument("--accelerator", default="auto", help="Lightning accelerator (auto, cpu, gpu)")
+    train.add_argument("--seed", type=int, default=0)
+    obj = p.add_argument_group("objective")
+    obj.add_argument("--mode", choices=MODES, default="pareto", help="pareto (default): accuracy vs lifecycle "
+                     "energy; acc-per-kj; penalty: accuracy − λ·kWh")
+    obj.add_argument("--penalty-per-kwh", type=float, default=1.0, help="λ of --mode penalty")
+    obj.add_argument("--inference-samples", type=int, default=None, help="expected serving volume: lifecycle "
+                     "energy = training + inference per sample × this (default: the inference set once)")
+    obj.add_argument("--energy-budget-J", type=float, default=None, dest="energy_budget_J",
+                     help="stop a trial whose predicted energy exceeds this; it is marked infeasible")
+    obj.add_argument("--profile-steps", type=int, default=20, help="steps profiled before the first prediction")
+    run = p.add_argument_group("study, workers and tracking")
+    run.add_argument("--study", default="green-mlops-sweep", help="study name; workers with the same name and "
+                     "storage share it")
+    run.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///FILE (default), journal:FILE, or "
+                     "postgresql://user:pw@host/db for many machines")
+    run.add_argument("--n-trials", type=int, default=None, help="sample this many points instead of the whole grid")
+    run.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats")
+    run.add_argument("--experiment", default="green-mlops-sweep", help="MLflow experiment")
+    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's own default)")
+    run.add_argument("--output", default="green_mlops_sweep", help="folder for ranking.csv and pareto.png")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything, then run this worker's share of the study and print the ranking."""
+    from green_mlops import zoo
+
+    if args.list_archs:
+        print("\n".join(zoo.available_models()))
+        return 0
+    _quiet_lightning()
+    try:
+        sweep = _build(args)
+    except (SpaceError, StorageError, SweepError, ValueError, ConnectionError) as exc:
+        print(f"green-mlops sweep: {exc}", file=sys.stderr)
+        return 2
+    report = sweep.run()
+    print(sweep.summary(report))
+    return 0
+
+
+def _quiet_lightning() -> None:
+    """Per-trial Lightning banners and tips would bury the sweep's own progress; keep warnings only."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def _build(args: argparse.Namespace) -> Sweep:
+    from green_mlops import zoo
+
+    space = build_space(args.archs, args.batch_sizes, args.lrs, args.lr_range, args.config,
+                        check_arch=zoo.check_model_spec)
+    base = TrainConfig(arch=space.archs[0], batch_size=space.batch_sizes[0], lr=space.lrs[0], epochs=args.epochs,
+                       dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+                       max_steps=args.max_steps, seed=args.seed, accelerator=args.accelerator,
+                       idle_seconds=args.idle_seconds,
+                       data_options=({"train_samples": args.synthetic_samples,
+                                      "inference_samples": args.synthetic_samples}
+                                     if args.dataset == "synthetic" and args.synthetic_samples else {}))
+    base.validate()
+    objective = Objective(args.mode, args.inference_samples, args.penalty_per_kwh)
+    settings = SweepSettings(study=args.study, storage=args.storage, experiment=args.experiment,
+                             tracking_uri=args.tracking_uri, objective=objective, n_trials=args.n_trials,
+                             energy_budget_J=args.energy_budget_J, profile_steps=args.profile_steps,
+                             heartbeat_s=args.heartbeat, seed=args.seed, output_dir=Path(args.output),
+                             progress=not args.no_progress,
+                             run_params={"dataset": args.dataset, "epochs": args.epochs,
+                                         "max_steps": args.max_steps})
+    return Sweep(space, settings, TrainingRunner(base))
+
+
+class TrainingRunner:
+    """Trains one point of the space with the paper's defaults and measures its inference energy.
+
+    The dataset is loaded once per worker and reused by every trial.
+    """
+
+    def __init__(self, base: TrainConfig) -> None:
+        self.base = base
+        self._data: DataBundle | None = None
+
+    def __call__(self, ctx: TrialContext) -> TrialResult:
+        from pytorch_lightning.loggers import MLFlowLogger
+
+        from green_mlops.data import load_data
+        from green_mlops.training import train_and_measure
+
+        b = self.base
+        if self._data is None:
+            self._data = load_data(b.dataset, data_dir=b.data_dir, download=b.download, seed=b.seed,
+                                   **b.data_options)
+        config = dataclasses.replace(b, arch=ctx.params["arch"], batch_size=int(ctx.params["batch_size"]),
+                                     lr=float(ctx.params["lr"]))
+        logger = MLFlowLogger(tracking_uri=ctx.tracking_uri, run_id=ctx.run_id)
+        o = train_and_measure(config, logger=logger, extra_callbacks=ctx.callbacks, data=self._data)
+        return TrialResult(accuracy=o.val_accuracy, training_J=o.train_energy_J,
+                           inference_J_per_sample=o.inference_energy_per_sample_J,
+                           inference_samples=o.inference_samples or len(self._data.inference),
+                           duration_s=o.train_time_s, steps=o.steps, methods=o.methods,
+                           notes=[] if o.status == "completed" else [f"training {o.status} at step {o.steps}"])
