@@ -95,6 +95,18 @@ def _domain(domains: dict[str, Any], name: str) -> str:
     return f"{d['energy_J']:.0f} J ({methods})"
 
 
+def _read(ctx: dict[str, Any]) -> float | None:
+    """The NVML energy counter now (J), if this machine has one."""
+    return ctx["counter"].read_J() if ctx["counter"] is not None else None
+
+
+def _span(window: list[float | None], fit: dict[str, Any]) -> float | None:
+    """Counter energy over a tool's own window; the fit's counter energy where there is no window."""
+    if window[0] is None or window[1] is None:
+        return fit["gpu_J_fit"]
+    return window[1] - window[0]
+
+
 def run_bare(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"fit": _fit(ctx), "gpu_J": None, "cpu": "—", "dram": "—"}
 
@@ -187,19 +199,22 @@ def run_codecarbon(ctx: dict[str, Any]) -> dict[str, Any]:
         gpus = [ctx["counter"].index] if ctx["counter"] else None  # the GPU that trains, as NVML numbers it
         tracker = OfflineEmissionsTracker(country_iso_code=a.country, measure_power_secs=1, log_level="error",
                                           output_dir=ctx["tmp"], allow_multiple_runs=True, gpu_ids=gpus)
+        window[0] = _read(ctx)
         tracker.start()
         return tracker
 
+    window: list[float | None] = [None, None]
     tracker = _tool("start", start)
     try:
         fit = _fit(ctx)
     finally:
         _tool("stop", tracker.stop)
+        window[1] = _read(ctx)
     d = tracker.final_emissions_data
     hardware = [str(h) for h in tracker._conf.get("hardware", [])]
     gpus = int(tracker._conf.get("gpu_count") or 0)
-    return {"fit": fit, "gpu_J": d.gpu_energy * J_PER_KWH if gpus else None, "reference_J": fit["gpu_J_fit"],
-            "reference": "counter around trainer.fit (tracker started before, stopped after)",
+    return {"fit": fit, "gpu_J": d.gpu_energy * J_PER_KWH if gpus else None, "reference_J": _span(window, fit),
+            "reference": "counter read just before tracker.start() and just after tracker.stop()",
             "gpu_how": "pynvml" if gpus else "no GPU",
             "cpu": f"{d.cpu_energy * J_PER_KWH:.0f} J ({_codecarbon_how(hardware, 'CPU')})",
             "dram": f"{d.ram_energy * J_PER_KWH:.0f} J ({_codecarbon_how(hardware, 'RAM')})",
@@ -217,18 +232,22 @@ def run_zeus(ctx: dict[str, Any]) -> dict[str, Any]:
         from zeus.monitor import ZeusMonitor
 
         monitor = ZeusMonitor(gpu_indices=[torch.cuda.current_device()] if cuda else None)
+        window[0] = _read(ctx)
         monitor.begin_window("fit", sync_execution=cuda)
         return monitor
 
+    window: list[float | None] = [None, None]
     monitor = _tool("start", start)
     fit = _fit(ctx)
     m = _tool("stop", lambda: monitor.end_window("fit", sync_execution=cuda))
+    window[1] = _read(ctx)
 
     def part(values: dict[int, float] | None) -> str:
         return "not reported (no RAPL)" if not values else f"{sum(values.values()):.0f} J (measured: RAPL)"
 
     return {"fit": fit, "gpu_J": sum(m.gpu_energy.values()) if m.gpu_energy else None,
-            "reference_J": fit["gpu_J_fit"], "reference": "counter around trainer.fit (window opened before)",
+            "reference_J": _span(window, fit),
+            "reference": "counter read just before begin_window() and just after end_window()",
             "gpu_how": "nvmlDeviceGetTotalEnergyConsumption" if m.gpu_energy else "no GPU",
             "cpu": part(m.cpu_energy), "dram": part(m.dram_energy)}
 
@@ -423,6 +442,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="start no round that would end later than this after launch (default 540; 0: no limit)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="folder for the results ($OUT)")
+    p.add_argument("--first-round", type=int, default=0, help="number of the first round (continue a series "
+                   "split over several calls; the round order keeps alternating)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="no runs: summarise the rows of these anchors.json "
+                   "files (rounds split over several calls) into one table")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -464,9 +487,15 @@ def main(argv: list[str] | None = None) -> int:
         save()
     failed: dict[str, str] = {}
     rounds_t0 = time.monotonic()
-    for r in range(args.rounds):
-        if r and not within_budget(t0, rounds_t0, r, args.budget_s):
-            print(f"stopping after {r} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
+    if args.merge:
+        merged = [json.loads(Path(f).read_text()) for f in args.merge]
+        record = {**merged[0], "rows": [row for m in merged for row in m["rows"]],
+                  "sampler": [s for m in merged for s in m["sampler"]][:2],
+                  "command": " + ".join(m["command"] for m in merged)}
+        return report(record, args, out)
+    for i, r in enumerate(range(args.first_round, args.first_round + args.rounds)):
+        if i and not within_budget(t0, rounds_t0, i, args.budget_s):
+            print(f"stopping after {i} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
             break
         for config in round_order(args.configs, r):
             if config in failed:
@@ -481,8 +510,27 @@ def main(argv: list[str] | None = None) -> int:
                 fit = row["fit"]
                 gpu = "" if row.get("gpu_J") is None else f"  GPU {row['gpu_J']:.0f} J vs counter {row.get('reference_J')}"
                 print(f"round {r} {config:14s} {fit['steps_per_s']:7.1f} steps/s{gpu}", flush=True)
+    _pack(out)
+    return report(record, args, out)
+
+
+def _pack(out: Path) -> None:
+    """Per-run logs and results into one archive, so few files come back from a remote machine."""
+    import tarfile
+
+    runs = sorted(out.glob("anchors-*-*.*"))
+    if runs:
+        with tarfile.open(out / "anchors-runs.tar.gz", "w:gz") as tar:
+            for f in runs:
+                tar.add(f, arcname=f.name)
+        for f in runs:
+            f.unlink()
+
+
+def report(record: dict[str, Any], args: argparse.Namespace, out: Path) -> int:
+    """Summarise the rows, write anchors.json and anchors.md, print the table last."""
     record["summary"] = summarise(record["rows"], args.configs)
-    save()
+    (out / "anchors.json").write_text(json.dumps(record, indent=1, default=str))
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     lines = [f"{record.get('gpu', 'no GPU')}, driver {record.get('driver', '—')}; {record['cpu']} "
              f"({record['cpus']} CPUs); Python {record['python']}; {versions}; {record['date']}; "
@@ -494,8 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                      "core (process CPU time / wall time" + ("" if thread is None else f"; sampler thread {thread:.2f} %")
                      + f"); sources: {'; '.join(s['sources'])}")
     lines += ["", "GPU energy: the tool's figure against the NVML energy counter over the tool's own window "
-              "(green_mlops: read as its meter starts and stops; the others: read around trainer.fit, the tool "
-              "started before and stopped after). MLflow logs power only: its energy is the mean logged power × "
+              "(green_mlops: read as its meter starts and stops; CodeCarbon and Zeus: read just before the "
+              "tool starts and just after it stops; MLflow: around trainer.fit). MLflow logs power only: its energy is the mean logged power × "
               "the fit's time. Peak RSS: the training process (ru_maxrss), + its child processes' RSS at the end "
               "of the timed steps (green_mlops: the MLflow delivery process).", "", table(record["summary"])]
     text = "\n".join(lines)
