@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from green_mlops.analysis import AnalysisError, EnergyPredictor, TooFewRuns, correlations
+from green_mlops.analysis.correlation import one_batch_size
 from green_mlops.analysis.findings import batch_size_optimum, check_findings
 from green_mlops.analysis.paper_metrics import paper_metrics
 
@@ -135,3 +136,17 @@ def test_findings_say_when_the_runs_cannot_tell():
     f = {x.claim: x for x in check_findings(falling, paper_metrics(falling, "inference"))}
     assert f["an energy-minimising batch size exists"].agrees is None
     assert "still falls at the largest batch size" in f["an energy-minimising batch size exists"].why
+
+
+def test_correlations_compare_models_at_one_batch_size():
+    """Like Table 3: with several batch sizes, the one with the most models is kept, per hardware."""
+    runs = pd.concat([_sweep_runs(), pd.DataFrame([{"hardware": "H100 box", "model": "extra", "batch_size": 64}])],
+                     ignore_index=True)
+    keep, notes = one_batch_size(runs)
+    assert set(runs.loc[keep, "batch_size"]) == {64} and keep.sum() == 4
+    assert notes == ["H100 box: correlations over the 4 runs at batch size 64 (4 models) of 13: like Table 3, models "
+                     "are compared at one batch size (the batch-size section covers the others)"]
+    tie, _ = one_batch_size(_sweep_runs())
+    assert set(_sweep_runs().loc[tie, "batch_size"]) == {128}  # equal counts: the paper's batch size
+    single, none = one_batch_size(_sweep_runs().query("batch_size == 32"))
+    assert single.all() and none == []

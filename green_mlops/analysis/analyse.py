@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from green_mlops.analysis import figures
-from green_mlops.analysis.correlation import Correlations, correlations
+from green_mlops.analysis.correlation import Correlations, correlations, one_batch_size
 from green_mlops.analysis.errors import AnalysisError
 from green_mlops.analysis.findings import Finding, batch_size_optimum, check_findings
 from green_mlops.analysis.genai_metrics import GENAI_METRICS
@@ -56,13 +56,16 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figu
     tables = {phase: paper_metrics(runs, phase) for phase in ("inference", "train")}
     table = runs.assign(**{c: tables["train"][c] for c in tables["train"]})  # logged values kept: see paper_metrics
     out = Analysis(runs, epochs, tables, table, notes=list(runs.attrs.get("notes", [])))
+    same_batch, batch_notes = one_batch_size(runs)
     for phase, (target, _) in TARGETS.items():
         if target not in runs or runs[target].notna().sum() == 0:
             out.correlations[phase] = f"no run has {target}"
             continue
         try:
-            out.correlations[phase] = correlations(_correlation_input(runs, tables[phase], target), target,
-                                                   [*PAPER_METRICS, "macs"])
+            c = correlations(_correlation_input(runs, tables[phase], target)[same_batch], target,
+                             [*PAPER_METRICS, "macs"])
+            c.notes[:0] = batch_notes
+            out.correlations[phase] = c
         except AnalysisError as exc:
             out.correlations[phase] = str(exc)
     genai = any(m in runs for m in GENAI_ONLY) and "energy_per_sample" in runs
@@ -88,7 +91,8 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figu
             "Average power per device (Fig. 3)": lambda: figures.power_per_device(runs),
             "Loss, accuracy and cumulative energy per epoch (Fig. 5)": lambda: figures.epoch_curves(epochs),
             "Energy against MACs per parameter (Fig. 6)":
-                lambda: figures.energy_vs_macs_param(runs, tables["train"], tables["inference"]),
+                lambda: figures.energy_vs_macs_param(runs[same_batch], tables["train"][same_batch],
+                                                     tables["inference"][same_batch]),
             "Energy and utilisation against batch size (Fig. 7)": lambda: figures.batch_size_effect(runs),
             "Energy against time": lambda: figures.energy_vs_time(runs),
         }

@@ -14,9 +14,10 @@ from scipy import stats
 
 from green_mlops.analysis.errors import TooFewRuns
 
-__all__ = ["MIN_RUNS", "Correlations", "correlations"]
+__all__ = ["MIN_RUNS", "PAPER_BATCH_SIZE", "Correlations", "correlations", "one_batch_size"]
 
 MIN_RUNS = 3  # a correlation of two points is always ±1; three is the least that says anything
+PAPER_BATCH_SIZE = 128  # Table 3 compares the models at the paper's batch size (Table 2)
 COLUMNS = ["hardware", "metric", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"]
 
 
@@ -33,6 +34,33 @@ class Correlations:
         order = list(dict.fromkeys(self.table["metric"]))
         wide = self.table.pivot(index="metric", columns="hardware", values=coefficient)
         return wide.reindex(order)
+
+
+def one_batch_size(runs: pd.DataFrame, by: str = "hardware") -> tuple[pd.Series, list[str]]:
+    """Which runs to correlate: per ``by`` group, those at one batch size, as Table 3 compares models.
+
+    Across batch sizes a model's energy changes several-fold, which would swamp what a metric says about
+    the model. The batch size kept is the one with the most models (then most runs, then the closest to
+    the paper's 128). Returns a boolean mask over ``runs`` and a note per group where runs were left out.
+    """
+    keep = pd.Series(True, index=runs.index)
+    if "batch_size" not in runs:
+        return keep, []
+    sizes = pd.to_numeric(runs["batch_size"], errors="coerce")
+    models = runs["model"] if "model" in runs else pd.Series(runs.index, index=runs.index)
+    notes = []
+    for name, idx in (runs.groupby(by, sort=True).groups.items() if by in runs else [("all runs", runs.index)]):
+        s = sizes.loc[idx]
+        if s.nunique() < 2:
+            continue
+        count = pd.DataFrame({"models": models.loc[idx].groupby(s).nunique(), "runs": s.value_counts()})
+        count["distance"] = -(count.index.to_series() - PAPER_BATCH_SIZE).abs()
+        best = count.sort_values(["models", "runs", "distance"], ascending=False).index[0]
+        keep.loc[idx] = s.eq(best)
+        notes.append(f"{name}: correlations over the {int(count.at[best, 'runs'])} runs at batch size {best:g} "
+                     f"({int(count.at[best, 'models'])} models) of {len(idx)}: like Table 3, models are compared at "
+                     "one batch size (the batch-size section covers the others)")
+    return keep, notes
 
 
 def _usable(x: pd.Series) -> pd.Series:

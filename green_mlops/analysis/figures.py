@@ -148,14 +148,20 @@ def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, infere
 
 
 def batch_size_effect(runs: pd.DataFrame) -> Figure:
-    """Fig. 7: energy per training sample and mean utilisation against batch size, one line per model."""
+    """Fig. 7: energy per training sample and mean utilisation against batch size, one line per model tried at
+    two or more sizes. Runs without a utilisation trace show mean training power instead (the paper's Fig. 7a)."""
     b, e = _num(runs, "batch_size"), _num(runs, "energy_per_sample_train_J")
     ok = b.notna() & e.notna()
-    if ok.sum() == 0 or b[ok].nunique() < 2:
-        raise MissingData("Fig. 7 needs runs at two or more batch sizes (a batch_size param), e.g. "
+    sizes = b[ok].groupby([runs.loc[ok, "hardware"], runs.loc[ok, "model"]]).transform("nunique")
+    ok &= sizes.reindex(runs.index).fillna(0) >= 2
+    if ok.sum() == 0:
+        raise MissingData("Fig. 7 needs runs of one model at two or more batch sizes (a batch_size param), e.g. "
                           "`green-mlops sweep` over batch sizes")
     device = runs["train_util_device"] if "train_util_device" in runs else pd.Series(None, index=runs.index)
-    df = runs[ok].assign(_b=b[ok], _e=e[ok], _u=_num(runs, "train_util")[ok] * 100, _d=device[ok])
+    util = _num(runs, "train_util")[ok] * 100
+    has_util = util.notna().any()
+    right = util if has_util else (_num(runs, "train_energy_J") / _num(runs, "train_time_s"))[ok]
+    df = runs[ok].assign(_b=b[ok], _e=e[ok], _u=right, _d=device[ok])
     fig, axes = _figure(10, 4.6, 1, 2)
     several = runs["hardware"].nunique() > 1
     for (hw, model), g in df.groupby(["hardware", "model"], sort=True):
@@ -164,13 +170,15 @@ def batch_size_effect(runs: pd.DataFrame) -> Figure:
         line = axes[0, 0].plot(m.index, m["_e"], marker="o", label=label)[0]
         if m["_u"].notna().any():
             dev = g["_d"].dropna()
-            style = "--" if len(dev) and dev.iloc[0] == "cpu" else "-"
+            style = "--" if has_util and len(dev) and dev.iloc[0] == "cpu" else "-"
             axes[0, 1].plot(m.index, m["_u"], marker="o", linestyle=style, color=line.get_color())
     axes[0, 0].set_ylabel("energy per training sample (J)")
-    axes[0, 1].set_ylabel("mean utilisation (%)")
-    axes[0, 1].set_title("GPU solid, CPU dashed (runs without a GPU)", fontsize=8)
-    if not df["_u"].notna().any():
-        axes[0, 1].text(0.5, 0.5, "no utilisation trace in these runs", ha="center", transform=axes[0, 1].transAxes)
+    if has_util:
+        axes[0, 1].set_ylabel("mean utilisation (%)")
+        axes[0, 1].set_title("GPU solid, CPU dashed (runs without a GPU)", fontsize=8)
+    else:
+        axes[0, 1].set_ylabel("mean training power (W)")
+        axes[0, 1].set_title("no utilisation trace in these runs: mean power (training energy / time)", fontsize=8)
     for ax in axes.flat:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")

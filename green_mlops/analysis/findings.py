@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from green_mlops.analysis.correlation import MIN_RUNS
+from green_mlops.analysis.correlation import MIN_RUNS, one_batch_size
 
 __all__ = ["Finding", "batch_size_optimum", "check_findings"]
 
@@ -56,9 +56,11 @@ def macs_param_correlation(runs: pd.DataFrame, metric_table: pd.DataFrame, energ
     empty = pd.Series(np.nan, index=runs.index)
     x, y = _num(metric_table.get("macs_param", empty)), _num(runs.get(energy, empty))
     macs = _num(runs.get("macs", empty))
+    same_batch, _ = one_batch_size(runs)
+    sizes = _num(runs["batch_size"]) if "batch_size" in runs else empty
     parts, rhos = [], []
     for hw, idx in runs.groupby("hardware", sort=True).groups.items():
-        ok = x.loc[idx].notna() & y.loc[idx].notna()
+        ok = x.loc[idx].notna() & y.loc[idx].notna() & same_batch.loc[idx]
         xs, ys = x.loc[idx][ok], y.loc[idx][ok]
         if len(xs) < MIN_RUNS or xs.nunique() < 2 or ys.nunique() < 2:
             continue
@@ -66,8 +68,10 @@ def macs_param_correlation(runs: pd.DataFrame, metric_table: pd.DataFrame, energ
         ms = macs.loc[idx][ok]
         rho_m = float(stats.spearmanr(ms, ys).statistic) if ms.notna().all() and ms.nunique() > 1 else float("nan")
         rhos.append(rho)
-        parts.append(f"{hw}: ρ = {rho:.2f} (n = {len(xs)}" + (f"; MACs alone ρ = {rho_m:.2f})" if np.isfinite(rho_m)
-                                                              else ")"))
+        at = sizes.loc[idx][ok].dropna().unique()
+        batch = f" at batch size {at[0]:g}" if len(at) == 1 and sizes.loc[idx].nunique() > 1 else ""
+        parts.append(f"{hw}{batch}: ρ = {rho:.2f} (n = {len(xs)}" + (f"; MACs alone ρ = {rho_m:.2f})"
+                                                                     if np.isfinite(rho_m) else ")"))
     if not rhos:
         return Finding(claim, paper, "n/a", None, f"needs at least {MIN_RUNS} runs of different models on one hardware "
                        f"with macs, trainable_params and {energy}")
