@@ -149,7 +149,11 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Meter a small built-in training run (digits, bundled with scikit-learn) epoch by epoch."""
+    """The demo search on digits (no download); ``--meter-only``: one metered run, epoch by epoch."""
+    if not args.meter_only:
+        from green_mlops.sweep_cli import demo
+
+        return demo(args.output)
     from green_mlops.demo import run_demo
 
     run_demo(epochs=args.epochs, idle_s=args.idle, interval=args.interval, output=args.output)
@@ -198,11 +202,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
                    "~/.cache/green_mlops/spool)")
     y.add_argument("--tracking-uri", default=None, help="deliver to this server instead of the one recorded")
     y.set_defaults(func=cmd_sync)
-    d = sub.add_parser("demo", help="meter a small built-in training run (no download)")
-    d.add_argument("--epochs", type=_positive_int, default=5)
+    d = sub.add_parser("demo", help="a small energy-aware search on bundled digits data (no download)")
+    d.add_argument("--meter-only", action="store_true", help="instead: meter one small MLP run, epoch by epoch")
+    d.add_argument("--epochs", type=_positive_int, default=5, help="--meter-only: epochs (default 5)")
     d.add_argument("--idle", type=_nonneg_seconds, default=2.0, metavar="S", help="idle baseline seconds (default 2)")
     d.add_argument("--interval", type=_interval, default=0.1, metavar="S")
-    d.add_argument("--output", default="green_mlops_demo", metavar="DIR", help="where to write the trace and summary")
+    d.add_argument("--output", default="green_mlops_demo", metavar="DIR", help="where results go (default green_mlops_demo)")
     d.set_defaults(func=cmd_demo)
     for name, (module, text) in _LAZY.items():
         sp = sub.add_parser(name, help=text, description=text)

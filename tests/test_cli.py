@@ -105,7 +105,7 @@ def test_ctrl_c_reaches_the_command_once_and_results_are_written(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_demo_runs_end_to_end(tmp_path):
-    r = cli("demo", "--epochs", "2", "--idle", "0.5", "--output", str(tmp_path / "demo"))
+    r = cli("demo", "--meter-only", "--epochs", "2", "--idle", "0.5", "--output", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr
     assert "epoch 2: accuracy" in r.stdout and "total" in r.stdout
     assert (tmp_path / "demo" / "trace.parquet").exists()
