@@ -40,6 +40,14 @@ def test_three_trial_sweep_on_digits(tmp_path, capsys):
                     "energy/lifecycle_J", "accuracy_per_kJ", "val_acc"):
             assert key in r.data.metrics, key
 
+    # the analysis reads what the sweep logged: `green-mlops report` on this experiment
+    assert main(["report", "--experiment", "cli", "--tracking-uri", store, "--output", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "lenet" in html and "estimated" in html  # provenance of the CPU-only numbers is in the report
+    reports = [r for r in client.search_runs([client.get_experiment_by_name("cli").experiment_id])
+               if r.data.tags.get("green_mlops.analysis.role") == "report"]
+    assert len(reports) == 1 and any(a.path.endswith(".html") for a in client.list_artifacts(reports[0].info.run_id, "report"))
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--archs", "resnet9000", "--batch-sizes", "32"], "resnet"),
