@@ -3,6 +3,8 @@
 Lightning's MLFlowLogger sets MLflow's global tracking URI; without this reset a later test could
 talk to a server an earlier test already stopped.
 """
+import os
+
 import mlflow
 import pytest
 
@@ -11,6 +13,14 @@ import pytest
 def _private_spool_and_store(tmp_path, monkeypatch):
     monkeypatch.setenv("GREEN_MLOPS_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default-mlflow.db'}")
+    _forget_active_experiment_and_run()
     mlflow.set_tracking_uri(None)
     yield
     mlflow.set_tracking_uri(None)
+    _forget_active_experiment_and_run()
+
+
+def _forget_active_experiment_and_run():
+    """``mlflow.set_experiment`` exports MLFLOW_EXPERIMENT_ID for child processes; keep it from leaking."""
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        os.environ.pop(name, None)

@@ -69,7 +69,8 @@ def test_bad_input_is_refused_before_training(tmp_path, capsys, argv, message):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="mlflow run records the git commit")
 def test_mlflow_run_of_the_sweep_entry_point(tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")},
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     r = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "sweep", "--env-manager", "local",
                         "--experiment-name", "projects", "-P", "archs=lenet", "-P", "batch_sizes=64",
