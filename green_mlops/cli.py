@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -19,36 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from green_mlops.argtypes import interval, nonneg_seconds, positive_int
 from green_mlops.meter import EnergyMeter, Settings, SettingsError, discover
 from green_mlops.meter.machine import machine_facts
-from green_mlops.meter.meter import validate_interval
-
-
-def _nonneg_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 5)") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
-    return value
-
-
-def _interval(text: str) -> float:
-    try:
-        return validate_interval(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
 
 
 def _wrap_table(rows: list[list[str]], head: list[str], last_width: int = 70) -> str:
@@ -189,9 +161,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     h.add_argument("--json", action="store_true", help="print machine-readable JSON")
     h.set_defaults(func=cmd_hardware)
     m = sub.add_parser("measure", help="meter any command: green-mlops measure [opts] -- CMD ARGS...")
-    m.add_argument("--idle", type=_nonneg_seconds, default=0.0, metavar="S",
+    m.add_argument("--idle", type=nonneg_seconds, default=0.0, metavar="S",
                    help="measure idle power for S seconds first; net energy subtracts it (default 0)")
-    m.add_argument("--interval", type=_interval, default=0.1, metavar="S", help="sampling interval (default 0.1 s)")
+    m.add_argument("--interval", type=interval, default=0.1, metavar="S", help="sampling interval (default 0.1 s)")
     m.add_argument("--output", default="green_mlops_energy.json", metavar="FILE",
                    help="JSON summary to write (default green_mlops_energy.json)")
     m.add_argument("--trace", default=None, metavar="FILE", help="also write the power trace (.parquet or .csv)")
@@ -204,9 +176,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     y.set_defaults(func=cmd_sync)
     d = sub.add_parser("demo", help="a small energy-aware search on bundled digits data (no download)")
     d.add_argument("--meter-only", action="store_true", help="instead: meter one small MLP run, epoch by epoch")
-    d.add_argument("--epochs", type=_positive_int, default=5, help="--meter-only: epochs (default 5)")
-    d.add_argument("--idle", type=_nonneg_seconds, default=2.0, metavar="S", help="idle baseline seconds (default 2)")
-    d.add_argument("--interval", type=_interval, default=0.1, metavar="S")
+    d.add_argument("--epochs", type=positive_int, default=5, help="--meter-only: epochs (default 5)")
+    d.add_argument("--idle", type=nonneg_seconds, default=2.0, metavar="S", help="idle baseline seconds (default 2)")
+    d.add_argument("--interval", type=interval, default=0.1, metavar="S")
     d.add_argument("--output", default="green_mlops_demo", metavar="DIR", help="where results go (default green_mlops_demo)")
     d.set_defaults(func=cmd_demo)
     for name, (module, text) in _LAZY.items():

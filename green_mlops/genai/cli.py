@@ -11,22 +11,12 @@ Only the options are defined at import time; the load generator's modules load w
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
+from green_mlops.argtypes import nonneg_seconds
 from green_mlops.genai.config import DEFAULT_EXPERIMENT, PAPER_SAMPLING, ConfigError, SweepConfig
 
 DEFAULT_DURATION_S = 30.0
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--model-bytes", type=float, default=None, metavar="B",
                       help="the model's size in bytes, for model_size_to_ram (same default)")
     load.add_argument("--api", choices=("chat", "completions"), default=None, help="API to call (default chat)")
-    load.add_argument("--idle-seconds", type=_seconds, default=10.0, metavar="S",
+    load.add_argument("--idle-seconds", type=nonneg_seconds, default=10.0, metavar="S",
                       help="idle baseline before the first level (default 10; 0 for gross energy only)")
-    load.add_argument("--cooldown", type=_seconds, default=2.0, metavar="S", help="pause between levels (default 2)")
+    load.add_argument("--cooldown", type=nonneg_seconds, default=2.0, metavar="S", help="pause between levels (default 2)")
     load.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-request timeout (default 120)")
     load.add_argument("--seed", type=int, default=0, help="seed of arrivals and prompt order (default 0)")
     load.add_argument("--interval", type=float, default=0.1, metavar="S", help="meter sampling interval (default 0.1)")
