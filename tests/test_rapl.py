@@ -218,11 +218,16 @@ def test_meter_on_a_live_powercap_tree_with_wraps(tmp_path: Path) -> None:
     stop = threading.Event()
     t0 = time.monotonic()
 
+    def put(path: Path, text: str) -> None:  # sysfs reads never see a half-written file: replace atomically
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
     def writer() -> None:
         while not stop.is_set():
             dt = time.monotonic() - t0
-            (pkg / "energy_uj").write_text(f"{int(50e6 * dt) % 10_000_000}\n")
-            (dram / "energy_uj").write_text(f"{int(5e6 * dt) % 1_000_000}\n")
+            put(pkg / "energy_uj", f"{int(50e6 * dt) % 10_000_000}\n")
+            put(dram / "energy_uj", f"{int(5e6 * dt) % 1_000_000}\n")
             time.sleep(0.002)
 
     th = threading.Thread(target=writer, daemon=True)
