@@ -162,6 +162,7 @@ class EnergyCallback(pl.Callback):
         self._sinks: _Sinks | None = None
         self._stage: str | None = None
         self._epoch_start: dict[str, float] = {}
+        self._nested_val_J = 0.0
         self._samples: dict[str, int] = {"train": 0, "test": 0, "predict": 0, "validate": 0}
         self._loop_energy: dict[str, float] = {}
         self._stats_pending = False
@@ -244,10 +245,17 @@ class EnergyCallback(pl.Callback):
     def _epoch_begin(self, loop: str) -> None:
         if self.meter is not None:
             self._epoch_start[loop] = self.meter.now()
+        if loop == "train":
+            self._nested_val_J = 0.0
 
     def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loop: str) -> None:
         start = self._epoch_start.pop(loop, None)
         local = self.meter.energy(start, self.meter.now(), loop).total_J if (self.meter and start) else 0.0
+        if loop == "train":  # Lightning validates inside the training epoch: that energy is val's, not train's
+            local -= self._nested_val_J
+            self._nested_val_J = 0.0
+        elif loop == "val" and "train" in self._epoch_start:
+            self._nested_val_J += local
         total = self._reduce(trainer, pl_module, local)
         self._loop_energy[loop] = self._loop_energy.get(loop, 0.0) + total
         if trainer.is_global_zero and self._sinks is not None:
@@ -383,4 +391,6 @@ class EnergyCallback(pl.Callback):
     def _artifact_dir(self, trainer: pl.Trainer) -> Path:
         if self.output_dir is not None:
             return self.output_dir
-        return Path(trainer.log_dir or trainer.default_root_dir) / "green_mlops"
+        lg = trainer.loggers[0] if trainer.loggers else None  # as trainer.log_dir, without its DDP broadcast,
+        root = getattr(lg, "log_dir", None) or getattr(lg, "save_dir", None)  # which rank 0 alone would enter
+        return Path(root or trainer.default_root_dir) / "green_mlops"

@@ -54,9 +54,9 @@ def test_fit_and_test_log_every_promised_metric(tmp_path, store):
     epochs = [h.value for h in client.get_metric_history(logger.run_id, "energy/train_epoch_J")]
     vals = [h.value for h in client.get_metric_history(logger.run_id, "energy/val_epoch_J")]
     assert len(epochs) == 2 and len(vals) == 2
-    # epoch energies are integrated when each epoch ends; the fit total once the meter has stopped and every
-    # reading is in, so the two may differ by a fraction of one sampling interval's energy
-    assert 0 < sum(epochs) + sum(vals) <= m["energy/fit_J"] * 1.005
+    # validation runs inside Lightning's training epoch: its energy is counted under val only, so training and
+    # validation epochs are disjoint parts of fit (which also holds set-up and the time between loops)
+    assert 0 < sum(epochs) + sum(vals) <= m["energy/fit_J"] * 1.0001
     assert all(e > 0 for e in epochs + vals)
     for key in ("energy_per_sample_train_J", "energy_per_sample_inference_J", "co2e/fit_g", "time/fit_s",
                 "energy/test_J"):
