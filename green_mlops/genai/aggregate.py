@@ -16,6 +16,7 @@ import pandas as pd
 from green_mlops.genai.model_info import model_metrics
 from green_mlops.genai.record import LevelInfo, SweepRecord
 from green_mlops.genai.saturation import Saturation, find_saturation
+from green_mlops.genai_metrics import energy_per_output_token, energy_per_request
 from green_mlops.meter import EnergyResult
 from green_mlops.meter.source import DOMAINS
 
@@ -103,9 +104,9 @@ def energy_columns(energy: EnergyResult | None, requests: int, ok: int, tokens: 
     for d in DOMAINS:
         value = energy.domain_net_J(d) if net else energy.domain_J(d)
         out[f"{d}_energy_J"] = math.nan if value is None else value
-    out["energy_per_request_J"] = _ratio(total, requests)
-    out["energy_per_ok_request_J"] = _ratio(total, ok)
-    out["energy_per_output_token_J"] = _ratio(total, tokens)
+    out["energy_per_request_J"] = _nan(energy_per_request(total, requests))  # the paper's one definition
+    out["energy_per_ok_request_J"] = _nan(energy_per_request(total, ok))
+    out["energy_per_output_token_J"] = _nan(energy_per_output_token(total, tokens))
     out["energy_per_s_W"] = _ratio(total, duration_s)
     for d in DOMAINS:
         out[f"{d}_energy_per_request_J"] = _ratio(out[f"{d}_energy_J"], requests)
@@ -178,6 +179,11 @@ def _max(values: pd.Series) -> float:
 def _sum_or_nan(values: pd.Series) -> float:
     v = pd.to_numeric(values, errors="coerce").dropna()
     return float(v.sum()) if len(v) else math.nan
+
+
+def _nan(value: float | None) -> float:
+    """A metric's "no number" (None) as the NaN the level tables carry."""
+    return math.nan if value is None else value
 
 
 def _ratio(a: float | None, b: float) -> float:
