@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 ROLE = "green_mlops.sweep.role"
@@ -23,12 +24,24 @@ class SweepTracking:
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            self.experiment_id = self._experiment_id(experiment)
         except Exception as exc:  # noqa: BLE001 - surface any connection problem before training
             raise ConnectionError(f"cannot reach MLflow tracking at {self.tracking_uri}: {exc}\n"
                                   "Start the server (mlflow server ...) or pass --tracking-uri") from None
         self.experiment = experiment
+
+    def _experiment_id(self, name: str) -> str:
+        """The experiment's id, creating it; another worker creating it at the same moment is fine."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def parent_run(self, study: optuna.Study, storage: optuna.storages.BaseStorage, params: dict[str, Any]) -> str:
         """The study's parent run: created by the first worker, found by the others (via the study)."""
