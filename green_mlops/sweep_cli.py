@@ -10,7 +10,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from green_mlops.data import DataBundle
+from pytorch_lightning.loggers import MLFlowLogger
+
+from green_mlops.data import DataBundle, load_data
 from green_mlops.search import (
     DEFAULT_STORAGE,
     MODES,
@@ -24,7 +26,7 @@ from green_mlops.search import (
     TrialResult,
     build_space,
 )
-from green_mlops.training import TrainConfig
+from green_mlops.training import TrainConfig, train_and_measure
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -161,11 +163,6 @@ class TrainingRunner:
         self._data: DataBundle | None = None
 
     def __call__(self, ctx: TrialContext) -> TrialResult:
-        from pytorch_lightning.loggers import MLFlowLogger
-
-        from green_mlops.data import load_data
-        from green_mlops.training import train_and_measure
-
         b = self.base
         if self._data is None:
             self._data = load_data(b.dataset, data_dir=b.data_dir, download=b.download, seed=b.seed,

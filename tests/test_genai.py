@@ -18,8 +18,6 @@ from green_mlops.genai.model_info import accelerator_memory_bytes
 from green_mlops.genai.random_llama import build_random_llama
 from green_mlops.genai.transformers_server import TransformersServer, free_port
 
-pytest.importorskip("transformers")
-
 RATES = (2.0, 4.0)
 REQUESTS = 6
 MAX_TOKENS = 8

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from green_mlops.mlflow.context import hardware_tags
 from green_mlops.search.budget import EnergyBudget
-from green_mlops.search.objectives import Objective
+from green_mlops.search.objectives import Objective, accuracy_per_kJ
 from green_mlops.search.plot import pareto_plot
 from green_mlops.search.ranking import format_table, ranking_table
 from green_mlops.search.space import SearchSpace
@@ -236,9 +236,8 @@ class Sweep:
         self._complete(trial, run_id, result, budget)
 
     def _complete(self, trial: optuna.Trial, run_id: str, r: TrialResult, budget: EnergyBudget | None) -> None:
-        inference_J = (r.inference_J_per_sample or 0.0) * (
-            self.objective.inference_samples if self.objective.inference_samples is not None else r.inference_samples)
-        lifecycle = r.training_J + inference_J
+        lifecycle = self.objective.lifecycle_J(r.training_J, r.inference_J_per_sample, r.inference_samples)
+        inference_J = lifecycle - r.training_J
         attrs: dict[str, Any] = {"accuracy": r.accuracy, "training_J": r.training_J,
                                  "inference_J_per_sample": r.inference_J_per_sample,
                                  "inference_samples": r.inference_samples, "inference_J": inference_J,
@@ -259,8 +258,7 @@ class Sweep:
         metrics = {"accuracy": r.accuracy, "energy/training_J": r.training_J, "energy/inference_J": inference_J,
                    "energy/lifecycle_J": lifecycle, "energy/inference_J_per_sample": r.inference_J_per_sample,
                    "energy/predicted_training_J": attrs.get("predicted_training_J"),
-                   "accuracy_per_kJ": (r.accuracy / (lifecycle / 1000)) if r.accuracy is not None and lifecycle > 0
-                   else None}
+                   "accuracy_per_kJ": accuracy_per_kJ(r.accuracy, lifecycle) if r.accuracy is not None else None}
         self.tracking.log_result(run_id, metrics, {"green_mlops.sweep.feasible": str(feasible).lower()}, "FINISHED")
         if r.accuracy is None or not math.isfinite(r.accuracy):
             self.study.tell(trial, state=TrialState.FAIL)
