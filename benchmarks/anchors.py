@@ -333,6 +333,14 @@ def run_child(config: str, args: argparse.Namespace, out: Path, r: int) -> dict[
     return row
 
 
+def _mb(values: list[float], config: str) -> str:
+    if config == "bare":
+        return "0"
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):+.0f}" + (f" ({min(values):+.0f}…{max(values):+.0f})" if len(values) > 1 else "")
+
+
 def _pct(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -343,6 +351,7 @@ def _pct(values: list[float]) -> str:
 def summarise(rows: list[dict[str, Any]], configs: list[str]) -> dict[str, dict[str, Any]]:
     """Per configuration: throughput and its paired ratio to bare, GPU energy error, what it reports."""
     bare = {r["round"]: r["fit"]["steps_per_s"] for r in rows if r["config"] == "bare" and "fit" in r}
+    bare_mem = {r["round"]: _memory_mb(r) for r in rows if r["config"] == "bare" and "fit" in r}
     out: dict[str, dict[str, Any]] = {}
     for config in configs:
         mine = [r for r in rows if r["config"] == config]
@@ -364,21 +373,31 @@ def summarise(rows: list[dict[str, Any]], configs: list[str]) -> dict[str, dict[
                 "provenance": last.get("provenance", PROVENANCE[config]),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
                 "children_rss_mb": max(r["fit"]["children_rss_mb"] for r in ok),
+                "children_uss_mb": max(r["fit"].get("children_uss_mb", 0.0) for r in ok),
+                "rss_mb_at_end": statistics.median(r["fit"].get("rss_mb_at_end", 0.0) for r in ok),
+                "children": ok[-1]["fit"].get("children", []),
+                "memory_vs_bare_mb": [_memory_mb(r) - bare_mem[r["round"]] for r in ok if r["round"] in bare_mem],
                 "main_thread_cpu_us": statistics.median(r["fit"]["main_thread_cpu_us"] for r in ok),
             })
         out[config] = s
     return out
 
 
+def _memory_mb(row: dict[str, Any]) -> float:
+    """What a run held: the training process's peak RSS plus its child processes' unique memory (USS)."""
+    return row["peak_rss_mb"] + row["fit"].get("children_uss_mb", 0.0)
+
+
 def table(summary: dict[str, dict[str, Any]]) -> str:
     """The markdown table: one row per configuration, failures with their error."""
     lines = ["| configuration | steps/s, median | throughput vs bare, median (min–max) | GPU energy vs NVML counter, "
              "median (min…max) | CPU | DRAM | idle subtracted | step-aligned | provenance | peak RSS MB (+ child "
-             "processes) |", "|" + " --- |" * 10]
+             "processes RSS / USS) | RSS at the end of the timed steps MB | memory vs bare MB, median (min…max) |",
+             "|" + " --- |" * 12]
     for config, s in summary.items():
         if not s.get("ok"):
             err = (s["errors"] or ["not run"])[0].replace("|", "/")
-            lines.append(f"| {config} | failed: {err} |" + " |" * 8)
+            lines.append(f"| {config} | failed: {err} |" + " |" * 10)
             continue
         ratios = s["ratios"]
         ratio = (f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})" if ratios
@@ -394,7 +413,9 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         note = f"; {len(s['errors'])} failed run(s)" if s["errors"] else ""
         lines.append(f"| {config} | {s['steps_per_s_median']:.1f} | {ratio}{note} | {gpu} | {s['cpu']} | "
                      f"{s['dram']} | {s['idle']} | {s['aligned']} | {s['provenance']} | "
-                     f"{s['peak_rss_mb']:.0f} (+{s['children_rss_mb']:.0f}) |")
+                     f"{s['peak_rss_mb']:.0f} (+{s['children_rss_mb']:.0f} / {s['children_uss_mb']:.0f}) | "
+                     f"{s['rss_mb_at_end']:.0f} | "
+                     f"{_mb(s['memory_vs_bare_mb'], config)} |")
     return "\n".join(lines)
 
 
@@ -544,8 +565,14 @@ def report(record: dict[str, Any], args: argparse.Namespace, out: Path) -> int:
     lines += ["", "GPU energy: the tool's figure against the NVML energy counter over the tool's own window "
               "(green_mlops: read as its meter starts and stops; CodeCarbon and Zeus: read just before the "
               "tool starts and just after it stops; MLflow: around trainer.fit). MLflow logs power only: its energy is the mean logged power × "
-              "the fit's time. Peak RSS: the training process (ru_maxrss), + its child processes' RSS at the end "
-              "of the timed steps (green_mlops: the MLflow delivery process).", "", table(record["summary"])]
+              "the fit's time. Peak RSS: the training process (ru_maxrss), + its child processes' resident (RSS) "
+              "and unique (USS) memory at the end of the timed steps (green_mlops: the MLflow delivery process). "
+              "Memory vs bare: peak RSS + children's USS, minus bare's in the same round.", "", table(record["summary"])]
+    children = {c: s.get("children") for c, s in record["summary"].items() if s.get("children")}
+    if children:
+        lines += ["", "Child processes at the end of the timed steps: " + "; ".join(
+            f"{c}: " + ", ".join(f"{k['what']} {k['rss_mb']:.0f}/{k['uss_mb']:.0f} MB" for k in kids)
+            for c, kids in children.items())]
     text = "\n".join(lines)
     (out / "anchors.md").write_text(text + "\n")
     print("\n" + text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import resource
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -150,20 +151,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def children_rss_mb() -> float:
-    """Resident memory of this process's live child processes now, in MB.
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def children_memory() -> list[dict[str, Any]]:
+    """This process's live child processes now: name, resident (RSS) and unique (USS) memory in MB.
 
     Not their peak: a child started by fork has the parent's peak in its own ru_maxrss until it execs.
+    USS leaves out the pages a child shares (the interpreter, libc), which RSS counts in every process.
     """
     import psutil
 
-    total = 0
+    found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            total += child.memory_info().rss
+            with child.oneshot():
+                cmd = child.cmdline()
+                mem = child.memory_full_info()
+            if any("green_mlops.mlflow.writer" in c for c in cmd):
+                what = "green_mlops MLflow delivery process"
+            else:
+                what = next((Path(c).name for c in cmd[1:] if c.endswith(".py")), " ".join(cmd)[:80] or child.name())
+            found.append({"pid": child.pid, "what": what[:120], "rss_mb": mem.rss / 2**20, "uss_mb": mem.uss / 2**20})
         except psutil.Error:
             pass
-    return total / 2**20
+    return found
 
 
 class Timer(pl.Callback):
@@ -180,7 +196,8 @@ class Timer(pl.Callback):
         self.start: dict[str, float | None] = {}
         self.end: dict[str, float | None] = {}
         self.ready_wait_s = 0.0
-        self.children_rss_mb = 0.0
+        self.children: list[dict[str, Any]] = []
+        self.rss_mb_at_end = 0.0
 
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -200,7 +217,8 @@ class Timer(pl.Callback):
                 torch.cuda.synchronize()
             self.end = {"wall": time.perf_counter(), "thread": time.thread_time(), "process": time.process_time()}
             self.end.update(children=children_cpu_s(), counter=self.counter.read_J() if self.counter else None)
-            self.children_rss_mb = children_rss_mb()
+            self.children = children_memory()
+            self.rss_mb_at_end = rss_mb()
 
     def per_step(self, clock: str, scale: float = 1e6) -> float:
         """A clock's advance per timed step (µs for CPU clocks by default)."""
@@ -223,7 +241,10 @@ class FitResult:
     gpu_J_fit: float | None  # NVML counter read just before trainer.fit and just after it returned
     fit_seconds: float
     ready_wait_s: float
-    children_rss_mb: float  # live child processes at the end of the timed steps
+    children_rss_mb: float  # live child processes at the end of the timed steps: resident, unique
+    children_uss_mb: float
+    children: list[dict[str, Any]]
+    rss_mb_at_end: float  # this process at the end of the timed steps (peak_rss_mb also covers what came after)
     peak_rss_mb: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -267,7 +288,10 @@ def run_fit(accelerator: str = "gpu", steps: int = 300, warmup: int = 30, batch_
                      main_thread_cpu_us=timer.per_step("thread"), process_cpu_us=timer.per_step("process"),
                      children_cpu_us=timer.per_step("children"), gpu_J_timed=timed_J,
                      gpu_J_fit=c1 - c0 if counter else None, fit_seconds=fit_seconds,
-                     ready_wait_s=timer.ready_wait_s, children_rss_mb=timer.children_rss_mb,
+                     ready_wait_s=timer.ready_wait_s,
+                     children_rss_mb=sum(c["rss_mb"] for c in timer.children),
+                     children_uss_mb=sum(c["uss_mb"] for c in timer.children), children=timer.children,
+                     rss_mb_at_end=timer.rss_mb_at_end,
                      peak_rss_mb=peak_rss_mb())
 
 

@@ -1,23 +1,42 @@
 """green_mlops: measure, log and optimise the energy of ML training and inference.
 
-Public API: :class:`EnergyMeter` and the result and settings types it uses.
+Public API: :class:`EnergyMeter` and the result and settings types it uses. They load on first
+use, so that ``import green_mlops`` stays cheap where the meter is not needed: MLflow imports this
+package's run-context plugin in every process that imports MLflow, the metric delivery process too.
 """
-from green_mlops.meter import (
-    EnergyMeter,
-    EnergyResult,
-    Finding,
-    PowerSource,
-    Settings,
-    SettingsError,
-    SourceEnergy,
-    SourceInfo,
-    Window,
-    discover,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from green_mlops.meter import (
+        EnergyMeter,
+        EnergyResult,
+        Finding,
+        PowerSource,
+        Settings,
+        SettingsError,
+        SourceEnergy,
+        SourceInfo,
+        Window,
+        discover,
+    )
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Settings", "SettingsError",
-    "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
-]
+_FROM_METER = ("EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Settings", "SettingsError",
+               "SourceEnergy", "SourceInfo", "Window", "discover")
+__all__ = sorted([*_FROM_METER, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_METER:
+        value = getattr(importlib.import_module("green_mlops.meter"), name)
+        globals()[name] = value  # later look-ups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'green_mlops' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

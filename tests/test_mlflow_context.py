@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from green_mlops.mlflow import context
 from green_mlops.mlflow.context import GreenMlopsRunContext, hardware_tags
+from green_mlops.meter import discovery, machine
 from tests.fake_nvml import FakeGpu, install
 from tests.lightning_digits import DigitsMLP, digits_loaders
 from tests.test_rapl import zone
@@ -116,8 +117,8 @@ def test_methods_of_every_source_joined_and_nvml_left_shut_down(tmp_path, monkey
 
 def test_discovery_runs_once_per_process(monkeypatch):
     calls = []
-    real = context.discover
-    monkeypatch.setattr(context, "discover", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = discovery.discover
+    monkeypatch.setattr(discovery, "discover", lambda *a, **k: calls.append(1) or real(*a, **k))
     mlflow.set_experiment("cached")
     for _ in range(3):
         with mlflow.start_run():
@@ -129,7 +130,7 @@ def test_failing_discovery_keeps_the_hardware_tags_and_the_run(monkeypatch, capl
     def boom(*a, **k):
         raise RuntimeError("powercap exploded")
 
-    monkeypatch.setattr(context, "discover", boom)
+    monkeypatch.setattr(discovery, "discover", boom)
     mlflow.set_experiment("failing")
     with caplog.at_level(logging.WARNING, logger="green_mlops.mlflow.context"):
         with mlflow.start_run() as run:
@@ -142,7 +143,7 @@ def test_failing_discovery_keeps_the_hardware_tags_and_the_run(monkeypatch, capl
 
 
 def test_failing_machine_facts_keep_the_method_tags(monkeypatch, caplog):
-    monkeypatch.setattr(context, "machine_facts", lambda *a: 1 / 0)
+    monkeypatch.setattr(machine, "machine_facts", lambda *a: 1 / 0)
     mlflow.set_experiment("failing")
     with caplog.at_level(logging.WARNING, logger="green_mlops.mlflow.context"):
         with mlflow.start_run() as run:

@@ -30,11 +30,6 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Failure attempting to register context provider "green_mlops"')
     from mlflow.tracking.context.abstract_context import RunContextProvider
 
-from green_mlops.meter.discovery import discover  # noqa: E402 - after the guarded MLflow import
-from green_mlops.meter.machine import machine_facts  # noqa: E402
-from green_mlops.meter.nvml import discover_nvml  # noqa: E402
-from green_mlops.meter.settings import Settings  # noqa: E402
-from green_mlops.meter.source import DOMAINS  # noqa: E402
 
 log = logging.getLogger(__name__)
 PREFIX = "green_mlops."
@@ -82,6 +77,10 @@ def _clear_cache() -> None:
 
 
 def _compute() -> dict[str, str]:
+    # The meter is imported here, not at the top: MLflow loads this plugin in every process that
+    # imports MLflow (the metric delivery process too), and most of them never ask for tags.
+    from green_mlops.meter.machine import machine_facts
+
     tags: dict[str, str] = {}
     try:
         import pynvml
@@ -105,6 +104,11 @@ def _compute() -> dict[str, str]:
 
 
 def _method_tags(nvml: Any) -> dict[str, str]:
+    from green_mlops.meter.discovery import discover
+    from green_mlops.meter.nvml import discover_nvml
+    from green_mlops.meter.settings import Settings
+    from green_mlops.meter.source import DOMAINS
+
     settings = Settings.from_env()
     found = discover(settings, gpu=False)
     if nvml is not None:

@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from green_mlops.mlflow import skinny
 from green_mlops.mlflow.spool import Record, SpoolFile, SyncReport, default_spool_dir, spooled_runs
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class MetricWriter:
         self._proc: subprocess.Popen | None = None
         self._gen = 0
         self._restarts = 0
+        self._skinny = skinny.lean_for(self.tracking_uri)  # the delivery process imports MLflow without pandas
         self._failing = False
         self._stopping = False  # close() has begun: no restarts
         self._late = False  # close() is done: log() spools synchronously
@@ -325,7 +327,7 @@ class MetricWriter:
         """Start a delivery process (call with _io held)."""
         cfg = {"mode": "writer", "run_id": self.run_id, "tracking_uri": self.tracking_uri,
                "spool_dir": str(self.spool.directory), "flush_interval": self.flush_interval,
-               "max_batch": self.max_batch}
+               "max_batch": self.max_batch, "skinny": skinny.OPTIONAL if self._skinny else ()}
         try:
             proc = _spawn(cfg)
         except (OSError, ValueError) as exc:
@@ -388,8 +390,16 @@ class MetricWriter:
                 self._cond.notify_all()
             if self._stopping:
                 return
-            code = proc.poll()
-            if self._restarts < MAX_RESTARTS:
+            try:
+                code = proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
+            if code == skinny.EXIT_NEEDS_FULL_IMPORTS and self._skinny:
+                self._skinny = False  # a store plugin needs pandas or numpy: not a failure, no restart counted
+                log.info("green_mlops: the MLflow store of run %s needs MLflow's optional imports; delivering "
+                         "with all of them", self.run_id)
+                self._start_child()
+            elif self._restarts < MAX_RESTARTS:
                 self._restarts += 1
                 log.warning("green_mlops: the metric delivery process of run %s exited (code %s); starting it "
                             "again", self.run_id, code)
@@ -560,6 +570,8 @@ class _Delivery:
         try:
             self._log_batch(batch)
         except Exception as exc:  # noqa: BLE001 - unreachable, 5xx, timeout, invalid: decided below
+            if _GUARD is not None and _GUARD.caused(exc):  # the batch is still pending or in the spool
+                raise SystemExit(skinny.EXIT_NEEDS_FULL_IMPORTS) from exc
             if _is_client_error(exc):
                 bad = _invalid(batch)
                 if bad:  # MLflow will never take these: set them aside, send the rest
@@ -579,14 +591,29 @@ class _Delivery:
         self._backoff = FIRST_RETRY_S
         return []
 
-    def _log_batch(self, batch: list[Record]) -> None:
-        from mlflow.entities import Metric
+    def connect(self) -> None:
+        """Import MLflow and make the client now (seconds of CPU), not when the first batch waits.
 
+        A failure here is not final: ``_log_batch`` tries again, and its error is what gets reported.
+        """
+        try:
+            self._connected()
+        except Exception as exc:  # noqa: BLE001
+            if _GUARD is not None and _GUARD.caused(exc):
+                raise SystemExit(skinny.EXIT_NEEDS_FULL_IMPORTS) from exc
+            log.debug("green_mlops: MLflow client for %s not ready yet: %r", self.tracking_uri, exc)
+
+    def _connected(self) -> Any:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(self.tracking_uri)
-        self._client.log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, ts, s in batch])
+        return self._client
+
+    def _log_batch(self, batch: list[Record]) -> None:
+        from mlflow.entities import Metric
+
+        self._connected().log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, ts, s in batch])
 
 
 def _is_client_error(exc: Exception) -> bool:
@@ -612,6 +639,9 @@ def _invalid(batch: list[Record]) -> set[int]:
     return bad
 
 
+_GUARD: skinny.SkinnyImports | None = None  # in the delivery process: the imports it refuses
+
+
 def _child_main() -> None:
     """Entry point of the delivery process: a config, then messages, on stdin; answers on stdout."""
     signal.signal(signal.SIGTERM, _exit_on_signal)  # so that `finally` spools what is in memory
@@ -622,6 +652,8 @@ def _child_main() -> None:
     code = 1
     try:
         cfg = pickle.load(inp)
+        global _GUARD
+        _GUARD = skinny.install(cfg.get("skinny", ()))
         if cfg["mode"] == "sync":  # Ctrl-C stops a sync; the spool stays consistent
             report = _sync_here(Path(cfg["spool_dir"]), cfg["tracking_uri"])
             out.write(pickle.dumps(report, pickle.HIGHEST_PROTOCOL))
@@ -702,6 +734,7 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
     answered = None
 
     try:
+        d.connect()  # MLflow's imports before the first batch: a flush answered now means delivery is ready
         if d.spooled:  # a spool left by an earlier writer of this run: deliver it first
             d.deliver(force=True)
             answer()
@@ -762,10 +795,17 @@ def sync(spool_dir: str | Path | None = None, tracking_uri: str | None = None) -
     directory = Path(spool_dir) if spool_dir is not None else default_spool_dir()
     if not spooled_runs(directory):
         return SyncReport()
-    cfg = {"mode": "sync", "spool_dir": str(directory), "tracking_uri": tracking_uri}
+    uris = ([tracking_uri] if tracking_uri else
+            [SpoolFile(directory, run_id).first_tracking_uri() for run_id in spooled_runs(directory)])
+    lean = all(uri is None or skinny.lean_for(uri) for uri in uris)
+    cfg = {"mode": "sync", "spool_dir": str(directory), "tracking_uri": tracking_uri,
+           "skinny": skinny.OPTIONAL if lean else ()}
     try:
         proc = _spawn(cfg)
         out, _ = proc.communicate()
+        if proc.returncode == skinny.EXIT_NEEDS_FULL_IMPORTS:  # a store plugin needs pandas or numpy
+            proc = _spawn({**cfg, "skinny": ()})
+            out, _ = proc.communicate()
         report = pickle.loads(out) if proc.returncode == 0 and out else None
         error = f"the delivery process exited with code {proc.returncode}"
     except (OSError, ValueError, pickle.UnpicklingError) as exc:
