@@ -491,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child(args)
+    if args.merge:  # no runs here: no GPU needed
+        return merge(args)
     if args.accelerator != "cpu":
         from benchmarks.workload import check_accelerator
 
@@ -508,12 +510,6 @@ def main(argv: list[str] | None = None) -> int:
         save()
     failed: dict[str, str] = {}
     rounds_t0 = time.monotonic()
-    if args.merge:
-        merged = [json.loads(Path(f).read_text()) for f in args.merge]
-        record = {**merged[0], "rows": [row for m in merged for row in m["rows"]],
-                  "sampler": [s for m in merged for s in m["sampler"]][:2],
-                  "command": " + ".join(m["command"] for m in merged)}
-        return report(record, args, out)
     for i, r in enumerate(range(args.first_round, args.first_round + args.rounds)):
         if i and not within_budget(t0, rounds_t0, i, args.budget_s):
             print(f"stopping after {i} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
@@ -532,6 +528,19 @@ def main(argv: list[str] | None = None) -> int:
                 gpu = "" if row.get("gpu_J") is None else f"  GPU {row['gpu_J']:.0f} J vs counter {row.get('reference_J')}"
                 print(f"round {r} {config:14s} {fit['steps_per_s']:7.1f} steps/s{gpu}", flush=True)
     _pack(out)
+    return report(record, args, out)
+
+
+def merge(args: argparse.Namespace) -> int:
+    """One table from the rows of several calls' anchors.json (rounds of one series split over calls)."""
+    merged = [json.loads(Path(f).read_text()) for f in args.merge]
+    record = {**merged[0], "rows": [row for m in merged for row in m["rows"]],
+              "sampler": [s for m in merged for s in m["sampler"]][:2],
+              "command": " + ".join(m["command"] for m in merged)}
+    first = merged[0]["args"]  # the runs' own settings, not this command line's defaults
+    args.steps, args.configs = first["steps"], first["configs"]
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     return report(record, args, out)
 
 
@@ -567,12 +576,13 @@ def report(record: dict[str, Any], args: argparse.Namespace, out: Path) -> int:
               "tool starts and just after it stops; MLflow: around trainer.fit). MLflow logs power only: its energy is the mean logged power × "
               "the fit's time. Peak RSS: the training process (ru_maxrss), + its child processes' resident (RSS) "
               "and unique (USS) memory at the end of the timed steps (green_mlops: the MLflow delivery process). "
-              "Memory vs bare: peak RSS + children's USS, minus bare's in the same round.", "", table(record["summary"])]
+              "Memory vs bare: peak RSS + children's USS, minus bare's in the same round."]
     children = {c: s.get("children") for c, s in record["summary"].items() if s.get("children")}
     if children:
-        lines += ["", "Child processes at the end of the timed steps: " + "; ".join(
+        lines += ["", "Child processes at the end of the timed steps (RSS/USS): " + "; ".join(
             f"{c}: " + ", ".join(f"{k['what']} {k['rss_mb']:.0f}/{k['uss_mb']:.0f} MB" for k in kids)
             for c, kids in children.items())]
+    lines += ["", table(record["summary"])]
     text = "\n".join(lines)
     (out / "anchors.md").write_text(text + "\n")
     print("\n" + text)

@@ -110,3 +110,19 @@ def test_anchors_runs_each_configuration_in_its_own_process(tmp_path, capsys):
     assert record["summary"]["bare"]["ratios"] == [1.0]
     out = capsys.readouterr().out.rstrip().splitlines()
     assert out[-1].startswith("| bare | ") and (tmp_path / "anchors.md").exists()
+
+
+def test_rounds_split_over_two_calls_merge_into_one_table_without_a_gpu(tmp_path, capsys):
+    for first in (0, 1):
+        assert anchors.main([*TINY, "--rounds", "1", "--first-round", str(first), "--only", "bare,green_mlops",
+                             "--sampler-seconds", "0", "--out", str(tmp_path / f"call{first}")]) == 0
+    capsys.readouterr()
+    assert anchors.main(["--merge", str(tmp_path / "call0" / "anchors.json"), str(tmp_path / "call1" / "anchors.json"),
+                         "--out", str(tmp_path / "merged")]) == 0  # --accelerator defaults to gpu: none needed
+    record = json.loads((tmp_path / "merged" / "anchors.json").read_text())
+    assert sorted({r["round"] for r in record["rows"]}) == [0, 1]
+    green = record["summary"]["green_mlops"]
+    assert len(green["ratios"]) == 2 and len(green["memory_vs_bare_mb"]) == 2
+    assert any(c["what"] == "green_mlops MLflow delivery process" for c in green["children"])
+    out = capsys.readouterr().out.rstrip().splitlines()
+    assert out[-1].startswith("| green_mlops | ") and "2 rounds × 2 timed steps" in "\n".join(out)
