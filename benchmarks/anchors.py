@@ -333,19 +333,12 @@ def run_child(config: str, args: argparse.Namespace, out: Path, r: int) -> dict[
     return row
 
 
-def _mb(values: list[float], config: str) -> str:
-    if config == "bare":
-        return "0"
+def _spread(values: list[float], spec: str, unit: str = "") -> str:
+    """Median, then (min…max) when there are several values: "+1.23 % (+0.50…+2.00)"."""
     if not values:
         return "n/a"
-    return f"{statistics.median(values):+.0f}" + (f" ({min(values):+.0f}…{max(values):+.0f})" if len(values) > 1 else "")
-
-
-def _pct(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    med = statistics.median(values)
-    return f"{med:+.2f} %" + (f" ({min(values):+.2f}…{max(values):+.2f})" if len(values) > 1 else "")
+    med = f"{statistics.median(values):{spec}}{unit}"
+    return med + (f" ({min(values):{spec}}…{max(values):{spec}})" if len(values) > 1 else "")
 
 
 def summarise(rows: list[dict[str, Any]], configs: list[str]) -> dict[str, dict[str, Any]]:
@@ -403,7 +396,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         ratio = (f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})" if ratios
                  else "n/a (no bare run)")
         if s["gpu_error_pct"]:
-            gpu = _pct(s["gpu_error_pct"])
+            gpu = _spread(s["gpu_error_pct"], "+.2f", " %")
         elif config in ("bare", "lightning"):
             gpu = "—"
         elif any(j is not None for j in s["gpu_J"]):
@@ -415,7 +408,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
                      f"{s['dram']} | {s['idle']} | {s['aligned']} | {s['provenance']} | "
                      f"{s['peak_rss_mb']:.0f} (+{s['children_rss_mb']:.0f} / {s['children_uss_mb']:.0f}) | "
                      f"{s['rss_mb_at_end']:.0f} | "
-                     f"{_mb(s['memory_vs_bare_mb'], config)} |")
+                     f"{'0' if config == 'bare' else _spread(s['memory_vs_bare_mb'], '+.0f')} |")
     return "\n".join(lines)
 
 

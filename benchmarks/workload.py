@@ -16,9 +16,9 @@ from __future__ import annotations
 import gc
 import resource
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl

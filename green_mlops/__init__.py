@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-_FROM_METER = ("EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Settings", "SettingsError",
-               "SourceEnergy", "SourceInfo", "Window", "discover")
-__all__ = sorted([*_FROM_METER, "__version__"])
+__all__ = [
+    "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Settings", "SettingsError",
+    "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
+]
+_FROM_METER = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name: str) -> Any:

@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import _run_context_provider_registry
 from pytorch_lightning.loggers import MLFlowLogger
 
+from green_mlops.meter import discovery, machine
 from green_mlops.mlflow import context
 from green_mlops.mlflow.context import GreenMlopsRunContext, hardware_tags
-from green_mlops.meter import discovery, machine
 from tests.fake_nvml import FakeGpu, install
 from tests.lightning_digits import DigitsMLP, digits_loaders
 from tests.test_rapl import zone

@@ -573,8 +573,7 @@ class _Delivery:
         try:
             self._log_batch(batch)
         except Exception as exc:  # noqa: BLE001 - unreachable, 5xx, timeout, invalid: decided below
-            if _GUARD is not None and _GUARD.caused(exc):  # the batch is still pending or in the spool
-                raise SystemExit(skinny.EXIT_NEEDS_FULL_IMPORTS) from exc
+            _exit_if_refused(exc)  # the batch is still pending or in the spool
             if _is_client_error(exc):
                 bad = _invalid(batch)
                 if bad:  # MLflow will never take these: set them aside, send the rest
@@ -602,8 +601,7 @@ class _Delivery:
         try:
             self._connected()
         except Exception as exc:  # noqa: BLE001
-            if _GUARD is not None and _GUARD.caused(exc):
-                raise SystemExit(skinny.EXIT_NEEDS_FULL_IMPORTS) from exc
+            _exit_if_refused(exc)
             log.debug("green_mlops: MLflow client for %s not ready yet: %r", self.tracking_uri, exc)
 
     def _connected(self) -> Any:
@@ -643,6 +641,12 @@ def _invalid(batch: list[Record]) -> set[int]:
 
 
 _GUARD: skinny.SkinnyImports | None = None  # in the delivery process: the imports it refuses
+
+
+def _exit_if_refused(exc: BaseException) -> None:
+    """Leave the delivery process, asking for every import, when ``exc`` comes from a refused import."""
+    if _GUARD is not None and _GUARD.caused(exc):
+        raise SystemExit(skinny.EXIT_NEEDS_FULL_IMPORTS) from exc
 
 
 def _child_main() -> None:
