@@ -88,7 +88,7 @@ def build(size: str, path: Path, device: str, dtype: str) -> dict:
 
 def sweep(server: TransformersServer, args: argparse.Namespace, out: Path, deadline: float) -> int:
     """``green-mlops genai`` against the server, in a child process interrupted (SIGINT) at ``deadline``."""
-    cmd = [sys.executable, "-m", "green_mlops.genai.cli", "--endpoint", server.url, "--model", server.model,
+    cmd = [sys.executable, "-m", "green_mlops.commands.genai", "--endpoint", server.url, "--model", server.model,
            "--rps", args.rps, "--duration", f"{args.duration:g}", "--max-tokens", str(args.max_tokens),
            "--timeout", f"{args.timeout:g}", "--idle-seconds", f"{args.idle:g}", "--output", str(out)]
     if args.no_mlflow:

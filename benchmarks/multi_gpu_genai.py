@@ -121,7 +121,7 @@ def prepare_tracking(args: argparse.Namespace, experiment: str) -> None:
 def client(url: str, model: str, rps: list[float], args: argparse.Namespace, out: Path, seed: int,
            visible: str | None) -> subprocess.Popen:
     """``green-mlops genai`` against one server; ``visible`` restricts its meter to those GPUs."""
-    cmd = [sys.executable, "-m", "green_mlops.genai.cli", "--endpoint", url, "--model", model,
+    cmd = [sys.executable, "-m", "green_mlops.commands.genai", "--endpoint", url, "--model", model,
            "--rps", ",".join(f"{r:g}" for r in rps), "--duration", f"{args.duration:g}",
            "--max-tokens", str(args.max_tokens), "--timeout", f"{args.timeout:g}",
            "--idle-seconds", f"{args.idle:g}", "--seed", str(seed), "--output", str(out),

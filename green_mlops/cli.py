@@ -123,10 +123,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The demo search on digits (no download); ``--meter-only``: one metered run, epoch by epoch."""
     if not args.meter_only:
-        from green_mlops.sweep_cli import demo
+        from green_mlops.commands.sweep import demo
 
         return demo(args.output)
-    from green_mlops.demo import run_demo
+    from green_mlops.commands.demo import run_demo
 
     run_demo(epochs=args.epochs, idle_s=args.idle, interval=args.interval, output=args.output)
     return 0
@@ -145,10 +145,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 _LAZY = {
-    "train": ("green_mlops.training", "train one model with the EnergyCallback, logged to MLflow"),
-    "sweep": ("green_mlops.sweep_cli", "energy-aware Optuna search over architectures and batch sizes"),
-    "report": ("green_mlops.analysis.cli", "the paper's analysis of an MLflow experiment, as HTML or Markdown"),
-    "genai": ("green_mlops.genai.cli", "LLM inference energy per request and per token across request rates"),
+    "train": ("green_mlops.training.train", "train one model with the EnergyCallback, logged to MLflow"),
+    "sweep": ("green_mlops.commands.sweep", "energy-aware Optuna search over architectures and batch sizes"),
+    "report": ("green_mlops.commands.report", "the paper's analysis of an MLflow experiment, as HTML or Markdown"),
+    "genai": ("green_mlops.commands.genai", "LLM inference energy per request and per token across request rates"),
 }
 
 

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from green_mlops.analysis.paper_metrics import paper_metrics
-from green_mlops.genai_metrics import (
+from green_mlops.metrics.genai import (
     average_output_token_length,
     cache_hit_rate,
     energy_per_output_token,
     genai_metrics,
     request_rate,
 )
-from green_mlops.metrics import PAPER_METRICS
+from green_mlops.metrics.paper import PAPER_METRICS
 
 
 def _run(**over):

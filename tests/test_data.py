@@ -6,7 +6,7 @@ import collections
 import pytest
 import torch
 
-from green_mlops.data import DATASETS, INPUT_SHAPE, RepeatedDataset, load_data
+from green_mlops.training.data import DATASETS, INPUT_SHAPE, RepeatedDataset, load_data
 
 
 @pytest.fixture(scope="module")

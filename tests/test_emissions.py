@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from green_mlops.emissions import (
+from green_mlops.metrics.emissions import (
     _ALPHA3,
     COUNTRY_INTENSITY_G_PER_KWH,
     ENV_COUNTRY,

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from green_mlops.commands.genai import main as genai_main
 from green_mlops.genai import SweepConfig, join_server_trace, load_prompts, run_sweep
-from green_mlops.genai.cli import main as genai_main
 from green_mlops.genai.model_info import accelerator_memory_bytes
 from green_mlops.genai.random_llama import build_random_llama
 from green_mlops.genai.transformers_server import TransformersServer, free_port
@@ -205,7 +205,7 @@ def test_interrupted_sweep_keeps_the_levels_it_finished(server, tmp_path):
     import sys
 
     out = tmp_path / "o"
-    child = subprocess.Popen([sys.executable, "-m", "green_mlops.genai.cli", "--endpoint", server.url, "--model",
+    child = subprocess.Popen([sys.executable, "-m", "green_mlops.commands.genai", "--endpoint", server.url, "--model",
                               server.model, "--rps", "4,8", "--duration", "3", "--max-tokens", "4", "--idle-seconds",
                               "0.3", "--cooldown", "0", "--output", str(out), "--no-mlflow"],
                              stderr=subprocess.PIPE, text=True)

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from green_mlops.commands.genai import main as genai_main
 from green_mlops.genai import ConfigError, PromptError, SweepConfig, find_saturation, load_prompts, parse_endpoint
 from green_mlops.genai.arrivals import arrival_offsets
-from green_mlops.genai.cli import main as genai_main
 from green_mlops.genai.energy import TraceEnergy, TraceError
 from green_mlops.genai.server_metrics import CacheSnapshot, hit_rate, parse_cache_metrics
 from green_mlops.meter import EnergyMeter

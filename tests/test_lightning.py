@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
 
-from green_mlops.lightning import EnergyCallback
-from green_mlops.stream import metric_names
+from green_mlops.integrations.lightning import EnergyCallback
+from green_mlops.run.stream import metric_names
 from tests.lightning_digits import DigitsMLP, digits_loaders
 
 STEP_METRICS = ["power/cpu_W", "power/dram_W", "power/total_W", "energy/cpu_J", "energy/dram_J",

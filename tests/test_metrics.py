@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from green_mlops import metrics
-from green_mlops.metrics import (
+from green_mlops.metrics import paper as metrics
+from green_mlops.metrics.paper import (
     PAPER_METRICS,
     derived_metrics,
     energy_per_sample,

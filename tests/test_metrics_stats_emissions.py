@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from green_mlops import metrics
-from green_mlops.emissions import COUNTRY_INTENSITY_G_PER_KWH, carbon_intensity, co2e_g
-from green_mlops.model_stats import model_stats
+from green_mlops.metrics import paper as metrics
+from green_mlops.metrics.emissions import COUNTRY_INTENSITY_G_PER_KWH, carbon_intensity, co2e_g
+from green_mlops.metrics.model_stats import model_stats
 
 
 def test_paper_metrics_by_hand():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from green_mlops.model_stats import ModelStats, model_stats
+from green_mlops.metrics.model_stats import ModelStats, model_stats
 
 
 def _mlp() -> nn.Module:

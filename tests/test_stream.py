@@ -5,7 +5,7 @@ import pytest
 
 from green_mlops.meter import EnergyMeter, Settings
 from green_mlops.meter.nvml import discover_nvml
-from green_mlops.stream import EnergyStream, metric_names
+from green_mlops.run.stream import EnergyStream, metric_names
 from tests.fake_nvml import FakeGpu, install
 
 

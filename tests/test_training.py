@@ -10,8 +10,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.data import load_data
-from green_mlops.training import (
+from green_mlops.training.data import load_data
+from green_mlops.training.train import (
     ImageClassifier,
     TrainConfig,
     add_arguments,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from green_mlops import zoo
-from green_mlops.zoo import registry
+from green_mlops.training import zoo
+from green_mlops.training.zoo import registry
 
 # Trainable parameters of the reference CIFAR variants with 10 classes, github.com/kuangliu/pytorch-cifar
 # (the collection the paper's §5.4 models come from), counted on the factory named beside each.

@@ -22,7 +22,7 @@ from green_mlops.analysis.paper_metrics import paper_metrics
 from green_mlops.analysis.regression import EnergyPredictor
 from green_mlops.analysis.report import Report, write_report
 from green_mlops.analysis.runs import load_csv, load_epochs, load_epochs_csv, load_runs
-from green_mlops.genai_metrics import GENAI_METRICS, genai_metrics
+from green_mlops.metrics.genai import GENAI_METRICS, genai_metrics
 
 __all__ = [
     "GENAI_METRICS", "Analysis", "AnalysisError", "Correlations", "EnergyPredictor", "ExperimentNotFound",

@@ -14,8 +14,8 @@ from green_mlops.analysis.errors import AnalysisError
 from green_mlops.analysis.findings import Finding, batch_size_optimum, check_findings
 from green_mlops.analysis.paper_metrics import paper_metrics
 from green_mlops.analysis.regression import EnergyPredictor
-from green_mlops.genai_metrics import GENAI_METRICS
-from green_mlops.metrics import PAPER_METRICS
+from green_mlops.metrics.genai import GENAI_METRICS
+from green_mlops.metrics.paper import PAPER_METRICS
 
 __all__ = ["Analysis", "analyse"]
 

@@ -1,4 +1,4 @@
-"""Table 3's metrics for every run, per phase, from the run table; one definition each (green_mlops.metrics).
+"""Table 3's metrics for every run, per phase, from the run table; one definition each (green_mlops.metrics.paper).
 
 Training: the values the callback logged under the paper's names are used as they are (the callback
 computed them with the same functions and its exact inputs); what is missing is computed here from
@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from green_mlops.metrics import PAPER_METRICS, derived_metrics
+from green_mlops.metrics.paper import PAPER_METRICS, derived_metrics
 
 __all__ = ["PHASES", "paper_metrics"]
 

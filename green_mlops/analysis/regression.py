@@ -30,8 +30,8 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from green_mlops import metrics
 from green_mlops.analysis.errors import AnalysisError, TooFewRuns
+from green_mlops.metrics import paper as metrics
 
 __all__ = ["CANDIDATE_FEATURES", "DEFAULT_TARGET", "MIN_RUNS", "EnergyPredictor", "FitSummary"]
 
@@ -152,7 +152,7 @@ class EnergyPredictor:
         if missing:
             raise AnalysisError(f"the configuration lacks {', '.join(missing)}; this predictor needs "
                                 f"{', '.join(self.features + self.categorical)} (model characteristics come from "
-                                "green_mlops.model_stats.model_stats(model, example_input).as_params())")
+                                "green_mlops.metrics.model_stats.model_stats(model, example_input).as_params())")
         x = df[self.features + self.categorical].copy()
         x[self.features] = x[self.features].apply(pd.to_numeric, errors="coerce")
         for c in self.categorical:

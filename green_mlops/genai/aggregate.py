@@ -16,9 +16,9 @@ import pandas as pd
 from green_mlops.genai.model_info import model_metrics
 from green_mlops.genai.record import LevelInfo, SweepRecord
 from green_mlops.genai.saturation import Saturation, find_saturation
-from green_mlops.genai_metrics import energy_per_output_token, energy_per_request
 from green_mlops.meter import EnergyResult
 from green_mlops.meter.source import DOMAINS
+from green_mlops.metrics.genai import energy_per_output_token, energy_per_request
 
 #: A level is unsustainable when more than this share of its requests failed.
 MAX_FAILED_SHARE = 0.05

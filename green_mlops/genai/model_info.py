@@ -13,7 +13,7 @@ import math
 import struct
 from pathlib import Path
 
-from green_mlops.metrics import model_size_to_ram, parameters
+from green_mlops.metrics.paper import model_size_to_ram, parameters
 
 FLOPS_METHOD = "estimated: 2 x parameters per token (forward pass)"
 _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,

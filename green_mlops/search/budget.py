@@ -12,7 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from green_mlops.lightning import EnergyCallback
+from green_mlops.integrations.lightning import EnergyCallback
 
 
 class EnergyBudget(pl.Callback):

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 from torch.utils.data import DataLoader
 
-from green_mlops.data import DATASETS, INPUT_SHAPE, DataBundle, load_data
-from green_mlops.lightning import EnergyCallback
+from green_mlops.integrations.lightning import EnergyCallback
 from green_mlops.meter.meter import validate_interval
 from green_mlops.meter.result import J_PER_WH
+from green_mlops.training.data import DATASETS, INPUT_SHAPE, DataBundle, load_data
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -106,13 +106,13 @@ def check_arch(arch: Any) -> None:
     if arch is None or (isinstance(arch, str) and not arch.strip()):
         raise ValueError("an architecture is required: --arch NAME (e.g. lenet, resnet18, torchvision:resnet18)")
     try:
-        from green_mlops.zoo import check_model_spec
+        from green_mlops.training.zoo import check_model_spec
     except ModuleNotFoundError as exc:
-        if exc.name != "green_mlops.zoo":
+        if exc.name != "green_mlops.training.zoo":
             raise
         if callable(arch):
             return
-        raise ValueError(f"architecture {arch!r} needs green_mlops.zoo, which is not installed; "
+        raise ValueError(f"architecture {arch!r} needs green_mlops.training.zoo, which is not installed; "
                          "pass a callable(num_classes) returning an nn.Module instead") from None
     try:
         check_model_spec(arch)
@@ -123,9 +123,9 @@ def check_arch(arch: Any) -> None:
 def build_model(arch: Any, num_classes: int) -> torch.nn.Module:
     """The network for ``arch``, through the zoo (registry name, ``torchvision:<name>``, ``pkg.mod:fn``, callable)."""
     try:
-        from green_mlops.zoo import build_model as zoo_build
+        from green_mlops.training.zoo import build_model as zoo_build
     except ModuleNotFoundError as exc:
-        if exc.name != "green_mlops.zoo" or not callable(arch):
+        if exc.name != "green_mlops.training.zoo" or not callable(arch):
             raise
         return arch(num_classes)
     return zoo_build(arch, num_classes=num_classes)
@@ -143,7 +143,7 @@ class TrainConfig:
     """One training configuration. Defaults are the paper's (Table 2) on the bundled digits data.
 
     ``max_steps`` caps optimiser steps (a short profile: energy is linear in steps); ``interval`` and
-    ``idle_seconds`` go to the EnergyCallback; ``data_options`` to :func:`green_mlops.data.load_data`
+    ``idle_seconds`` go to the EnergyCallback; ``data_options`` to :func:`green_mlops.training.data.load_data`
     (e.g. ``{"train_samples": 50_000}`` for synthetic data); ``inference_max_batches`` limits the
     inference measurement; ``output_dir`` (default: the current folder) is Lightning's root folder;
     runs without MLflow get the energy trace and summary in its ``green_mlops_energy/``.
@@ -457,7 +457,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``green-mlops train`` on its own (``python -m green_mlops.training``)."""
+    """Run ``green-mlops train`` on its own (``python -m green_mlops.training.train``)."""
     parser = argparse.ArgumentParser(prog="green-mlops train", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

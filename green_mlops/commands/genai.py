@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``genai`` on its own (``python -m green_mlops.genai.cli``), before it is wired into ``green-mlops``."""
+    """Run ``genai`` on its own (``python -m green_mlops.commands.genai``), before it is wired into ``green-mlops``."""
     parser = argparse.ArgumentParser(prog="green-mlops genai", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

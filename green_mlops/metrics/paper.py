@@ -8,7 +8,7 @@ domain (a negative count, a utilisation above 1) or a denominator is zero: never
 
 Units and conventions used throughout:
 
-* ``macs`` are for ONE sample (as :func:`green_mlops.model_stats.model_stats` counts them).
+* ``macs`` are for ONE sample (as :func:`green_mlops.metrics.model_stats.model_stats` counts them).
 * ``samples`` is the number of samples processed in the window whose energy and time are given.
 * Power is the mean power over that window, in W (energy in J over duration in s).
 * ``accuracy`` and ``utilisation`` are fractions in [0, 1] (divide a percentage by 100).

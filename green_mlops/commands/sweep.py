@@ -12,7 +12,6 @@ from pathlib import Path
 
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.data import DataBundle, load_data
 from green_mlops.search import (
     DEFAULT_STORAGE,
     MODES,
@@ -26,7 +25,8 @@ from green_mlops.search import (
     TrialResult,
     build_space,
 )
-from green_mlops.training import TrainConfig, train_and_measure
+from green_mlops.training.data import DataBundle, load_data
+from green_mlops.training.train import TrainConfig, train_and_measure
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, then run this worker's share of the study and print the ranking."""
-    from green_mlops import zoo
+    from green_mlops.training import zoo
 
     if args.list_archs:
         print("\n".join(zoo.available_models()))
@@ -129,7 +129,7 @@ def _quiet_lightning() -> None:
 
 
 def _build(args: argparse.Namespace) -> Sweep:
-    from green_mlops import zoo
+    from green_mlops.training import zoo
 
     space = build_space(args.archs, args.batch_sizes, args.lrs, args.lr_range, args.config,
                         check_arch=zoo.check_model_spec)

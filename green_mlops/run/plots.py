@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from green_mlops.stream import StepMetrics
+from green_mlops.run.stream import StepMetrics
 
 
 def plot_step_energy(steps: Sequence[StepMetrics], path: str | Path, title: str = "Energy by step",

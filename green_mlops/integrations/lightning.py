@@ -19,15 +19,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from green_mlops.artifacts import write_run_artifacts
-from green_mlops.emissions import CarbonIntensity, carbon_intensity, co2e_g
 from green_mlops.meter import EnergyMeter, EnergyResult, Settings, discover
 from green_mlops.meter.host import memory_total_bytes
 from green_mlops.meter.meter import validate_interval
 from green_mlops.meter.source import PowerSource
-from green_mlops.metrics import derived_metrics
-from green_mlops.model_stats import model_stats
-from green_mlops.stream import EnergyStream, StepMetrics
+from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2e_g
+from green_mlops.metrics.model_stats import model_stats
+from green_mlops.metrics.paper import derived_metrics
+from green_mlops.run.artifacts import write_run_artifacts
+from green_mlops.run.stream import EnergyStream, StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class EnergyCallback(pl.Callback):
         interval: sampling interval in seconds (default 0.1).
         idle_seconds: measure idle power this long before the first run; enables ``energy/net_J``.
         log_every_n_steps: publish step metrics every n optimiser steps (power is averaged over them).
-        country / carbon_g_per_kwh / pue: carbon intensity for ``co2e_g`` (see :mod:`green_mlops.emissions`).
+        country / carbon_g_per_kwh / pue: carbon intensity for ``co2e_g`` (see :mod:`green_mlops.metrics.emissions`).
         accuracy_key: the logged metric to use as accuracy in the paper's metrics (default: first
             metric whose name contains "acc", validation preferred).
         output_dir: where artifacts go for loggers other than MLflow (default: the trainer's log dir).

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from green_mlops.meter import EnergyMeter
-from green_mlops.plots import plot_step_energy
-from green_mlops.stream import StepMetrics
+from green_mlops.run.plots import plot_step_energy
+from green_mlops.run.stream import StepMetrics
 
 
 def write_run_artifacts(meter: EnergyMeter, steps: Sequence[StepMetrics], summary: dict[str, Any], name: str,

@@ -1,6 +1,6 @@
 """The paper's GenAI metrics (Sánchez-Mompó et al. 2025, §6.2.2, Table 6) over one LLM serving window.
 
-Same conventions as :mod:`green_mlops.metrics`: each returns a float, or None when an input is
+Same conventions as :mod:`green_mlops.metrics.paper`: each returns a float, or None when an input is
 missing, not finite, out of its domain or a denominator is zero. The metrics Table 6 shares with
 Table 3 (``energy_per_sample``, ``parameters``, ``model_size_to_ram``) are the same functions.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from green_mlops.metrics import energy_per_sample, model_size_to_ram, parameters
+from green_mlops.metrics.paper import energy_per_sample, model_size_to_ram, parameters
 
 __all__ = ["GENAI_METRICS", "average_output_token_length", "cache_hit_rate", "energy_per_output_token",
            "energy_per_request", "flops", "genai_metrics", "request_rate"]
