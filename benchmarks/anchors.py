@@ -115,7 +115,7 @@ def run_green_mlops(ctx: dict[str, Any]) -> dict[str, Any]:
     from pytorch_lightning.loggers import MLFlowLogger
 
     from benchmarks.workload import CounterProbe, wait_for_writers
-    from green_mlops.integrations.lightning import EnergyCallback
+    from green_mlops.lightning import EnergyCallback
 
     cb = _tool("start", lambda: EnergyCallback(idle_seconds=ctx["args"].idle_seconds))
     logger = MLFlowLogger(experiment_name="anchors-green_mlops", tracking_uri=ctx["store"],

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from green_mlops.integrations.lightning import EnergyCallback
+from green_mlops.lightning import EnergyCallback
 
 N = 100_000
 

@@ -21,8 +21,7 @@ import numpy as np
 import pynvml as N
 import torch
 
-from green_mlops.meter import EnergyMeter
-from green_mlops.meter.machine import machine_facts
+from green_mlops.meter import EnergyMeter, machine_facts
 
 OUT = Path(os.environ.get("OUT", "bench_out"))
 OUT.mkdir(parents=True, exist_ok=True)

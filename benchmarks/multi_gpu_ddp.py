@@ -153,7 +153,7 @@ def one_fit(kind: str, args: argparse.Namespace, counters: GpuCounters | None) -
     """One timed fit; for ``energy``, the callback's figures against the counters (filled on rank 0)."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from green_mlops.integrations.lightning import EnergyCallback
+    from green_mlops.lightning import EnergyCallback
 
     cuda = on_cuda(args.accelerator)
     logger: Any = False

@@ -81,7 +81,7 @@ def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> 
     from pytorch_lightning.loggers import MLFlowLogger
 
     from benchmarks.workload import CounterProbe, run_fit, wait_for_writers
-    from green_mlops.integrations.lightning import EnergyCallback
+    from green_mlops.lightning import EnergyCallback
 
     logger: Any = False
     if kind in ("energy", "lightning", "energy-http"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from green_mlops.meter.meter import validate_interval
+from green_mlops.meter import validate_interval
 
 
 def nonneg_seconds(text: str) -> float:

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from green_mlops.integrations.lightning import EnergyCallback  # noqa: E402
+from green_mlops.lightning import EnergyCallback  # noqa: E402
 from green_mlops.meter import EnergyMeter, Settings, discover  # noqa: E402
 from tests.lightning_digits import DigitsMLP, digits_loaders  # noqa: E402
 

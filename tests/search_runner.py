@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.integrations.lightning import EnergyCallback
+from green_mlops.lightning import EnergyCallback
 from green_mlops.search import TrialContext, TrialResult
 from tests.lightning_digits import DigitsMLP, digits_loaders
 

@@ -23,7 +23,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from pytorch_lightning.loggers import MLFlowLogger
 
 from green_mlops.analysis import cli, load_csv, load_runs
-from green_mlops.integrations.lightning import EnergyCallback
+from green_mlops.lightning import EnergyCallback
 from tests.lightning_digits import DigitsMLP, digits_loaders
 
 EXPERIMENT = "analysis-sweep"

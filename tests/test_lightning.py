@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
 
-from green_mlops.integrations.lightning import EnergyCallback
+from green_mlops.lightning import EnergyCallback
 from green_mlops.run.stream import metric_names
 from tests.lightning_digits import DigitsMLP, digits_loaders
 

@@ -10,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.integrations.lightning import EnergyCallback
+from green_mlops.lightning import EnergyCallback
 from tests.browser import chromium
 from tests.lightning_digits import DigitsMLP, digits_loaders
 from tests.mlflow_server import MlflowServer

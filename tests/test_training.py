@@ -10,12 +10,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
+from green_mlops.commands.train import add_arguments, run
 from green_mlops.training.data import load_data
 from green_mlops.training.train import (
     ImageClassifier,
     TrainConfig,
-    add_arguments,
-    run,
     train_and_measure,
 )
 

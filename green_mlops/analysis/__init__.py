@@ -17,7 +17,7 @@ from green_mlops.analysis.errors import (
     NoRuns,
     TooFewRuns,
 )
-from green_mlops.analysis.findings import Finding, check_findings
+from green_mlops.analysis.findings import FindingCheck, check_findings
 from green_mlops.analysis.paper_metrics import paper_metrics
 from green_mlops.analysis.regression import EnergyPredictor
 from green_mlops.analysis.report import Report, write_report
@@ -26,7 +26,7 @@ from green_mlops.metrics.genai import GENAI_METRICS, genai_metrics
 
 __all__ = [
     "GENAI_METRICS", "Analysis", "AnalysisError", "Correlations", "EnergyPredictor", "ExperimentNotFound",
-    "Finding", "MissingData", "NoEnergyMetrics", "NoRuns", "Report", "TooFewRuns", "analyse", "check_findings",
+    "FindingCheck", "MissingData", "NoEnergyMetrics", "NoRuns", "Report", "TooFewRuns", "analyse", "check_findings",
     "correlations", "genai_metrics", "load_csv", "load_epochs", "load_epochs_csv", "load_runs", "paper_metrics",
     "write_report",
 ]

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from green_mlops.analysis import figures
 from green_mlops.analysis.correlation import Correlations, correlations, one_batch_size
 from green_mlops.analysis.errors import AnalysisError
-from green_mlops.analysis.findings import Finding, batch_size_optimum, check_findings
+from green_mlops.analysis.findings import FindingCheck, batch_size_optimum, check_findings
 from green_mlops.analysis.paper_metrics import paper_metrics
 from green_mlops.analysis.regression import EnergyPredictor
 from green_mlops.metrics.genai import GENAI_METRICS
@@ -39,7 +39,7 @@ class Analysis:
     table: pd.DataFrame = field(default_factory=pd.DataFrame)  # runs + training-window metrics: the predictor's input
     correlations: dict[str, Correlations | str] = field(default_factory=dict)
     predictor: EnergyPredictor | str = "not fitted"
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[FindingCheck] = field(default_factory=list)
     batch_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)
     figures: dict[str, Figure | str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 __all__ = ["AnalysisError", "ExperimentNotFound", "MissingData", "NoEnergyMetrics", "NoRuns", "TooFewRuns"]
 
 FIRST_RUN_HINT = ("log runs first: `green-mlops sweep --experiment NAME ...`, or train with "
-                  "green_mlops.integrations.lightning.EnergyCallback and an MLFlowLogger(experiment_name=NAME)")
+                  "green_mlops.lightning.EnergyCallback and an MLFlowLogger(experiment_name=NAME)")
 
 
 class AnalysisError(ValueError):

@@ -268,7 +268,7 @@ def require_energy(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if not has.any():
         raise NoEnergyMetrics(
             f"{where} has {len(df)} finished run(s) but none with energy metrics (energy/fit_J or energy/test_J "
-            "from green_mlops.integrations.lightning.EnergyCallback, energy/training_J from green-mlops sweep, or "
+            "from green_mlops.lightning.EnergyCallback, energy/training_J from green-mlops sweep, or "
             f"energy_per_request_J from green-mlops genai); {FIRST_RUN_HINT}")
     kept = df[has].reset_index(drop=True)
     kept.attrs = dict(df.attrs)

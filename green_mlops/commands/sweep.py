@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pytorch_lightning.loggers import MLFlowLogger
 
+from green_mlops.commands.common import quiet_lightning
 from green_mlops.search import (
     DEFAULT_STORAGE,
     MODES,
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_archs:
         print("\n".join(zoo.available_models()))
         return 0
-    _quiet_lightning()
+    quiet_lightning()
     try:
         sweep = _build(args)
     except (SpaceError, StorageError, SweepError, ValueError, ConnectionError) as exc:
@@ -90,42 +91,6 @@ def run(args: argparse.Namespace) -> int:
     report = sweep.run()
     print(sweep.summary(report))
     return 0
-
-
-DEMO_ARGS = ["--archs", "lenet,mobilenet,resnet18", "--batch-sizes", "64,128", "--lrs", "0.05", "--momentum", "0.9",
-             "--epochs", "2", "--dataset", "digits", "--experiment", "green-mlops-demo"]
-
-
-def demo(output: str = "green_mlops_demo") -> int:
-    """The README's main job: a six-trial sweep on scikit-learn's digits, on whatever this machine has.
-
-    Uses the paper's SGD with a higher learning rate and momentum, so that two epochs on 1,437 images
-    separate the architectures' accuracy; a fresh study each time, stored beside the MLflow store.
-    """
-    import time
-
-    folder = Path(output).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    parser = argparse.ArgumentParser(prog="green-mlops demo")
-    add_arguments(parser)
-    args = parser.parse_args([*DEMO_ARGS, "--study", time.strftime("demo-%Y%m%d-%H%M%S"),
-                              "--storage", f"sqlite:///{folder}/study.db", "--tracking-uri",
-                              f"sqlite:///{folder}/mlflow.db", "--output", str(folder)])
-    print("green-mlops demo: 6 trials (LeNet, MobileNet, ResNet18 × batch 64, 128) on scikit-learn's digits, "
-          "2 epochs each, every trial metered and logged to MLflow", file=sys.stderr, flush=True)
-    return run(args)
-
-
-def _quiet_lightning() -> None:
-    """Per-trial Lightning banners and tips would bury the sweep's own progress; keep warnings only."""
-    import logging
-    import warnings
-
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def _build(args: argparse.Namespace) -> Sweep:

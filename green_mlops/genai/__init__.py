@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "Analysis": "aggregate", "analyse": "aggregate",
+    "SweepAnalysis": "aggregate", "aggregate_sweep": "aggregate",
     "PAPER_SAMPLING": "config", "ConfigError": "config", "SweepConfig": "config", "parse_endpoint": "config",
     "parse_rates": "config",
     "LocalEnergy": "energy", "TraceEnergy": "energy", "TraceError": "energy",

@@ -16,8 +16,7 @@ import pandas as pd
 from green_mlops.genai.model_info import model_metrics
 from green_mlops.genai.record import LevelInfo, SweepRecord
 from green_mlops.genai.saturation import Saturation, find_saturation
-from green_mlops.meter import EnergyResult
-from green_mlops.meter.source import DOMAINS
+from green_mlops.meter import DOMAINS, EnergyResult
 from green_mlops.metrics.genai import energy_per_output_token, energy_per_request
 
 #: A level is unsustainable when more than this share of its requests failed.
@@ -30,7 +29,7 @@ MAX_LATENCY_GROWTH = 2.0
 
 
 @dataclass
-class Analysis:
+class SweepAnalysis:
     """A sweep's tables: one row per level, one row per level and device, and the saturation finding."""
 
     levels: pd.DataFrame
@@ -38,7 +37,7 @@ class Analysis:
     saturation: Saturation
 
 
-def analyse(record: SweepRecord, energies: dict[int, EnergyResult] | None = None) -> Analysis:
+def aggregate_sweep(record: SweepRecord, energies: dict[int, EnergyResult] | None = None) -> SweepAnalysis:
     """Aggregate every level of ``record``; ``energies`` maps a level's index to its energy (None: no meter)."""
     rows, devices = [], []
     model = model_metrics(_param(record.params, "model_parameters"), _param(record.params, "model_bytes"),
@@ -50,7 +49,7 @@ def analyse(record: SweepRecord, energies: dict[int, EnergyResult] | None = None
         if energy is not None:
             devices.extend(device_rows(level, energy, len(requests)))
     levels = pd.DataFrame(rows)
-    return Analysis(levels, pd.DataFrame(devices), find_saturation(levels))
+    return SweepAnalysis(levels, pd.DataFrame(devices), find_saturation(levels))
 
 
 def level_row(level: LevelInfo, requests: pd.DataFrame, energy: EnergyResult | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from green_mlops.meter.meter import validate_interval
+from green_mlops.meter import validate_interval
 
 API_PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 #: Table 4 of the paper; ``top_k`` and ``min_p`` are vLLM extensions that other servers may refuse.

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from green_mlops.genai.aggregate import Analysis
+from green_mlops.genai.aggregate import SweepAnalysis
 from green_mlops.genai.saturation import Saturation
 
 LEVELS_FILE = "levels.csv"
 DEVICES_FILE = "devices.csv"
 
 
-def write_tables(analysis: Analysis, directory: str | Path) -> list[Path]:
+def write_tables(analysis: SweepAnalysis, directory: str | Path) -> list[Path]:
     """``levels.csv`` (one row per rate level) and, when metered, ``devices.csv`` (per level and device)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -37,7 +37,7 @@ def _pyplot():
     return plt
 
 
-def plot_sweep(analysis: Analysis, directory: str | Path, title: str = "") -> list[Path]:
+def plot_sweep(analysis: SweepAnalysis, directory: str | Path, title: str = "") -> list[Path]:
     """Write the sweep's figures as PNG files into ``directory``; energy figures only when it was metered."""
     plt = _pyplot()
     out = Path(directory)

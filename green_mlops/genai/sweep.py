@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from green_mlops.genai.aggregate import Analysis, analyse
+from green_mlops.genai.aggregate import SweepAnalysis, aggregate_sweep
 from green_mlops.genai.arrivals import arrival_offsets
 from green_mlops.genai.config import DEFAULT_EXPERIMENT, SweepConfig, is_this_machine
 from green_mlops.genai.energy import EnergySource, LocalEnergy, TraceEnergy
@@ -46,7 +46,7 @@ class SweepResult:
     """Everything a sweep produced: its record, the analysis, the files written and the MLflow run id."""
 
     record: SweepRecord
-    analysis: Analysis
+    analysis: SweepAnalysis
     files: list[Path]
     run_id: str | None
     energy_description: str
@@ -125,7 +125,7 @@ def _finish(record: SweepRecord, source: EnergySource | None, out: Path, files: 
     energies = {lv.index: source.span(lv.start, lv.end, f"{lv.rate_rps:g} rps") for lv in record.levels} \
         if source is not None else None
     idle = source.span(*record.idle, "idle") if source is not None and record.idle else None
-    analysis = analyse(record, energies)
+    analysis = aggregate_sweep(record, energies)
     description = source.description if source is not None else "not metered"
     files += write_tables(analysis, out)
     title = record.params.get("model", "")

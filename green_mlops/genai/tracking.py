@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from green_mlops.genai.aggregate import Analysis
+from green_mlops.genai.aggregate import SweepAnalysis
 from green_mlops.genai.record import SweepRecord
 from green_mlops.meter import EnergyResult
 
@@ -41,7 +41,7 @@ def level_metrics(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_sweep(record: SweepRecord, analysis: Analysis, files: Sequence[Path], *, experiment: str,
+def log_sweep(record: SweepRecord, analysis: SweepAnalysis, files: Sequence[Path], *, experiment: str,
               tracking_uri: str | None = None, energy_description: str = "",
               sample_energy: EnergyResult | None = None, run_name: str | None = None) -> str:
     """Log the sweep to MLflow; return the parent run's id."""

@@ -19,10 +19,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from green_mlops.meter import EnergyMeter, EnergyResult, Settings, discover
-from green_mlops.meter.host import memory_total_bytes
-from green_mlops.meter.meter import validate_interval
-from green_mlops.meter.source import PowerSource
+from green_mlops.meter import (
+    EnergyMeter,
+    EnergyResult,
+    PowerSource,
+    Settings,
+    discover,
+    memory_total_bytes,
+    validate_interval,
+)
 from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2e_g
 from green_mlops.metrics.model_stats import model_stats
 from green_mlops.metrics.paper import derived_metrics

@@ -17,8 +17,7 @@ from typing import Any
 import mlflow
 import mlflow.tracking.fluent as fluent
 
-from green_mlops.meter import EnergyMeter, Settings
-from green_mlops.meter.meter import validate_interval
+from green_mlops.meter import EnergyMeter, Settings, validate_interval
 from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2e_g
 from green_mlops.run.artifacts import write_run_artifacts
 from green_mlops.run.stream import EnergyStream, StepMetrics

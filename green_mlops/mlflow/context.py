@@ -79,7 +79,7 @@ def _clear_cache() -> None:
 def _compute() -> dict[str, str]:
     # The meter is imported here, not at the top: MLflow loads this plugin in every process that
     # imports MLflow (the metric delivery process too), and most of them never ask for tags.
-    from green_mlops.meter.machine import machine_facts
+    from green_mlops.meter import machine_facts
 
     tags: dict[str, str] = {}
     try:
@@ -104,10 +104,7 @@ def _compute() -> dict[str, str]:
 
 
 def _method_tags(nvml: Any) -> dict[str, str]:
-    from green_mlops.meter.discovery import discover
-    from green_mlops.meter.nvml import discover_nvml
-    from green_mlops.meter.settings import Settings
-    from green_mlops.meter.source import DOMAINS
+    from green_mlops.meter import DOMAINS, Settings, discover, discover_nvml
 
     settings = Settings.from_env()
     found = discover(settings, gpu=False)

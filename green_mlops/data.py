@@ -1,0 +1,4 @@
+"""Old import path of :mod:`green_mlops.training.data`, kept so existing code keeps working."""
+from green_mlops.training.data import DATASETS, INPUT_SHAPE, DataBundle, RepeatedDataset, load_data
+
+__all__ = ["DATASETS", "INPUT_SHAPE", "DataBundle", "RepeatedDataset", "load_data"]
