@@ -17,8 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from green_mlops.mlflow import MetricWriter, SyncReport, default_spool_dir, sync
+from green_mlops.mlflow.delivery import _Delivery
 from green_mlops.mlflow.spool import SpoolFile
-from green_mlops.mlflow.writer import _Delivery
 from tests.mlflow_server import MlflowServer
 
 T0 = 1_700_000_000_000  # a fixed timestamp base (ms)

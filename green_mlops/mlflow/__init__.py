@@ -11,7 +11,7 @@ from typing import Any
 _NAMES = {
     "autolog": "green_mlops.mlflow.autologging",
     "MetricWriter": "green_mlops.mlflow.writer",
-    "sync": "green_mlops.mlflow.writer",
+    "sync": "green_mlops.mlflow.launch",
     "SyncReport": "green_mlops.mlflow.spool",
     "default_spool_dir": "green_mlops.mlflow.spool",
     "GreenMlopsRunContext": "green_mlops.mlflow.context",

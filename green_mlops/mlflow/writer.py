@@ -1,36 +1,13 @@
 """Deliver metrics to an MLflow run in batches, off the training thread, losing none.
 
-How it works:
-
-* ``MetricWriter.log`` only appends a tuple to a deque (well under a microsecond of work, no lock,
-  no I/O). NaN, infinity and values that are not numbers are counted as ``skipped`` and dropped.
-* A pump thread hands what accumulated to a small *delivery process* every ``flush_interval``
-  seconds (sooner when ``max_batch`` metrics wait), over a pipe. MLflow's client work (JSON and
-  HTTP for a server, SQLAlchemy for a database) then runs in that process and never competes with
-  training for the GIL. The process is started with ``subprocess`` (fork + exec of a fresh
-  interpreter), so it never re-runs the user's ``__main__`` (as ``multiprocessing``'s spawn would)
-  and never forks a process that holds CUDA.
-* The delivery process imports MLflow as ``mlflow-skinny`` would, without pandas, numpy and pyarrow
-  (:mod:`green_mlops.mlflow.skinny`): about 140 MB of memory instead of 230 MB. It makes its client as
-  it starts, so the first batch does not wait for MLflow's imports.
-* The delivery process calls ``MlflowClient.log_batch`` with at most 1000 metrics (MLflow's limit).
-  When that fails (server unreachable, 5xx, timeout, locked database) the batch is appended to the
-  run's spool file on disk (see :mod:`green_mlops.mlflow.spool`) and retried with exponential backoff
-  (0.5 s doubling to 5 s); while a spool exists, new metrics queue up behind it on disk, so memory
-  stays bounded however long the outage. When the server answers again the spool is delivered
-  first, in order, then removed.
-* Batches stay in the training process until the delivery process acknowledges them (delivered or
-  spooled); if the delivery process dies, they are spooled from here and the process is restarted.
-* Re-sending a batch whose answer was lost is harmless: MLflow's SQL stores ignore a metric already
-  stored with the same key, value, timestamp and step, so every step appears exactly once.
-
-Failing fast without touching the user's MLflow settings: MLflow's REST client reads
-``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (default 7, exponential backoff) and
-``MLFLOW_HTTP_REQUEST_TIMEOUT`` (default 120 s) from ``os.environ`` on every request
-(``mlflow.utils.rest_utils.http_request``), so a dead server can hold a request for minutes. The
-delivery process is started with its *own* copy of the environment in which retries are 0 and the
-timeout is at most 5 s; the user's process and its environment are never modified. The writer
-does the retrying itself, in the background, with the spool as buffer.
+``MetricWriter.log`` only appends a tuple to a deque (no lock, no I/O; NaN, infinity and non-numbers
+are counted as ``skipped``). A pump thread hands what accumulated to a *delivery process*
+(:mod:`green_mlops.mlflow.delivery`, started by :mod:`green_mlops.mlflow.launch`) every
+``flush_interval`` seconds, so MLflow's client work never competes with training for the GIL. Batches
+stay here until that process acknowledges them (delivered, or spooled to disk while the store is
+unreachable); if it dies they are spooled from here and it is restarted. Re-sending a batch is harmless:
+MLflow's SQL stores keep a metric with the same key, value, timestamp and step once. The whole design,
+with the reasons, is in docs/architecture.md ("Metric delivery").
 """
 from __future__ import annotations
 
@@ -38,36 +15,21 @@ import atexit
 import collections
 import logging
 import math
-import os
 import pickle
-import queue
-import signal
 import subprocess
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from green_mlops.mlflow import skinny
-from green_mlops.mlflow.spool import Record, SpoolFile, SyncReport, default_spool_dir, spooled_runs
+from green_mlops.mlflow.delivery import MAX_BATCH, MAX_RESTARTS
+from green_mlops.mlflow.launch import absolute_uri, spawn
+from green_mlops.mlflow.spool import Record, SpoolFile, default_spool_dir
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
-REQUEST_TIMEOUT_S = 5  # what one request to a dead or hung server may cost the delivery process
-FIRST_RETRY_S = 0.5
-MAX_RETRY_S = 5.0
-MAX_RESTARTS = 3  # delivery processes started again after an unexpected exit; then spool only
-SPILL = 50 * MAX_BATCH  # a backlog larger than this, in the delivery process, waits on disk
-_CLIENT_ERRORS_TO_RETRY = {401, 403, 408, 429}  # 4xx that say nothing about the metrics themselves
-
-
-# --------------------------------------------------------------------------------------------------
-# The training process's side
-# --------------------------------------------------------------------------------------------------
 
 class _Marker:
     """A flush or close request, queued behind the metrics it must cover."""
@@ -102,7 +64,7 @@ class MetricWriter:
 
             tracking_uri = mlflow.get_tracking_uri()
         self.run_id = run_id
-        self.tracking_uri = _absolute_uri(str(tracking_uri))
+        self.tracking_uri = absolute_uri(str(tracking_uri))
         self.flush_interval = float(flush_interval)
         self.max_batch = int(max_batch)
         self.spool = SpoolFile(spool_dir if spool_dir is not None else default_spool_dir(), run_id,
@@ -332,7 +294,7 @@ class MetricWriter:
                "spool_dir": str(self.spool.directory), "flush_interval": self.flush_interval,
                "max_batch": self.max_batch, "skinny": skinny.OPTIONAL if self._skinny else ()}
         try:
-            proc = _spawn(cfg)
+            proc = spawn(cfg)
         except (OSError, ValueError) as exc:
             log.warning("green_mlops: could not start the metric delivery process (%s); metrics of run %s go "
                         "to %s: run `green-mlops sync` to deliver them", exc, self.run_id, self.spool.path)
@@ -429,397 +391,3 @@ def _close_at_exit(ref: weakref.ref) -> None:
     writer = ref()
     if writer is not None and not writer.closed:
         writer.close(timeout=10)
-
-
-def _absolute_uri(uri: str) -> str:
-    """``sqlite:///relative.db`` made absolute, so that a later ``sync`` from elsewhere finds the same file."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-        return prefix + os.path.abspath(uri[len(prefix):])
-    return uri
-
-
-def _delivery_env() -> dict[str, str]:
-    """The delivery process's environment: the user's, with MLflow's own HTTP retries off and a short timeout.
-
-    Only this copy is changed; ``os.environ`` of the user's process is left as it is.
-    """
-    env = dict(os.environ)
-    try:
-        user_timeout = int(env.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120"))
-    except ValueError:
-        user_timeout = 120
-    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, min(user_timeout, REQUEST_TIMEOUT_S)))
-    env["MLFLOW_DATABRICKS_ENDPOINT_HTTP_RETRY_TIMEOUT"] = str(2 * REQUEST_TIMEOUT_S)
-    return env
-
-
-def _spawn(cfg: dict[str, Any]) -> subprocess.Popen:
-    """A fresh interpreter running :func:`_child_main`, with this process's import path."""
-    path = [p for p in sys.path if isinstance(p, str)]
-    code = (f"import sys; sys.path[:0] = {path!r}; "
-            "from green_mlops.mlflow.writer import _child_main; _child_main()")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=_delivery_env(), close_fds=True)
-    try:
-        proc.stdin.write(pickle.dumps(cfg, pickle.HIGHEST_PROTOCOL))  # type: ignore[union-attr]
-        proc.stdin.flush()  # type: ignore[union-attr]
-    except OSError:
-        proc.kill()
-        raise
-    return proc
-
-
-# --------------------------------------------------------------------------------------------------
-# Delivery (runs in the delivery process, for a writer or for sync)
-# --------------------------------------------------------------------------------------------------
-
-class _Delivery:
-    """Sends one run's metrics with ``MlflowClient.log_batch``; spools what cannot be sent, in order.
-
-    After :meth:`deliver` nothing is pending: every record is delivered, spooled or set aside as invalid.
-    """
-
-    def __init__(self, run_id: str, tracking_uri: str, spool: SpoolFile, max_batch: int = MAX_BATCH,
-                 absorb: Callable[[], list[Record]] | None = None, progress: Callable[[], None] | None = None) -> None:
-        self.run_id = run_id
-        self.tracking_uri = tracking_uri
-        self.spool = spool
-        self.max_batch = max_batch
-        self.absorb = absorb  # records that arrived meanwhile (so a long drain does not hold them in memory)
-        self.progress = progress  # called during a long drain, when all received so far is delivered or on disk
-        self.deadline: float | None = None  # time.time() by which deliver() must return (close)
-        self.pending: list[Record] = []
-        self.delivered = 0
-        self.rejected = 0
-        self.last_error: str | None = None
-        self.spooled = spool.count()
-        self._client: Any = None
-        self._retry_at = 0.0
-        self._backoff = FIRST_RETRY_S
-
-    def deliver(self, force: bool = False) -> bool:
-        """Spool first (oldest), then what is pending; True when nothing is left waiting.
-
-        While a spool exists and its retry is not due (unless ``force``), pending records join it on
-        disk. A backlog larger than ``SPILL`` records goes to disk too, so that a server slower than
-        the metrics arrive costs disk, not memory. Stops at ``deadline`` (wall clock), spooling the rest.
-        """
-        if self.spooled or self.spool.exists():
-            if (not force and time.monotonic() < self._retry_at) or not self._drain():
-                self.spool_pending()
-                return False
-        n = self.max_batch
-        while self.pending:
-            if len(self.pending) > SPILL or self._late():
-                self.spool_pending()
-                return not self._late() and self._drain()
-            left = self._send(self.pending[:n])
-            if left:
-                self.pending[:n] = left
-                self.spool_pending()
-                return False
-            del self.pending[:n]
-            if self.absorb is not None:
-                self.pending.extend(self.absorb())
-        return True
-
-    def spool_pending(self) -> None:
-        if self.pending:
-            self.spool.append(self.pending)
-            self.spooled += len(self.pending)
-            self.pending = []
-
-    def _late(self) -> bool:
-        return self.deadline is not None and time.time() >= self.deadline
-
-    def _drain(self) -> bool:
-        """Deliver the spool from its first line; remove it when done, keep the rest on a failure."""
-        with self.spool.locked():
-            try:
-                fh = self.spool.path.open("rb")
-            except FileNotFoundError:
-                self.spooled = 0
-                return True
-            with fh:
-                while True:
-                    start = fh.tell()
-                    if self._late():
-                        if start:
-                            self.spooled = self.spool.keep_from(fh, start)
-                        return False
-                    batch = SpoolFile.read_batch(fh, self.max_batch)
-                    if not batch:
-                        break
-                    left = self._send(batch)
-                    if left:
-                        if start or len(left) < len(batch):  # at the head, with nothing set aside, the file is right
-                            self.spooled = self.spool.keep_from(fh, fh.tell(), head=left)
-                        return False
-                    self.spooled = max(self.spooled - len(batch), 0)
-                    if self.absorb is not None:
-                        self.pending.extend(self.absorb())
-                    self.spool_pending()  # newer metrics queue up behind, on disk, in order
-                    if self.progress is not None:
-                        self.progress()  # everything received so far is delivered or on disk: say so
-            self.spool.remove()
-            self.spooled = 0
-        log.info("green_mlops: spooled metrics of run %s delivered to %s", self.run_id, self.tracking_uri)
-        return True
-
-    def _send(self, batch: list[Record]) -> list[Record]:
-        """Deliver one batch; what is left undelivered (empty on success) is for the caller to spool."""
-        try:
-            self._log_batch(batch)
-        except Exception as exc:  # noqa: BLE001 - unreachable, 5xx, timeout, invalid: decided below
-            _exit_if_refused(exc)  # the batch is still pending or in the spool
-            if _is_client_error(exc):
-                bad = _invalid(batch)
-                if bad:  # MLflow will never take these: set them aside, send the rest
-                    reason = f"{type(exc).__name__}: {str(exc)[:300]}"
-                    self.spool.reject([batch[i] for i in bad], reason)
-                    self.rejected += len(bad)
-                    log.warning("green_mlops: MLflow refused %d metrics of run %s as invalid (%s); kept in %s",
-                                len(bad), self.run_id, reason, self.spool.rejected_path)
-                    good = [r for i, r in enumerate(batch) if i not in bad]
-                    return self._send(good) if good else []
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            self._retry_at = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, MAX_RETRY_S)
-            return batch
-        self.delivered += len(batch)
-        self.last_error = None
-        self._backoff = FIRST_RETRY_S
-        return []
-
-    def connect(self) -> None:
-        """Import MLflow and make the client now (seconds of CPU), not when the first batch waits.
-
-        A failure here is not final: ``_log_batch`` tries again, and its error is what gets reported.
-        """
-        try:
-            self._connected()
-        except Exception as exc:  # noqa: BLE001
-            _exit_if_refused(exc)
-            log.debug("green_mlops: MLflow client for %s not ready yet: %r", self.tracking_uri, exc)
-
-    def _connected(self) -> Any:
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
-
-    def _log_batch(self, batch: list[Record]) -> None:
-        from mlflow.entities import Metric
-
-        self._connected().log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, ts, s in batch])
-
-
-def _is_client_error(exc: Exception) -> bool:
-    try:
-        status = int(exc.get_http_status_code())  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - not an MlflowException
-        return False
-    return 400 <= status < 500 and status not in _CLIENT_ERRORS_TO_RETRY
-
-
-def _invalid(batch: list[Record]) -> set[int]:
-    """Indices of records MLflow's own validation refuses (bad key, say)."""
-    try:
-        from mlflow.utils.validation import _validate_metric
-    except ImportError:
-        return set()
-    bad = set()
-    for i, (k, v, ts, s) in enumerate(batch):
-        try:
-            _validate_metric(k, v, ts, s)
-        except Exception:  # noqa: BLE001
-            bad.add(i)
-    return bad
-
-
-_GUARD: skinny.SkinnyImports | None = None  # in the delivery process: the imports it refuses
-
-
-def _exit_if_refused(exc: BaseException) -> None:
-    """Leave the delivery process, asking for every import, when ``exc`` comes from a refused import."""
-    if _GUARD is not None and _GUARD.caused(exc):
-        raise SystemExit(skinny.EXIT_NEEDS_FULL_IMPORTS) from exc
-
-
-def _child_main() -> None:
-    """Entry point of the delivery process: a config, then messages, on stdin; answers on stdout."""
-    signal.signal(signal.SIGTERM, _exit_on_signal)  # so that `finally` spools what is in memory
-    inp = sys.stdin.buffer
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # stray prints (of plugins, say) go to stderr, never into the answers
-    logging.basicConfig(level=logging.ERROR, format="green_mlops delivery: %(levelname)s %(message)s")
-    code = 1
-    try:
-        cfg = pickle.load(inp)
-        global _GUARD
-        _GUARD = skinny.install(cfg.get("skinny", ()))
-        if cfg["mode"] == "sync":  # Ctrl-C stops a sync; the spool stays consistent
-            report = _sync_here(Path(cfg["spool_dir"]), cfg["tracking_uri"])
-            out.write(pickle.dumps(report, pickle.HIGHEST_PROTOCOL))
-        else:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the training process, which closes us
-            _serve(cfg, inp, out)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001
-        log.exception("green_mlops: the metric delivery process failed")
-    finally:
-        try:
-            out.flush()
-        except OSError:
-            pass
-        # Exit now: the daemon thread reading stdin holds its buffer's lock, which the interpreter's
-        # normal shutdown would wait for (a fatal error). Everything owed is on disk or delivered.
-        os._exit(code)
-
-
-def _exit_on_signal(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
-    """The writer's delivery loop: take batches, deliver every flush_interval, answer flush and close."""
-    inbox: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        try:
-            while True:
-                inbox.put(pickle.load(inp))
-        except Exception:  # noqa: BLE001 - EOF: the training process closed us or is gone
-            inbox.put(None)
-
-    threading.Thread(target=read, name="green-mlops-delivery-in", daemon=True).start()
-    controls: list[tuple] = []
-    state = {"seq": 0, "eof": False}
-
-    def take(wait: float | None = None) -> list[Record]:
-        """Records that have arrived, waiting up to ``wait`` seconds for the first message."""
-        records: list[Record] = []
-        try:
-            msg = inbox.get_nowait() if wait is None else inbox.get(timeout=max(wait, 0.0))
-            while True:
-                if msg is None:  # the training process is gone: deliver what we have, briefly
-                    state["eof"] = True
-                    if d.deadline is None:
-                        d.deadline = time.time() + 10
-                else:
-                    kind, seq, payload = msg
-                    state["seq"] = seq
-                    if kind == "records":
-                        records.extend(payload)
-                    else:
-                        controls.append(msg)
-                        if kind == "close":
-                            d.deadline = payload
-                msg = inbox.get_nowait()
-        except queue.Empty:
-            pass
-        return records
-
-    def answer() -> None:
-        """Acknowledge every message received so far (call only when nothing is pending in memory)."""
-        try:
-            out.write(pickle.dumps(("ack", state["seq"], d.delivered, d.spooled, d.rejected, d.last_error),
-                                   pickle.HIGHEST_PROTOCOL))
-            out.flush()
-        except (OSError, ValueError):
-            pass
-
-    spool = SpoolFile(cfg["spool_dir"], cfg["run_id"], cfg["tracking_uri"])
-    d = _Delivery(cfg["run_id"], cfg["tracking_uri"], spool, cfg["max_batch"], absorb=take, progress=answer)
-    interval = cfg["flush_interval"]
-    next_due = time.monotonic() + interval
-    answered = None
-
-    try:
-        d.connect()  # MLflow's imports before the first batch: a flush answered now means delivery is ready
-        if d.spooled:  # a spool left by an earlier writer of this run: deliver it first
-            d.deliver(force=True)
-            answer()
-        while True:
-            if not state["eof"]:
-                d.pending.extend(take(next_due - time.monotonic()))
-            must = bool(controls) or state["eof"]
-            if must or time.monotonic() >= next_due or len(d.pending) >= d.max_batch:
-                d.deliver(force=must)
-                next_due = time.monotonic() + interval
-            now = (state["seq"], d.delivered, d.spooled, d.rejected, d.last_error)
-            if not d.pending and (now != answered or controls):
-                answer()
-                answered = now
-            if state["eof"] or any(c[0] == "close" for c in controls):
-                return
-            controls.clear()
-    finally:  # SIGTERM or an error: what is in memory goes to disk (the writer also spools what it
-        try:      # has not seen acknowledged; a duplicate is harmless, MLflow stores it once)
-            d.spool_pending()
-        except Exception:  # noqa: BLE001
-            log.exception("green_mlops: could not spool metrics of run %s", cfg["run_id"])
-
-
-def _sync_here(directory: Path, tracking_uri: str | None) -> SyncReport:
-    report = SyncReport()
-    for run_id in spooled_runs(directory):
-        spool = SpoolFile(directory, run_id)
-        uri = tracking_uri or spool.first_tracking_uri()
-        if uri is None:  # only torn lines: nothing to deliver
-            spool.remove()
-            continue
-        spool.tracking_uri = uri
-        d = _Delivery(run_id, uri, spool)
-        try:
-            ok = d.deliver(force=True)
-        except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
-            ok, d.last_error = False, f"{type(exc).__name__}: {exc}"
-        report.delivered += d.delivered
-        report.rejected += d.rejected
-        if not ok:
-            report.remaining += d.spooled
-            report.errors[run_id] = d.last_error or "not delivered"
-    return report
-
-
-# --------------------------------------------------------------------------------------------------
-# sync
-# --------------------------------------------------------------------------------------------------
-
-def sync(spool_dir: str | Path | None = None, tracking_uri: str | None = None) -> SyncReport:
-    """Deliver the spooled metrics of every run in ``spool_dir``, oldest first; what fails stays spooled.
-
-    ``tracking_uri`` sends them to another server than the one each record names. Delivery runs in a
-    short-lived process with the same fast-failing settings as the writer's, so a server that is
-    still down costs seconds, and this process's MLflow settings are left alone.
-    """
-    directory = Path(spool_dir) if spool_dir is not None else default_spool_dir()
-    if not spooled_runs(directory):
-        return SyncReport()
-    uris = ([tracking_uri] if tracking_uri else
-            [SpoolFile(directory, run_id).first_tracking_uri() for run_id in spooled_runs(directory)])
-    lean = all(uri is None or skinny.lean_for(uri) for uri in uris)
-    cfg = {"mode": "sync", "spool_dir": str(directory), "tracking_uri": tracking_uri,
-           "skinny": skinny.OPTIONAL if lean else ()}
-    try:
-        proc = _spawn(cfg)
-        out, _ = proc.communicate()
-        if proc.returncode == skinny.EXIT_NEEDS_FULL_IMPORTS:  # a store plugin needs pandas or numpy
-            proc = _spawn({**cfg, "skinny": ()})
-            out, _ = proc.communicate()
-        report = pickle.loads(out) if proc.returncode == 0 and out else None
-        error = f"the delivery process exited with code {proc.returncode}"
-    except (OSError, ValueError, pickle.UnpicklingError) as exc:
-        report, error = None, f"{type(exc).__name__}: {exc}"
-    if report is None:
-        report = SyncReport()
-        for run_id in spooled_runs(directory):
-            report.remaining += SpoolFile(directory, run_id).count()
-            report.errors[run_id] = error
-    return report
