@@ -1,21 +1,59 @@
-"""argparse types shared by the command-line modules: errors name what a valid value looks like."""
+"""Checks of user input, written once: for Python arguments (ValueError) and argparse types (usage error).
+
+Every message names what a valid value looks like.
+"""
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import Any
 
 from green_mlops.meter import validate_interval
 
 
-def nonneg_seconds(text: str) -> float:
-    """argparse type: 0 or more seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 5)") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+def check_whole(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+    """``value`` if it is a whole number ≥ ``minimum`` (None too when ``allow_none``); else ValueError."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number ≥ {minimum}; got {value!r}")
     return value
+
+
+def check_seconds(name: str, value: Any, *, positive: bool = False, example: str = "5") -> float:
+    """``value`` as float if it is a finite number of seconds ≥ 0 (> 0 when ``positive``); else ValueError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'more than 0' if positive else '0 or more'} seconds (e.g. {example}); "
+                         f"got {value!r}")
+    return float(value)
+
+
+def check_number(name: str, value: Any, *, positive: bool, example: str) -> float:
+    """``value`` as float if it is a finite number ≥ 0 (> 0 when ``positive``); else ValueError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} number "
+                         f"(e.g. {example}); got {value!r}")
+    return float(value)
+
+
+def _argtype(parse: Callable[[str], Any], check: Callable[[Any], Any], what: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value must be", "must be")) from None
+    return convert
+
+
+nonneg_seconds = _argtype(float, lambda v: check_seconds("value", v), "a number of seconds (e.g. 5)")
+positive_int = _argtype(int, lambda v: check_whole("value", v, 1), "a whole number")
 
 
 def interval(text: str) -> float:
@@ -24,14 +62,3 @@ def interval(text: str) -> float:
         return validate_interval(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value

@@ -39,7 +39,7 @@ def test_fit_and_test_log_every_promised_metric(tmp_path, store):
     test_summary = dict(cb.summary["metrics"])
     t.predict(t.lightning_module, val)
     assert cb.summary["metrics"]["energy/predict_J"] > 0
-    assert cb.summary["metrics"]["energy_per_sample_inference_J"] > 0
+    assert cb.summary["metrics"]["green_mlops/energy_per_sample_inference_J"] > 0
     client = MlflowClient(store)
     run = client.get_run(logger.run_id)
     steps = t.global_step
@@ -58,15 +58,15 @@ def test_fit_and_test_log_every_promised_metric(tmp_path, store):
     # validation epochs are disjoint parts of fit (which also holds set-up and the time between loops)
     assert 0 < sum(epochs) + sum(vals) <= m["energy/fit_J"] * 1.0001
     assert all(e > 0 for e in epochs + vals)
-    for key in ("energy_per_sample_train_J", "energy_per_sample_inference_J", "co2e/fit_g", "time/fit_s",
+    for key in ("green_mlops/energy_per_sample_train_J", "green_mlops/energy_per_sample_inference_J", "co2e/fit_g", "time/fit_s",
                 "energy/test_J"):
         assert key in m and m[key] > 0, key
-    assert m["energy_per_sample_train_J"] == pytest.approx(sum(epochs) / (2 * 1400), rel=1e-6)
-    assert test_summary["energy_per_sample_inference_J"] == pytest.approx(m["energy/test_epoch_J"] / 397, rel=1e-6)
+    assert m["green_mlops/energy_per_sample_train_J"] == pytest.approx(sum(epochs) / (2 * 1400), rel=1e-6)
+    assert test_summary["green_mlops/energy_per_sample_inference_J"] == pytest.approx(m["energy/test_epoch_J"] / 397, rel=1e-6)
     assert m["energy/predict_J"] > 0
     params = run.data.params
-    assert int(params["trainable_params"]) == 64 * 128 + 128 + 128 * 10 + 10
-    assert int(params["macs"]) > 0 and params["carbon_intensity_source"]
+    assert int(params["green_mlops.trainable_params"]) == 64 * 128 + 128 + 128 * 10 + 10
+    assert int(params["green_mlops.macs"]) > 0 and params["green_mlops.carbon_intensity_source"]
     tags = run.data.tags
     assert tags.get("green_mlops.method.cpu") and any(k.startswith("green_mlops.hw.") for k in tags)
     arts = {a.path for a in client.list_artifacts(logger.run_id, "green_mlops")}

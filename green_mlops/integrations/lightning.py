@@ -1,42 +1,31 @@
 """``EnergyCallback``: per-step GPU, CPU and DRAM power and energy in any Lightning logger.
 
-Add it to a Trainer; every hook only records a timestamp (the training step pays microseconds).
-Sampling, attribution of energy to steps and logging happen on background threads; with an
-``MLFlowLogger`` metrics go straight to MLflow through a batched writer that never loses data.
+Works with ``lightning.pytorch.Trainer`` and ``pytorch_lightning.Trainer`` alike (either package, or both,
+installed). Every hook only records a timestamp (the training step pays microseconds); sampling, attribution
+of energy to steps and logging happen on background threads. An ``MLFlowLogger`` of either package gets its
+metrics straight from a batched writer that never loses data, and the trace, plot and summary as artifacts.
+A thin adapter: each hook is one call into the metered-run core (:mod:`green_mlops.run.core`).
 
-    trainer = pl.Trainer(callbacks=[EnergyCallback(idle_seconds=5)], logger=MLFlowLogger(...))
+    trainer = L.Trainer(callbacks=[EnergyCallback(idle_seconds=5)], logger=MLFlowLogger(...))
 """
 from __future__ import annotations
 
-import collections
 import logging
-import math
-import re
-import time
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
-from green_mlops.meter import (
-    EnergyMeter,
-    EnergyResult,
-    PowerSource,
-    Settings,
-    discover,
-    memory_total_bytes,
-    validate_interval,
-)
-from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2e_g
-from green_mlops.metrics.model_stats import model_stats
-from green_mlops.metrics.paper import derived_metrics
-from green_mlops.run.artifacts import write_run_artifacts
-from green_mlops.run.stream import EnergyStream, StepMetrics
+from green_mlops import names
+from green_mlops.integrations.lightning_base import CALLBACK_BASES, mlflow_run
+from green_mlops.meter import EnergyResult, PowerSource, Settings
+from green_mlops.run.core import MeterConfig, MeteredRun, NullRun
+from green_mlops.run.figures import find_accuracy, model_params, training_figures
+from green_mlops.run.sinks import Sinks
+from green_mlops.run.sources import process_sources
+from green_mlops.run.stream import StepMetrics
 
 log = logging.getLogger(__name__)
-
-_ACC = re.compile(r"(^|[/_])acc(uracy)?($|[/_])", re.I)
 
 
 def _first_tensor(batch: Any) -> torch.Tensor | None:
@@ -54,74 +43,24 @@ def _batch_size(batch: Any) -> int:
     return int(x.shape[0]) if x is not None and x.dim() > 0 else 0
 
 
-class _Sinks:
-    """Where step metrics go: MLflow runs through a batched writer, other loggers on the main thread."""
-
-    def __init__(self, trainer: pl.Trainer) -> None:
-        from pytorch_lightning.loggers import MLFlowLogger
-
-        self.writers = []
-        self.others = []
-        self.mlflow_runs: list[tuple[Any, str]] = []
-        self._queue: collections.deque[StepMetrics] = collections.deque()  # filled by the stream's thread
-        for lg in trainer.loggers if trainer.is_global_zero else []:
-            if isinstance(lg, MLFlowLogger):
-                from green_mlops.mlflow.writer import MetricWriter
-
-                self.writers.append(MetricWriter(lg.run_id, lg._tracking_uri))
-                self.mlflow_runs.append((lg.experiment, lg.run_id))
-            else:
-                self.others.append(lg)
-
-    def __call__(self, batch: list[StepMetrics]) -> None:
-        """Called from the stream's thread: MLflow now, other loggers at the next main-thread flush."""
-        for w in self.writers:
-            for step, ts, metrics in batch:
-                w.log_many(metrics, step, ts)
-        if self.others:
-            self._queue.extend(batch)
-
-    def flush_main_thread(self) -> None:
-        batch = []
-        while self._queue:
-            batch.append(self._queue.popleft())
-        for lg in self.others:
-            for step, _, metrics in batch:
-                lg.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
-
-    def log_now(self, metrics: dict[str, float], step: int) -> None:
-        """Epoch and end-of-run figures: few, so they go out at once from the main thread."""
-        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
-        for w in self.writers:
-            w.log_many(finite, step, int(time.time() * 1000))
-        for lg in self.others:
-            lg.log_metrics(finite, step=step)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        for client, run_id in self.mlflow_runs:
-            from mlflow.entities import Param
-
-            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        for lg in self.others:
-            lg.log_hyperparams(params)
-
-    def log_artifacts(self, files: list[Path], fallback_dir: Path) -> None:
-        for client, run_id in self.mlflow_runs:
-            for f in files:
-                client.log_artifact(run_id, str(f), artifact_path="green_mlops")
-        if self.others or not self.mlflow_runs:
-            fallback_dir.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                (fallback_dir / f.name).write_bytes(f.read_bytes())
-
-    def close(self) -> None:
-        self.flush_main_thread()
-        for w in self.writers:
-            w.close()
+def _sinks(trainer: Any) -> Sinks:
+    """MLflow loggers (of either package) through writers, every other logger by ``log_metrics``; rank 0 only."""
+    runs, others = [], []
+    for lg in trainer.loggers if trainer.is_global_zero else []:
+        try:
+            run = mlflow_run(lg)
+        except Exception as exc:
+            log.warning("green_mlops: MLflow logger unusable (%s); its run gets no energy metrics", exc)
+            continue
+        if run is not None:
+            runs.append(run)
+        else:
+            others.append(lg)
+    return Sinks(runs, others)
 
 
-class EnergyCallback(pl.Callback):
-    """Meters every fit, test and predict run and logs energy per step, per epoch and at the end.
+class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
+    """Meters every fit, validate, test and predict run and logs energy per step, per epoch and at the end.
 
     Args:
         interval: sampling interval in seconds (default 0.1).
@@ -139,102 +78,71 @@ class EnergyCallback(pl.Callback):
                  accuracy_key: str | None = None, output_dir: str | Path | None = None,
                  settings: Settings | None = None, sources: list[PowerSource] | None = None) -> None:
         super().__init__()
-        self.interval = validate_interval(interval)
-        if not (isinstance(idle_seconds, (int, float)) and idle_seconds >= 0 and math.isfinite(idle_seconds)):
-            raise ValueError(f"idle_seconds must be 0 or more seconds (e.g. 5); got {idle_seconds!r}")
-        if not (isinstance(log_every_n_steps, int) and log_every_n_steps >= 1):
-            raise ValueError(f"log_every_n_steps must be a whole number ≥ 1; got {log_every_n_steps!r}")
-        self.intensity: CarbonIntensity = carbon_intensity(country, carbon_g_per_kwh)
-        co2e_g(0.0, self.intensity, pue)  # validates pue now, before any training starts
-        self.idle_seconds = float(idle_seconds)
-        self.log_every_n_steps = log_every_n_steps
-        self.pue = float(pue)
+        self.config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings)
         self.accuracy_key = accuracy_key
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.settings = settings
         self._given_sources = sources
         self._idle: EnergyResult | None = None
-        self.meter: EnergyMeter | None = None
-        self.stream: EnergyStream | None = None
-        self.steps: list[StepMetrics] = []
+        self.run: MeteredRun | NullRun | None = None
         self.summary: dict[str, Any] = {}
-        self._reset()
-
-    # -- set-up and tear-down of one run (fit, test, predict) ---------------------------------------
-    def _reset(self) -> None:
-        self.meter = None
-        self.stream = None
-        self._sinks: _Sinks | None = None
-        self._stage: str | None = None
-        self._epoch_start: dict[str, float] = {}
-        self._nested_val_J = 0.0
-        self._samples: dict[str, int] = {"train": 0, "test": 0, "predict": 0, "validate": 0}
+        self._samples: dict[str, int] = {}
         self._loop_energy: dict[str, float] = {}
         self._stats_pending = False
-        self._finished = False
 
-    def _sources(self, trainer: pl.Trainer) -> list[PowerSource]:
-        """This rank's share: its own GPU; CPU and DRAM only on each host's local rank 0."""
-        if self._given_sources is not None:
-            return list(self._given_sources)
-        found = discover(self.settings or Settings.from_env())
-        root = trainer.strategy.root_device
-        mine = []
-        for s in found.sources:
-            if s.info.domain == "gpu":
-                if trainer.world_size > 1 and root.type == "cuda" and getattr(s, "index", None) != root.index:
-                    s.close()
-                    continue
-            elif trainer.local_rank != 0:
-                continue
-            mine.append(s)
-        return mine
+    # the metered run's parts, for code that reads them (EnergyBudget, tests)
+    @property
+    def meter(self) -> Any:
+        return getattr(self.run, "meter", None)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._reset()
+    @property
+    def steps(self) -> list[StepMetrics]:
+        return self.run.steps if self.run is not None else []
+
+    def energy_so_far(self) -> float | None:
+        """Energy this process metered since the run began (J), or None before it began."""
+        meter = self.meter
+        return meter.energy(meter.start_time, meter.now(), "so far").total_J if meter is not None else None
+
+    # -- set-up and tear-down of one run (fit, validate, test, predict) ------------------------------------
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         stage = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn enum
-        self._stage = stage
-        sources = self._sources(trainer)
-        self._sinks = _Sinks(trainer)
+        self._samples = {"train": 0, "test": 0, "predict": 0, "validate": 0}
+        self._loop_energy = {}
+        self.summary = {}
+        root = trainer.strategy.root_device
+        if self._given_sources is not None:
+            sources = list(self._given_sources)
+        else:
+            sources = process_sources(self.config.settings, world_size=trainer.world_size,
+                                      local_rank=trainer.local_rank,
+                                      gpu_index=root.index if root.type == "cuda" else None)
+        sinks = _sinks(trainer)
         if not sources:
             log.info("green_mlops: rank %d meters nothing (its GPU and host are metered by other ranks)",
                      trainer.global_rank)
+            self.run = NullRun(sinks)
             return
-        self.meter = EnergyMeter(self.interval, sources=sources, name=stage)
-        if self.idle_seconds and self._idle is None:
-            self._idle = self.meter.measure_idle(self.idle_seconds)
-        elif self._idle is not None:
-            self.meter.idle = self._idle
-        self.meter.start()
-        self.steps = []
-        self.stream = EnergyStream(self.meter, self._collect, every_n_steps=self.log_every_n_steps,
-                                   origin=self.meter.start_time).start()
+        self.run = MeteredRun(stage, self.config, sinks, sources, idle=self._idle,
+                              fallback_dir=self._artifact_dir(trainer))
+        self._idle = self.run.idle
+        self.summary = self.run.summary
         self._stats_pending = stage == "fit"
 
-    def _collect(self, batch: list[StepMetrics]) -> None:
-        self.steps.extend(batch)
-        if self._sinks is not None:
-            self._sinks(batch)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._finish(trainer, pl_module, status="success")
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._finish(trainer, pl_module, status="failed", error=exception)
 
-    # -- the hot path -------------------------------------------------------------------------------
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    # -- the hot path -------------------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._stats_pending:
             self._log_model_stats(trainer, pl_module, _first_tensor(batch))
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if self.stream is not None:
-            self.stream.mark(trainer.global_step)
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.run is not None:
+            self.run.step(trainer.global_step)
         self._samples["train"] += _batch_size(batch)
-        if self._sinks is not None and self._sinks.others and batch_idx % 50 == 0:
-            self._sinks.flush_main_thread()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._samples["test"] += _batch_size(batch)
@@ -246,34 +154,26 @@ class EnergyCallback(pl.Callback):
         if not trainer.sanity_checking:
             self._samples["validate"] += _batch_size(batch)
 
-    # -- epochs ------------------------------------------------------------------------------------
+    # -- epochs -------------------------------------------------------------------------------------------
     def _epoch_begin(self, loop: str) -> None:
-        if self.meter is not None:
-            self._epoch_start[loop] = self.meter.now()
-        if loop == "train":
-            self._nested_val_J = 0.0
+        if self.run is not None:
+            self.run.epoch_start(loop)
 
-    def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loop: str) -> None:
-        start = self._epoch_start.pop(loop, None)
-        local = self.meter.energy(start, self.meter.now(), loop).total_J if (self.meter and start) else 0.0
-        if loop == "train":  # Lightning validates inside the training epoch: that energy is val's, not train's
-            local -= self._nested_val_J
-            self._nested_val_J = 0.0
-        elif loop == "val" and "train" in self._epoch_start:
-            self._nested_val_J += local
-        total = self._reduce(trainer, pl_module, local)
+    def _epoch_end(self, trainer: Any, pl_module: Any, loop: str) -> None:
+        if self.run is None:
+            return
+        total = self.run.epoch_end(loop, trainer.global_step, self._reducer(trainer, pl_module))
         self._loop_energy[loop] = self._loop_energy.get(loop, 0.0) + total
-        if trainer.is_global_zero and self._sinks is not None:
-            self._sinks.log_now({f"energy/{loop}_epoch_J": total,
-                                 f"co2e/{loop}_epoch_g": co2e_g(total, self.intensity, self.pue)},
-                                step=trainer.global_step)
 
-    def _reduce(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> float:
+    def _reducer(self, trainer: Any, pl_module: Any) -> Any:
         """Sum over ranks (each rank metered only its own GPU, and CPU/DRAM once per host)."""
         if trainer.world_size <= 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=pl_module.device)
-        return float(trainer.strategy.reduce(t, reduce_op="sum").item())
+            return None
+
+        def reduce(value: float) -> float:
+            t = torch.tensor([value], dtype=torch.float64, device=pl_module.device)
+            return float(trainer.strategy.reduce(t, reduce_op="sum").item())
+        return reduce
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_begin("train")
@@ -301,101 +201,39 @@ class EnergyCallback(pl.Callback):
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         self._epoch_end(trainer, pl_module, "predict")
 
-    # -- once per run --------------------------------------------------------------------------------
-    def _log_model_stats(self, trainer: pl.Trainer, pl_module: pl.LightningModule, x: torch.Tensor | None) -> None:
+    # -- once per run -------------------------------------------------------------------------------------
+    def _log_model_stats(self, trainer: Any, pl_module: Any, x: torch.Tensor | None) -> None:
         self._stats_pending = False
         example = getattr(pl_module, "example_input_array", None)
-        example = example if isinstance(example, torch.Tensor) else x
-        try:
-            stats = model_stats(pl_module, example[:1] if example is not None else None)
-        except Exception as exc:  # noqa: BLE001 - characteristics are a bonus; training goes on
-            log.warning("green_mlops: could not compute model characteristics: %s", exc)
+        stats = model_params(pl_module, example if isinstance(example, torch.Tensor) else x)
+        if stats is None or self.run is None:
             return
-        self.summary["model"] = stats.as_params()
-        if trainer.is_global_zero and self._sinks is not None:
-            self._sinks.log_params({**stats.as_params(), "carbon_intensity_g_per_kwh": self.intensity.g_per_kwh,
-                                    "carbon_intensity_source": self.intensity.source, "pue": self.pue})
+        self.summary["model"] = stats
+        self.run.log_params({**stats, **self.config.carbon_params()})
 
-    def _accuracy(self, trainer: pl.Trainer) -> float | None:
-        metrics = {k: v for k, v in trainer.callback_metrics.items()}
-        if self.accuracy_key:
-            v = metrics.get(self.accuracy_key)
-            return float(v) if v is not None else None
-        keys = sorted((k for k in metrics if _ACC.search(k)), key=lambda k: (not k.startswith("val"), k))
-        return float(metrics[keys[0]]) if keys else None
-
-    def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str,
-                error: BaseException | None = None) -> None:
-        if self._finished or self._stage is None:
+    def _finish(self, trainer: Any, pl_module: Any, status: str, error: BaseException | None = None) -> None:
+        run = self.run
+        if run is None or run.finished:
             return
-        self._finished = True
-        stage, meter = self._stage, self.meter
-        result = meter.stop() if meter is not None else None
-        if self.stream is not None:
-            self.stream.close()
-        sinks = self._sinks
-        local_total = result.total_J if result is not None else 0.0
-        total = self._reduce(trainer, pl_module, local_total) if error is None else local_total
-        summary: dict[str, Any] = {"stage": stage, "status": status, "energy_J": total,
-                                   "co2e_g": co2e_g(total, self.intensity, self.pue),
-                                   "carbon_intensity": vars(self.intensity), "pue": self.pue}
-        if error is not None:
-            summary["error"] = f"{type(error).__name__}: {error}"
-        if result is not None:
-            summary["local"] = result.as_dict()
-            summary["duration_s"] = result.duration_s
-        end_metrics: dict[str, float] = {f"energy/{stage}_J": total, f"co2e/{stage}_g": summary["co2e_g"],
-                                         f"time/{stage}_s": summary.get("duration_s", float("nan"))}
-        if stage == "fit" and self._samples["train"]:
-            train_J = self._loop_energy.get("train", total)
-            end_metrics["energy_per_sample_train_J"] = train_J / self._samples["train"]
-            end_metrics.update(self._paper_metrics(trainer, result, total))
-        for loop in ("test", "predict"):
-            if stage == loop and self._samples[loop]:
-                end_metrics["energy_per_sample_inference_J"] = self._loop_energy.get(loop, total) / self._samples[loop]
-        summary["metrics"] = end_metrics
-        self.summary.update(summary)
-        if sinks is not None and trainer.is_global_zero:
-            try:
-                sinks.flush_main_thread()
-                sinks.log_now(end_metrics, step=trainer.global_step)
-                if meter is not None:
-                    sinks.log_artifacts(write_run_artifacts(meter, self.steps, self.summary, stage),
-                                        self._artifact_dir(trainer))
-            except Exception as exc:  # noqa: BLE001 - the metrics already queued must still be delivered
-                log.warning("green_mlops: logging the %s summary failed: %s", stage, exc)
-            finally:
-                sinks.close()
+        stage = run.name
 
-    def _paper_metrics(self, trainer: pl.Trainer, result: EnergyResult | None, total: float) -> dict[str, float]:
-        stats = self.summary.get("model", {})
-        duration = result.duration_s if result is not None else None
-        inputs = {
-            "energy_J": total, "samples": self._samples["train"], "duration_s": duration,
-            "accuracy": self._accuracy(trainer), "macs": stats.get("macs"),
-            "trainable_params": stats.get("trainable_params"), "total_params": stats.get("total_params"),
-            "model_size_bytes": stats.get("model_size_bytes"),
-            "gpu_energy_J": result.domain_J("gpu") if result is not None else None,
-            "utilisation": self._utilisation(), "ram_bytes": memory_total_bytes(),
-        }
-        try:
-            return {k: v for k, v in derived_metrics(**inputs).items() if v is not None}
-        except TypeError as exc:
-            log.warning("green_mlops: paper metrics skipped: %s", exc)
+        def figures(result: EnergyResult, total: float) -> dict[str, float | None]:
+            if stage == "fit":
+                return training_figures(result, total, train_J=self._loop_energy.get("train", total),
+                                        samples=self._samples["train"],
+                                        accuracy=find_accuracy(trainer.callback_metrics, self.accuracy_key),
+                                        model=self.summary.get("model"), utilisation=run.utilisation())
+            if stage in ("test", "predict") and self._samples[stage]:
+                return {names.ENERGY_PER_SAMPLE_INFERENCE: self._loop_energy.get(stage, total) / self._samples[stage]}
             return {}
 
-    def _utilisation(self) -> float | None:
-        """Mean utilisation (0–1) over the run: GPUs' where there are any, else the CPUs'."""
-        if self.meter is None or not len(self.meter.trace):
-            return None
-        df = self.meter.to_frame()
-        cols = [c for c in df.columns if c.endswith(".util_pct") and c.startswith("gpu")] or ["host.cpu_util_pct"]
-        vals = df[[c for c in cols if c in df]].mean().mean()
-        return float(vals) / 100 if math.isfinite(vals) else None
+        reduce = self._reducer(trainer, pl_module) if error is None else None
+        run.finish(status, step=trainer.global_step, reduce=reduce, error=error, figures=figures)
+        self.summary = run.summary
 
-    def _artifact_dir(self, trainer: pl.Trainer) -> Path:
+    def _artifact_dir(self, trainer: Any) -> Path:
         if self.output_dir is not None:
             return self.output_dir
         lg = trainer.loggers[0] if trainer.loggers else None  # as trainer.log_dir, without its DDP broadcast,
         root = getattr(lg, "log_dir", None) or getattr(lg, "save_dir", None)  # which rank 0 alone would enter
-        return Path(root or trainer.default_root_dir) / "green_mlops"
+        return Path(root or trainer.default_root_dir) / names.ARTIFACT_DIR

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "autolog": "green_mlops.mlflow.autologging",
+    "autolog": "green_mlops.integrations.autolog",
     "MetricWriter": "green_mlops.mlflow.writer",
     "sync": "green_mlops.mlflow.launch",
     "SyncReport": "green_mlops.mlflow.spool",

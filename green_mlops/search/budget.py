@@ -10,12 +10,11 @@ import math
 import time
 from typing import Any
 
-import pytorch_lightning as pl
+from green_mlops.argtypes import check_whole
+from green_mlops.integrations.lightning_base import CALLBACK_BASES
 
-from green_mlops.integrations.lightning import EnergyCallback
 
-
-class EnergyBudget(pl.Callback):
+class EnergyBudget(*CALLBACK_BASES):  # type: ignore[misc]
     """Stop training when predicted training energy exceeds ``budget_J``.
 
     Checked first after ``profile_steps`` steps, then at most every ``check_every_s`` seconds (each check
@@ -25,36 +24,36 @@ class EnergyBudget(pl.Callback):
     def __init__(self, budget_J: float, profile_steps: int = 20, check_every_s: float = 1.0) -> None:
         if not (isinstance(budget_J, (int, float)) and budget_J > 0 and math.isfinite(budget_J)):
             raise ValueError(f"energy budget must be a positive number of joules (e.g. 5000); got {budget_J!r}")
-        if not (isinstance(profile_steps, int) and profile_steps >= 1):
-            raise ValueError(f"profile steps must be a whole number ≥ 1; got {profile_steps!r}")
+        check_whole("profile steps", profile_steps, 1)
         self.budget_J = float(budget_J)
         self.profile_steps = profile_steps
         self.check_every_s = float(check_every_s)
         self._last_check = -math.inf
         self.predicted_J: float | None = None
         self.stopped_at_step: int | None = None
-        self._energy: EnergyCallback | None = None
+        self._energy: Any = None  # the EnergyCallback (found by what it offers: energy_so_far)
         self._planned_steps: int | None = None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        found = [cb for cb in trainer.callbacks if isinstance(cb, EnergyCallback)]
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        found = [cb for cb in trainer.callbacks if callable(getattr(cb, "energy_so_far", None))]
         if not found:
             raise RuntimeError("EnergyBudget needs an EnergyCallback in the same Trainer to read energy from")
         self._energy = found[0]
         planned = trainer.estimated_stepping_batches
         self._planned_steps = int(planned) if math.isfinite(planned) else None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.global_step
-        meter = self._energy.meter if self._energy is not None else None
-        if step < self.profile_steps or meter is None or meter.start_time is None:
+        if step < self.profile_steps or self._energy is None:
             return
         now = time.monotonic()
         if step > self.profile_steps and now - self._last_check < self.check_every_s:
             return
         self._last_check = now
-        spent = meter.energy(meter.start_time, now, "budget").total_J
+        spent = self._energy.energy_so_far()
+        if spent is None:
+            return
         planned = self._planned_steps or step
         self.predicted_J = max(spent, spent / step * planned)
         if self.predicted_J > self.budget_J:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from green_mlops.argtypes import check_whole
+
 MODES = ("pareto", "acc-per-kj", "penalty")
 J_PER_KWH = 3.6e6
 
@@ -26,9 +28,7 @@ class Objective:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown objective mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.inference_samples is not None and not (isinstance(self.inference_samples, int)
-                                                       and self.inference_samples >= 0):
-            raise ValueError(f"--inference-samples must be a whole number ≥ 0; got {self.inference_samples!r}")
+        check_whole("--inference-samples", self.inference_samples, 0, allow_none=True)
         if not (self.penalty_per_kwh >= 0 and math.isfinite(self.penalty_per_kwh)):
             raise ValueError(f"--penalty-per-kwh must be ≥ 0; got {self.penalty_per_kwh!r}")
 

@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from green_mlops.argtypes import check_whole
 from green_mlops.mlflow.context import hardware_tags
 from green_mlops.search.budget import EnergyBudget
 from green_mlops.search.objectives import Objective, accuracy_per_kJ
@@ -63,8 +64,7 @@ class SweepSettings:
 
     def validate(self) -> None:
         """Raise ValueError for bad settings, before any storage is opened or training starts."""
-        if self.n_trials is not None and not (isinstance(self.n_trials, int) and self.n_trials >= 1):
-            raise ValueError(f"--n-trials must be a whole number ≥ 1; got {self.n_trials!r}")
+        check_whole("--n-trials", self.n_trials, 1, allow_none=True)
         if self.energy_budget_J is not None:
             EnergyBudget(self.energy_budget_J, self.profile_steps)
         if not self.study or not self.experiment:

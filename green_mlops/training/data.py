@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from green_mlops.argtypes import check_whole
+
 DATASETS = ("digits", "cifar10", "synthetic")
 INPUT_SHAPE = (3, 32, 32)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -65,12 +67,6 @@ class RepeatedDataset(Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
         return self.base[index % self.length % len(self.base)]
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number ≥ 1; got {value!r}")
-    return value
 
 
 def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -181,8 +177,8 @@ def load_data(name: str = "digits", *, data_dir: str | Path | None = None, downl
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    repeats = _positive("inference_repeats", inference_repeats if inference_repeats is not None
-                        else 5 if name == "cifar10" else 1)
+    repeats = check_whole("inference_repeats", inference_repeats if inference_repeats is not None
+                        else 5 if name == "cifar10" else 1, 1)
     if name == "digits":
         return _digits(seed, val_fraction, repeats)
     if name == "cifar10":
@@ -190,7 +186,7 @@ def load_data(name: str = "digits", *, data_dir: str | Path | None = None, downl
     sizes = {"train_samples": train_samples, "val_samples": val_samples, "inference_samples": inference_samples,
              "pool_size": pool_size, "num_classes": num_classes}
     for key, value in sizes.items():
-        _positive(key, value)
+        check_whole(key, value, 1)
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2; got {num_classes}")
     return _synthetic(seed, **sizes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 from torch.utils.data import DataLoader
 
+from green_mlops import names
+from green_mlops.argtypes import check_number, check_whole
 from green_mlops.integrations.lightning import EnergyCallback
 from green_mlops.meter import J_PER_WH, validate_interval
 from green_mlops.training.data import DATASETS, INPUT_SHAPE, DataBundle, load_data
@@ -81,20 +82,6 @@ class ImageClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-
-
-def _whole(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number ≥ {minimum}; got {value!r}")
-
-
-def _number(name: str, value: Any, *, positive: bool, example: str) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} number "
-                         f"(e.g. {example}); got {value!r}")
 
 
 def check_arch(arch: Any) -> None:
@@ -169,19 +156,19 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the fix for any bad setting; called before any data or model is loaded."""
-        _whole("batch size", self.batch_size, 1)
-        _whole("epochs", self.epochs, 1)
-        _number("learning rate", self.lr, positive=True, example="0.001")
-        _number("weight decay", self.weight_decay, positive=False, example="5e-4")
-        _number("momentum", self.momentum, positive=False, example="0.9")
-        _whole("max steps", self.max_steps, 1, allow_none=True)
-        _whole("num_workers", self.num_workers, 0)
-        _whole("seed", self.seed, 0)
-        _whole("log_every_n_steps", self.log_every_n_steps, 1)
-        _whole("inference batch size", self.inference_batch_size, 1, allow_none=True)
-        _whole("inference max batches", self.inference_max_batches, 1, allow_none=True)
+        check_whole("batch size", self.batch_size, 1)
+        check_whole("epochs", self.epochs, 1)
+        check_number("learning rate", self.lr, positive=True, example="0.001")
+        check_number("weight decay", self.weight_decay, positive=False, example="5e-4")
+        check_number("momentum", self.momentum, positive=False, example="0.9")
+        check_whole("max steps", self.max_steps, 1, allow_none=True)
+        check_whole("num_workers", self.num_workers, 0)
+        check_whole("seed", self.seed, 0)
+        check_whole("log_every_n_steps", self.log_every_n_steps, 1)
+        check_whole("inference batch size", self.inference_batch_size, 1, allow_none=True)
+        check_whole("inference max batches", self.inference_max_batches, 1, allow_none=True)
         validate_interval(self.interval)
-        _number("idle seconds", self.idle_seconds, positive=False, example="5")
+        check_number("idle seconds", self.idle_seconds, positive=False, example="5")
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"unknown accelerator {self.accelerator!r}; choose one of {', '.join(ACCELERATORS)}")
         if self.dataset not in DATASETS:
@@ -340,7 +327,7 @@ def train_and_measure(config: TrainConfig, *, logger: Logger | Iterable[Logger] 
         summaries["inference"] = copy.deepcopy(energy.summary)
         inf = summaries["inference"]
         inf_J, inf_time = inf.get("energy_J"), inf.get("duration_s")
-        inf_per_sample = inf.get("metrics", {}).get("energy_per_sample_inference_J")
+        inf_per_sample = inf.get("metrics", {}).get(names.metric(names.ENERGY_PER_SAMPLE_INFERENCE))
 
     fit = summaries["fit"]
     run_id = next((lg.run_id for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
@@ -348,7 +335,7 @@ def train_and_measure(config: TrainConfig, *, logger: Logger | Iterable[Logger] 
         arch=arch_name(config.arch), dataset=bundle.name, data_provenance=bundle.provenance, status=status,
         val_accuracy=accuracy, train_energy_J=float(fit.get("energy_J", 0.0)),
         train_net_energy_J=fit.get("local", {}).get("net_J"),
-        train_energy_per_sample_J=fit.get("metrics", {}).get("energy_per_sample_train_J"),
+        train_energy_per_sample_J=fit.get("metrics", {}).get(names.metric(names.ENERGY_PER_SAMPLE_TRAIN)),
         train_time_s=fit.get("duration_s"), steps=int(trainer.global_step), samples_seen=module.samples_seen,
         inference_energy_J=inf_J, inference_energy_per_sample_J=inf_per_sample,
         inference_samples=module.samples_predicted, inference_time_s=inf_time, model=dict(fit.get("model", {})),
