@@ -73,7 +73,7 @@ def _tool(stage: str, fn: Callable[[], Any]) -> Any:
     t0 = time.perf_counter()
     try:
         return fn()
-    except Exception as exc:  # noqa: BLE001 - any failure of a third-party tool is a result, not a crash
+    except Exception as exc:  # any failure of a third-party tool is a result, not a crash
         raise ToolFailed(f"{stage}: {type(exc).__name__}: {exc}") from exc
     finally:
         TOOL_SECONDS[stage] = time.perf_counter() - t0
@@ -270,7 +270,7 @@ def child(args: argparse.Namespace) -> int:
             result.update(RUNNERS[args.child](ctx))
     except ToolFailed as exc:
         result["error"] = str(exc)
-    except Exception as exc:  # noqa: BLE001 - a tool breaking the fit is a result too; the traceback goes to the log
+    except Exception as exc:  # a tool breaking the fit is a result too; the traceback goes to the log
         traceback.print_exc()
         result["error"] = f"during the fit: {type(exc).__name__}: {exc}"
     result["tool_seconds"] = TOOL_SECONDS
@@ -435,7 +435,7 @@ def machine_info(accelerator: str) -> dict[str, Any]:
             pynvml.nvmlInit()
             info["gpu"] = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
             info["driver"] = pynvml.nvmlSystemGetDriverVersion()
-        except Exception as exc:  # noqa: BLE001 - the record says what could not be read
+        except Exception as exc:  # the record says what could not be read
             info["gpu"] = f"unknown ({exc})"
     return info
 

@@ -165,7 +165,7 @@ def versions() -> dict[str, str]:
         pynvml.nvmlInit()
         out["driver"] = str(pynvml.nvmlSystemGetDriverVersion())
         out["gpu"] = str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0)))
-    except Exception as exc:  # noqa: BLE001 - a CPU-only machine has no driver to report
+    except Exception as exc:  # a CPU-only machine has no driver to report
         out["gpu"] = f"none ({type(exc).__name__})"
     return out
 

@@ -56,7 +56,7 @@ def main() -> None:
     info["powercap"] = os.path.exists("/sys/class/powercap")
     try:
         info["dmidecode"] = subprocess.run(["dmidecode", "-t", "memory"], capture_output=True, text=True, timeout=10).stdout[:3000]
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         info["dmidecode"] = repr(e)
     N.nvmlInit()
     h = N.nvmlDeviceGetHandleByIndex(0)
@@ -154,7 +154,7 @@ def main() -> None:
         stamps = [s.timeStamp for s in samples]
         gaps = [(b - a) / 1000 for a, b in zip(stamps, stamps[1:])]
         info["power_samples_buffer"] = {"n": len(stamps), "median_gap_ms": statistics.median(gaps) if gaps else None}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         info["power_samples_buffer"] = repr(e)
     print("nvmlDeviceGetSamples(TOTAL_POWER):", info["power_samples_buffer"])
 

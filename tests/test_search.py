@@ -165,7 +165,7 @@ def test_grid_sweep_end_to_end_with_a_crashing_trial(tmp_path):
     ok = by_arch["mlp32"]
     assert ok.info.status == "FINISHED"
     for key in ("energy/total_J", "energy/lifecycle_J", "energy/training_J", "accuracy_per_kJ", "val_acc",
-                "energy_per_sample_inference_J"):
+                "green_mlops/energy_per_sample_inference_J"):
         assert key in ok.data.metrics, key
     steps = sorted(m.step for m in client.get_metric_history(ok.info.run_id, "energy/total_J"))
     assert steps and steps == list(range(1, len(steps) + 1))  # energy at every training step

@@ -35,8 +35,8 @@ def test_three_trial_sweep_on_digits(tmp_path, capsys):
     assert len(trials) == 3
     for r in trials:
         assert r.data.params["arch"] == "lenet" and r.data.params["dataset"] == "digits"
-        assert int(r.data.params["trainable_params"]) == 62006  # the zoo's LeNet, logged by the callback
-        for key in ("energy/total_J", "energy/fit_J", "energy/predict_J", "energy_per_sample_inference_J",
+        assert int(r.data.params["green_mlops.trainable_params"]) == 62006  # the zoo's LeNet, logged by the callback
+        for key in ("energy/total_J", "energy/fit_J", "energy/predict_J", "green_mlops/energy_per_sample_inference_J",
                     "energy/lifecycle_J", "accuracy_per_kJ", "val_acc"):
             assert key in r.data.metrics, key
 

@@ -79,8 +79,8 @@ def test_nested_mlflow_run_gets_energy_metrics_and_a_consistent_outcome(tmp_path
     run_ = client.get_run(child)
     m, p = run_.data.metrics, run_.data.params
     assert math.isclose(m["energy/fit_J"], out.train_energy_J, rel_tol=1e-9)
-    assert math.isclose(m["energy_per_sample_inference_J"], out.inference_energy_per_sample_J, rel_tol=1e-9)
-    assert m["energy_per_sample_train_J"] > 0 and "val_acc" in m and "train_loss" in m
+    assert math.isclose(m["green_mlops/energy_per_sample_inference_J"], out.inference_energy_per_sample_J, rel_tol=1e-9)
+    assert m["green_mlops/energy_per_sample_train_J"] > 0 and "val_acc" in m and "train_loss" in m
     steps = sorted(h.step for h in client.get_metric_history(child, "energy/total_J"))
     assert steps == [1, 2, 3, 4]
     assert p["lr"] == "1e-3" and p["arch"] == "lenet" and p["batch_size"] == "64" and p["dataset"] == "digits"

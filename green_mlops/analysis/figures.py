@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
+from green_mlops import names
 from green_mlops.analysis.errors import MissingData
 from green_mlops.analysis.runs import DOMAINS
 
@@ -150,7 +151,7 @@ def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, infere
 def batch_size_effect(runs: pd.DataFrame) -> Figure:
     """Fig. 7: energy per training sample and mean utilisation against batch size, one line per model tried at
     two or more sizes. Runs without a utilisation trace show mean training power instead (the paper's Fig. 7a)."""
-    b, e = _num(runs, "batch_size"), _num(runs, "energy_per_sample_train_J")
+    b, e = _num(runs, "batch_size"), _num(runs, names.ENERGY_PER_SAMPLE_TRAIN)
     ok = b.notna() & e.notna()
     sizes = b[ok].groupby([runs.loc[ok, "hardware"], runs.loc[ok, "model"]]).transform("nunique")
     ok &= sizes.reindex(runs.index).fillna(0) >= 2

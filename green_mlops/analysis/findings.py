@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from green_mlops import names
 from green_mlops.analysis.correlation import MIN_RUNS, one_batch_size
 
 __all__ = ["FindingCheck", "batch_size_optimum", "check_findings"]
@@ -84,7 +85,7 @@ def macs_param_correlation(runs: pd.DataFrame, metric_table: pd.DataFrame, energ
 FALLING, MINIMUM, RISING = "still falling at the largest size", "minimum inside the range", "rises from the smallest size"
 
 
-def batch_size_optimum(runs: pd.DataFrame, energy: str = "energy_per_sample_train_J") -> pd.DataFrame:
+def batch_size_optimum(runs: pd.DataFrame, energy: str = names.ENERGY_PER_SAMPLE_TRAIN) -> pd.DataFrame:
     """Per hardware and model: the batch size with the least ``energy`` and the shape of the curve around it.
 
     Columns: ``hardware``, ``model``, ``sizes`` (tried), ``best_batch_size``, ``best_J``, ``trend`` (the
@@ -154,4 +155,4 @@ def check_findings(runs: pd.DataFrame, inference_metrics: pd.DataFrame) -> list[
     energy = "inference_energy_J" if _num(runs.get("inference_energy_J", pd.Series(dtype=float))).notna().sum() \
         >= MIN_RUNS else "train_energy_J"
     return [train_inference_ratio(runs), macs_param_correlation(runs, inference_metrics, energy),
-            batch_size_finding(runs, "energy_per_sample_train_J"), energy_time_linearity(runs)]
+            batch_size_finding(runs, names.ENERGY_PER_SAMPLE_TRAIN), energy_time_linearity(runs)]

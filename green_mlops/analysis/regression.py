@@ -30,13 +30,14 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from green_mlops import names
 from green_mlops.analysis.errors import AnalysisError, TooFewRuns
 from green_mlops.metrics import paper as metrics
 
 __all__ = ["CANDIDATE_FEATURES", "DEFAULT_TARGET", "MIN_RUNS", "EnergyPredictor", "FitSummary"]
 
 MIN_RUNS = 6  # an outer 3-fold CV around an inner 3-fold one needs at least this many runs
-DEFAULT_TARGET = "energy_per_sample_train_J"
+DEFAULT_TARGET = names.ENERGY_PER_SAMPLE_TRAIN
 #: Known before a run: model characteristics, hyperparameters and how much data goes through.
 CANDIDATE_FEATURES: tuple[str, ...] = (
     "macs", "flops", "trainable_params", "total_params", "model_size_bytes", "buffer_bytes", "macs_param",

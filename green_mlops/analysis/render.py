@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from green_mlops import names
 from green_mlops.analysis.analyse import TARGETS, Analysis
 from green_mlops.analysis.correlation import Correlations
 from green_mlops.analysis.figures import png
@@ -21,8 +22,8 @@ from green_mlops.analysis.regression import EnergyPredictor
 __all__ = ["render_html", "render_markdown", "report_meta", "sections"]
 
 RUN_COLUMNS = {"model": "model", "batch_size": "batch size", "hardware": "hardware", "accuracy": "accuracy",
-               "train_energy_J": "training J", "train_time_s": "training s", "energy_per_sample_train_J": "J/sample (train)",
-               "inference_energy_J": "inference J", "energy_per_sample_inference_J": "J/sample (inference)",
+               "train_energy_J": "training J", "train_time_s": "training s", names.ENERGY_PER_SAMPLE_TRAIN: "J/sample (train)",
+               "inference_energy_J": "inference J", names.ENERGY_PER_SAMPLE_INFERENCE: "J/sample (inference)",
                "request_rate": "requests/s", "energy_per_request_J": "J/request",
                "energy_per_output_token_J": "J/output token",
                "provenance": "energy provenance (per device: measured/estimated, method)"}
@@ -47,7 +48,7 @@ def _hardware_table(runs: pd.DataFrame) -> pd.DataFrame:
     for hw, g in runs.groupby("hardware", sort=True):
         row: dict[str, Any] = {"hardware": hw, "runs": len(g)}
         for t in HW_TAGS:
-            col = f"green_mlops.hw.{t}"
+            col = names.hw_tag(t)
             row[t.replace("_", " ")] = ", ".join(sorted({str(v) for v in g[col].dropna()})) if col in g else "–"
         row["energy provenance"] = " | ".join(sorted(set(g["provenance"].astype(str))))
         rows.append(row)

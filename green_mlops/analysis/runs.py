@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from green_mlops import names
 from green_mlops.analysis import tracking
 from green_mlops.analysis.errors import FIRST_RUN_HINT, NoEnergyMetrics, NoRuns
 
@@ -35,7 +36,7 @@ __all__ = ["DOMAINS", "hardware_label", "load_csv", "load_epochs", "load_epochs_
 DOMAINS = ("gpu", "cpu", "dram")
 ACCURACY_KEYS = ("val_acc", "accuracy", "val_accuracy", "test_acc", "test_accuracy", "acc")
 LOSS_KEYS = ("val_loss", "train_loss_epoch", "train_loss", "loss")
-TRAIN_ENERGY_KEYS = ("energy/fit_J", "energy/training_J")
+TRAIN_ENERGY_KEYS = (names.energy("fit"), names.TRAINING_J)
 INFERENCE_STAGES = ("test", "predict")
 GENAI_ENERGY_KEYS = ("energy_per_request_J",)  # one row per request-rate level of `green-mlops genai`
 _PREFIXES = ("metrics.", "params.", "tags.")
@@ -57,22 +58,22 @@ def _first(row: Mapping[str, Any], keys: Iterable[str]) -> float | None:
 def hardware_label(tags: Mapping[str, Any]) -> str:
     """A short name for a hardware configuration, from the ``green_mlops.hw.*`` tags of a run."""
     def tag(name: str) -> str | None:
-        v = tags.get(f"green_mlops.hw.{name}")
+        v = tags.get(names.hw_tag(name))
         return None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)
 
-    cpu, cpus, gpus, names = tag("cpu_model"), tag("cpu_count"), tag("gpu_count"), tag("gpu_names")
+    cpu, cpus, gpus, gpu_names = tag("cpu_model"), tag("cpu_count"), tag("gpu_count"), tag("gpu_names")
     if cpu is None and gpus is None:
         return "unknown hardware (no green_mlops.hw tags)"
     host = f"{cpu or 'unknown CPU'}" + (f" ({cpus} CPUs)" if cpus else "")
     if gpus and gpus != "0":
-        return f"{gpus}× {names or 'GPU'} + {host}"
+        return f"{gpus}× {gpu_names or 'GPU'} + {host}"
     return f"{host}, no GPU"
 
 
 def _provenance_from_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     out = {}
     for d in DOMAINS:
-        method, prov = tags.get(f"green_mlops.method.{d}"), tags.get(f"green_mlops.provenance.{d}")
+        method, prov = tags.get(names.method_tag(d)), tags.get(names.provenance_tag(d))
         if isinstance(method, str) and method not in ("", "none"):
             out[d] = f"{prov if isinstance(prov, str) and prov != 'none' else 'unknown'} ({method})"
     return out
@@ -93,21 +94,25 @@ def provenance_text(per_domain: Mapping[str, str]) -> str:
 
 
 def _split_columns(raw: pd.DataFrame) -> pd.DataFrame:
-    """Strip the ``metrics.``/``params.``/``tags.`` prefixes; metrics win a clash, the others keep their prefix."""
-    names: dict[str, str] = {}
-    taken = {c.removeprefix("metrics.") for c in raw.columns if c.startswith("metrics.")} | {
-        c for c in raw.columns if not c.startswith(_PREFIXES)}
-    for c in raw.columns:
-        if c.startswith("metrics."):
-            names[c] = c.removeprefix("metrics.")
-        elif c.startswith(_PREFIXES):
+    """Strip the ``metrics.``/``params.``/``tags.`` prefixes and green_mlops' namespace (``green_mlops/x``,
+    ``green_mlops.x`` → ``x``); green_mlops' own names win a clash, then metrics; the others keep their prefix."""
+    renamed: dict[str, str] = {}
+    ours = {names.bare(c.split(".", 1)[1]) for c in raw.columns
+            if c.startswith(("metrics.", "params.")) and names.bare(c.split(".", 1)[1]) != c.split(".", 1)[1]}
+    taken = set(ours) | {c for c in raw.columns if not c.startswith(_PREFIXES)}
+    for c in sorted(raw.columns, key=lambda c: not c.startswith("metrics.")):
+        if c.startswith(_PREFIXES):
             short = c.split(".", 1)[1]
-            names[c] = c if short in taken else short
-            taken.add(names[c])
-    df = raw.rename(columns=names)
+            bare = names.bare(short) if not c.startswith("tags.") else short
+            if bare != short:  # green_mlops' own
+                renamed[c] = bare
+                continue
+            renamed[c] = c if short in taken else short
+            taken.add(renamed[c])
+    df = raw.rename(columns=renamed)
     for c in raw.columns:
         if c.startswith("params."):
-            col = names[c]
+            col = renamed[c]
             num = pd.to_numeric(df[col], errors="coerce")
             if num.notna().sum() == df[col].notna().sum():  # every value given is a number
                 df[col] = num
@@ -138,26 +143,26 @@ def _canonical(row: dict[str, Any], tags: dict[str, Any], det: Mapping[str, Any]
     util: Mapping[str, Any] = det.get("utilisation", {})
     name = row.get("mlflow.runName") if isinstance(row.get("mlflow.runName"), str) else row.get("run_id")
     model = next((row[k] for k in ("arch", "model") if isinstance(row.get(k), str) and row[k]), name)
-    inf_stage = next((s for s in INFERENCE_STAGES if _first(row, [f"energy/{s}_J"]) is not None), None)
+    inf_stage = next((s for s in INFERENCE_STAGES if _first(row, [names.energy(s)]) is not None), None)
     fit = summaries.get("fit") or {}
     prov = _provenance_from_summary(fit) or _provenance_from_tags(tags)
-    ram_gb = _first(tags, ["green_mlops.hw.ram_gb"])
+    ram_gb = _first(tags, [names.hw_tag("ram_gb")])
     out: dict[str, Any] = {
         "run_id": row.get("run_id"), "run_name": name, "model": model, "hardware": hardware_label(tags),
         "provenance": provenance_text(prov), "accuracy": _first(row, ACCURACY_KEYS),
-        "train_energy_J": _first(row, TRAIN_ENERGY_KEYS), "train_time_s": _first(row, ["time/fit_s"]),
+        "train_energy_J": _first(row, TRAIN_ENERGY_KEYS), "train_time_s": _first(row, [names.duration("fit")]),
         "train_samples": _samples(row, det, "train"),
         "inference_stage": inf_stage,
-        "inference_energy_J": _first(row, [f"energy/{inf_stage}_J"]) if inf_stage else None,
-        "inference_time_s": _first(row, [f"time/{inf_stage}_s"]) if inf_stage else None,
+        "inference_energy_J": _first(row, [names.energy(inf_stage)]) if inf_stage else None,
+        "inference_time_s": _first(row, [names.duration(inf_stage)]) if inf_stage else None,
         "inference_samples": _samples(row, det, inf_stage) if inf_stage else None,
         "ram_bytes": ram_gb * 1e9 if ram_gb else None,
     }
     for phase, stage in (("train", "fit"), ("inference", inf_stage)):
         s = summaries.get(stage) if stage else None
-        duration = _first(row, [f"time/{stage}_s"]) if stage else None
+        duration = _first(row, [names.duration(stage)]) if stage else None
         for d in DOMAINS:
-            energy = _domain_J(s, d) if s else (_first(row, [f"energy/{d}_J"]) if phase == "train" else None)
+            energy = _domain_J(s, d) if s else (_first(row, [names.energy(d)]) if phase == "train" else None)
             out[f"{phase}_energy_{d}_J"] = energy
             out[f"{phase}_power_{d}_W"] = energy / duration if energy is not None and duration else None
         u = util.get(stage, {}) if stage else {}
@@ -174,34 +179,35 @@ def _domain_J(summary: Mapping[str, Any], domain: str) -> float | None:
 
 def _samples(row: Mapping[str, Any], det: Mapping[str, Any], stage: str) -> float | None:
     """Samples of a stage: a logged ``samples/{stage}`` metric, else loop energy over energy per sample."""
-    logged = _first(row, [f"samples/{stage}"])
+    logged = _first(row, [names.samples(stage)])
     if logged is not None:
         return logged
     if stage == "train":
-        loop_J, per = det.get("train_loop_J"), _first(row, ["energy_per_sample_train_J"])
+        loop_J, per = det.get("train_loop_J"), _first(row, [names.ENERGY_PER_SAMPLE_TRAIN])
     else:
         summary = det.get("summaries", {}).get(stage) or {}
-        per = _first(summary.get("metrics", {}), ["energy_per_sample_inference_J"])
-        if per is None and sum(_first(row, [f"energy/{s}_J"]) is not None for s in INFERENCE_STAGES) == 1:
-            per = _first(row, ["energy_per_sample_inference_J"])  # only one inference stage: the metric is its
+        per = _first(summary.get("metrics", {}), [names.metric(names.ENERGY_PER_SAMPLE_INFERENCE),
+                                                  names.ENERGY_PER_SAMPLE_INFERENCE])
+        if per is None and sum(_first(row, [names.energy(s)]) is not None for s in INFERENCE_STAGES) == 1:
+            per = _first(row, [names.ENERGY_PER_SAMPLE_INFERENCE])  # only one inference stage: the metric is its
         loop_J = det.get("epoch_J", {}).get(stage)
         if loop_J is None:
-            loop_J = _first(row, [f"energy/{stage}_epoch_J"])
+            loop_J = _first(row, [names.epoch_energy(stage)])
     if loop_J is None or not per or per <= 0:
         return None
     return float(round(loop_J / per))
 
 
 def _run_details(client: MlflowClient, run_id: str, with_traces: bool) -> dict[str, Any]:
-    names = tracking.artifact_names(client, run_id)
+    arts = tracking.artifact_names(client, run_id)
     summaries = {s: tracking.read_summary(client, run_id, s) for s in ("fit", *INFERENCE_STAGES)
-                 if f"{s}_summary.json" in names}
+                 if names.summary_file(s) in arts}
     util = {s: tracking.read_utilisation(client, run_id, s) for s in ("fit", *INFERENCE_STAGES)
-            if with_traces and f"{s}_trace.parquet" in names}
-    train = tracking.history(client, run_id, "energy/train_epoch_J")
+            if with_traces and names.trace_file(s) in arts}
+    train = tracking.history(client, run_id, names.epoch_energy("train"))
     epoch_J = {}
     for s in INFERENCE_STAGES:
-        h = tracking.history(client, run_id, f"energy/{s}_epoch_J")
+        h = tracking.history(client, run_id, names.epoch_energy(s))
         if len(h):
             epoch_J[s] = float(h["value"].iloc[-1])
     return {"summaries": {k: v for k, v in summaries.items() if v}, "utilisation": util,
@@ -274,8 +280,8 @@ def require_energy(df: pd.DataFrame, where: str) -> pd.DataFrame:
     kept.attrs = dict(df.attrs)
     notes = list(df.attrs.get("notes", []))
     if (~has).sum():
-        names = ", ".join(str(n) for n in df.loc[~has, "run_name"].head(5))
-        notes.append(f"{int((~has).sum())} finished run(s) without energy metrics left out ({names})")
+        missing = ", ".join(str(n) for n in df.loc[~has, "run_name"].head(5))
+        notes.append(f"{int((~has).sum())} finished run(s) without energy metrics left out ({missing})")
     kept.attrs["notes"] = notes
     return kept
 
@@ -288,11 +294,11 @@ def load_epochs(runs: pd.DataFrame, tracking_uri: str | None = None) -> pd.DataF
     client = MlflowClient(tracking_uri or runs.attrs.get("tracking_uri"))
     frames = []
     for r in runs[["run_id", "model", "hardware"]].to_dict("records"):
-        train = tracking.history(client, r["run_id"], "energy/train_epoch_J")
+        train = tracking.history(client, r["run_id"], names.epoch_energy("train"))
         if train.empty:
             continue
         ep = pd.DataFrame({"step": train["step"], "epoch": range(1, len(train) + 1), "train_J": train["value"]})
-        val = tracking.history(client, r["run_id"], "energy/val_epoch_J")
+        val = tracking.history(client, r["run_id"], names.epoch_energy("val"))
         ep["val_J"] = _asof(ep, val)
         for col, keys in (("loss", LOSS_KEYS), ("accuracy", ACCURACY_KEYS)):
             ep[col] = next((v for v in (_asof(ep, tracking.history(client, r["run_id"], k)) for k in keys)

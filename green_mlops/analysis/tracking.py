@@ -18,16 +18,17 @@ import pandas as pd
 from mlflow.entities import Experiment
 from mlflow.tracking import MlflowClient
 
+from green_mlops import names
 from green_mlops.analysis.errors import FIRST_RUN_HINT, AnalysisError, ExperimentNotFound
 
 __all__ = ["REPORT_ROLE", "ROLE_TAG", "SWEEP_ROLE_TAG", "artifact_names", "find_experiment", "history",
            "log_report", "read_summary", "read_utilisation", "search_runs", "using_tracking_uri"]
 
-SWEEP_ROLE_TAG = "green_mlops.sweep.role"  # "parent" (one per study) or "trial"
-ROLE_TAG = "green_mlops.analysis.role"  # "report" on the runs that hold a report
+SWEEP_ROLE_TAG = names.SWEEP_ROLE
+ROLE_TAG = names.ANALYSIS_ROLE
 REPORT_ROLE = "report"
 _PROGRESS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-ARTIFACT_DIR = "green_mlops"  # where EnergyCallback puts {stage}_summary.json and {stage}_trace.parquet
+ARTIFACT_DIR = names.ARTIFACT_DIR
 
 
 @contextlib.contextmanager
@@ -50,7 +51,7 @@ def find_experiment(client: MlflowClient, name: str) -> Experiment:
         exp = client.get_experiment_by_name(name)
         if exp is None or exp.lifecycle_stage == "deleted":
             names = sorted(e.name for e in client.search_experiments(max_results=50))
-    except Exception as exc:  # noqa: BLE001 - a server that is down or a bad URI: say so plainly
+    except Exception as exc:  # a server that is down or a bad URI: say so plainly
         raise AnalysisError(f"cannot read MLflow at {client.tracking_uri}: {type(exc).__name__}: {exc}\n"
                             "Start the tracking server, or pass --tracking-uri (e.g. sqlite:///mlflow.db)") from None
     if exp is None or exp.lifecycle_stage == "deleted":
@@ -79,7 +80,7 @@ def artifact_names(client: MlflowClient, run_id: str) -> set[str]:
     """File names EnergyCallback left under the run's ``green_mlops/`` artifact folder (empty if none)."""
     try:
         return {Path(a.path).name for a in client.list_artifacts(run_id, ARTIFACT_DIR) if not a.is_dir}
-    except Exception:  # noqa: BLE001 - an artifact store out of reach: the metrics still serve
+    except Exception:  # an artifact store out of reach: the metrics still serve
         return set()
 
 
@@ -100,8 +101,8 @@ def read_summary(client: MlflowClient, run_id: str, stage: str) -> dict[str, Any
     """The callback's ``{stage}_summary.json`` (energy per device, duration, provenance), or None."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            return json.loads(_download(client, run_id, f"{stage}_summary.json", tmp).read_text())
-        except Exception:  # noqa: BLE001 - absent or unreadable: the caller falls back to metrics
+            return json.loads(_download(client, run_id, names.summary_file(stage), tmp).read_text())
+        except Exception:  # absent or unreadable: the caller falls back to metrics
             return None
 
 
@@ -113,8 +114,8 @@ def read_utilisation(client: MlflowClient, run_id: str, stage: str) -> dict[str,
     """
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            df = pd.read_parquet(_download(client, run_id, f"{stage}_trace.parquet", tmp))
-        except Exception:  # noqa: BLE001 - no trace: no utilisation, said by its absence
+            df = pd.read_parquet(_download(client, run_id, names.trace_file(stage), tmp))
+        except Exception:  # no trace: no utilisation, said by its absence
             return {}
     gpu = [c for c in df.columns if c.startswith("gpu") and c.endswith(".util_pct") and ".mem_" not in c]
     mem = [c for c in df.columns if c.startswith("gpu") and c.endswith(".mem_util_pct")]

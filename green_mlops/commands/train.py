@@ -61,7 +61,7 @@ def _mlflow_logger(args: argparse.Namespace, uri: str) -> MLFlowLogger:
     logger = MLFlowLogger(experiment_name=args.experiment, tracking_uri=uri, run_name=args.run_name)
     try:
         _ = logger.run_id
-    except Exception as exc:  # noqa: BLE001 - any connection or store problem is reported the same way
+    except Exception as exc:  # any connection or store problem is reported the same way
         raise ValueError(f"cannot use MLflow tracking at {uri}: {exc}; check --tracking-uri, or pass --no-mlflow") from exc
     return logger
 

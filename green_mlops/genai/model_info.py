@@ -54,7 +54,7 @@ def accelerator_memory_bytes() -> tuple[int, str] | None:
             pynvml.nvmlShutdown()
         if count:
             return total, f"memory of {count} GPU(s)"
-    except Exception:  # noqa: BLE001 - no driver, no GPU: fall back to the host's RAM
+    except Exception:  # no driver, no GPU: fall back to the host's RAM
         pass
     import psutil
 

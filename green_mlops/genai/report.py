@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -28,13 +29,23 @@ def write_tables(analysis: SweepAnalysis, directory: str | Path) -> list[Path]:
     return files
 
 
-def _pyplot():
-    import matplotlib
+class _Figures:
+    """``subplots``/``close`` as pyplot has them, from matplotlib's object API: the user's backend stays as it is."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(*args: Any, figsize: Any = None, constrained_layout: bool = False, **kwargs: Any) -> Any:
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize, constrained_layout=constrained_layout)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to release: the figure belongs to no pyplot state."""
+
+
+def _pyplot() -> type[_Figures]:
+    return _Figures
 
 
 def plot_sweep(analysis: SweepAnalysis, directory: str | Path, title: str = "") -> list[Path]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from green_mlops import names
 from green_mlops.genai.aggregate import SweepAnalysis
 from green_mlops.genai.record import SweepRecord
 from green_mlops.meter import EnergyResult
@@ -55,16 +56,17 @@ def log_sweep(record: SweepRecord, analysis: SweepAnalysis, files: Sequence[Path
     sat = analysis.saturation
     with mlflow.start_run(run_name=name) as parent:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        tags = {"green_mlops.genai.energy_source": energy_description or "not metered",
-                "green_mlops.genai.saturation": str(sat), "green_mlops.genai.saturation_criterion": sat.criterion}
+        tags = {names.GENAI_TAG_PREFIX + "energy_source": energy_description or "not metered",
+                names.GENAI_TAG_PREFIX + "saturation": str(sat),
+                names.GENAI_TAG_PREFIX + "saturation_criterion": sat.criterion}
         if sample_energy is not None:
             for domain in ("gpu", "cpu", "dram"):
                 parts = [s.info for s in sample_energy.sources if s.info.domain == domain]
                 if parts:
-                    tags[f"green_mlops.method.{domain}"] = ",".join(sorted({p.method for p in parts}))
-                    tags[f"green_mlops.provenance.{domain}"] = ",".join(sorted({p.provenance for p in parts}))
+                    tags[names.method_tag(domain)] = ",".join(sorted({p.method for p in parts}))
+                    tags[names.provenance_tag(domain)] = ",".join(sorted({p.provenance for p in parts}))
         if record.notes:
-            tags["green_mlops.genai.notes"] = " | ".join(record.notes)[:5000]
+            tags[names.GENAI_TAG_PREFIX + "notes"] = " | ".join(record.notes)[:5000]
         mlflow.set_tags(tags)
         if sat.rate_rps is not None:
             mlflow.log_metric("saturation_rps", sat.rate_rps)
@@ -76,9 +78,9 @@ def log_sweep(record: SweepRecord, analysis: SweepAnalysis, files: Sequence[Path
             with mlflow.start_run(run_name=f"{row['rate_rps']:g} rps", nested=True):
                 mlflow.log_params({"rate_rps": f"{row['rate_rps']:g}", "level": int(row["level"])})
                 mlflow.log_metrics(metrics)
-                mlflow.set_tags({f"green_mlops.genai.{k}": str(row[k])[:5000] for k in TEXT_COLUMNS if row.get(k)})
-                mlflow.set_tags({k: v for k, v in tags.items() if k.startswith("green_mlops.method")
-                                 or k.startswith("green_mlops.provenance")})
+                mlflow.set_tags({names.GENAI_TAG_PREFIX + k: str(row[k])[:5000] for k in TEXT_COLUMNS if row.get(k)})
+                mlflow.set_tags({k: v for k, v in tags.items() if k.startswith((names.METHOD_TAG_PREFIX,
+                                                                              names.PROVENANCE_TAG_PREFIX))})
         for path in files:
             mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
         return parent.info.run_id

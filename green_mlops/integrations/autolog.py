@@ -80,7 +80,7 @@ def _start_run(*args: Any, **kwargs: Any) -> Any:
     if _config is not None:
         try:
             _begin(active.info.run_id)
-        except Exception as exc:  # noqa: BLE001 - metering must never stop the user's run
+        except Exception as exc:  # metering must never stop the user's run
             log.warning("green_mlops: could not meter run %s: %s", active.info.run_id, exc)
     return active
 

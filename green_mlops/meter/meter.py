@@ -127,7 +127,7 @@ class EnergyMeter:
             for s in self.sources:
                 try:
                     s.close()
-                except Exception:  # noqa: BLE001 - closing must not lose the result
+                except Exception:  # closing must not lose the result
                     pass
         return self.result()
 

@@ -199,7 +199,7 @@ class NvmlGpu(PowerSource):
             out[f"{p}.util_pct"], out[f"{p}.mem_util_pct"] = float(u.gpu), float(u.memory)
             out[f"{p}.mem_used_B"] = float(nvml.nvmlDeviceGetMemoryInfo(h).used)
             out[f"{p}.temp_C"] = float(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
-        except Exception:  # noqa: BLE001 - telemetry is best effort; NaN marks what is missing
+        except Exception:  # telemetry is best effort; NaN marks what is missing
             pass
         return out
 
@@ -220,7 +220,7 @@ def discover_nvml(settings: Settings, nvml: Any | None = None, env: dict[str, st
     selectors = visible_gpu_selectors(env)
     try:
         handles = _select_handles(nvml, selectors)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         found.findings.append(Finding("gpu", "absent", "nvml", f"NVML could not list GPUs: {exc}"))
         return found
     if not handles:
@@ -231,7 +231,7 @@ def discover_nvml(settings: Settings, nvml: Any | None = None, env: dict[str, st
     for index, (nvml_index, handle) in enumerate(handles):
         try:
             gpu = NvmlGpu(nvml, handle, index, nvml_index, settings)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             found.findings.append(Finding(f"gpu{index}", "absent", "nvml", str(exc)))
             continue
         found.sources.append(gpu)
@@ -245,5 +245,5 @@ def driver_version(nvml: Any | None = None) -> str | None:
         nvml = nvml or _load_nvml()
         nvml.nvmlInit()
         return _text(nvml.nvmlSystemGetDriverVersion())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None

@@ -96,7 +96,7 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor,
     try:
         x = example_input[0:1].detach().to("cpu")
         probe = _cpu_copy(model).eval()
-    except Exception as exc:  # noqa: BLE001 - e.g. a meta-device model or an attribute deepcopy refuses
+    except Exception as exc:  # e.g. a meta-device model or an attribute deepcopy refuses
         notes.append(f"MACs and FLOPs not counted: could not copy the model to the CPU ({_why(exc)})")
         return None, None, None
     shape = tuple(x.shape)
@@ -110,7 +110,7 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor,
         with _quiet(), torch.no_grad(), counter:
             probe(x)
         flops = int(counter.get_total_flops())
-    except Exception as exc:  # noqa: BLE001 - unusual layers: say why, keep going
+    except Exception as exc:  # unusual layers: say why, keep going
         notes.append(f"FLOPs not counted: {_why(exc)}")
     try:
         import thop
@@ -124,7 +124,7 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor,
         if unruled:
             notes.append("MACs may be undercounted: thop has no rule for " + ", ".join(unruled)
                          + " (their matmul/linear/einsum calls are still counted)")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         notes.append(f"MACs not counted: {_why(exc)}")
     return macs, flops, shape
 

@@ -22,6 +22,8 @@ import threading
 import warnings
 from typing import Any
 
+from green_mlops import names
+
 # MLflow loads its run-context-provider entry points while ``import mlflow`` runs. When this module
 # is the first to import MLflow, that load finds this module half-initialised, warns and skips it;
 # we then register the class ourselves below, and silence that one warning.
@@ -32,7 +34,7 @@ with warnings.catch_warnings():
 
 
 log = logging.getLogger(__name__)
-PREFIX = "green_mlops."
+PREFIX = names.TAG_PREFIX
 _lock = threading.Lock()
 _cache: dict[str, str] | None = None
 
@@ -55,7 +57,7 @@ class _CountedNvml:
         for _ in range(self.inits):
             try:
                 self._nvml.nvmlShutdown()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.debug("green_mlops: nvmlShutdown failed: %s", exc)
         self.inits = 0
 
@@ -86,16 +88,16 @@ def _compute() -> dict[str, str]:
         import pynvml
 
         nvml: Any = _CountedNvml(pynvml)
-    except Exception:  # noqa: BLE001 - no nvidia-ml-py: machine_facts and discovery report no GPU
+    except Exception:  # no nvidia-ml-py: machine_facts and discovery report no GPU
         nvml = None
     try:
         try:
             tags.update({f"{PREFIX}hw.{k}": str(v) for k, v in machine_facts(nvml).items()})
-        except Exception as exc:  # noqa: BLE001 - a tag must never stop a user's run
+        except Exception as exc:  # a tag must never stop a user's run
             log.warning("green_mlops: no hardware tags on this run (machine facts failed: %r)", exc)
         try:
             tags.update(_method_tags(nvml))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("green_mlops: no method/provenance tags on this run (discovery failed: %r)", exc)
     finally:
         if nvml is not None:
@@ -121,7 +123,7 @@ def _method_tags(nvml: Any) -> dict[str, str]:
         for source in found.sources:
             try:
                 source.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 
@@ -134,7 +136,7 @@ class GreenMlopsRunContext(RunContextProvider):
     def tags(self) -> dict[str, str]:
         try:
             return hardware_tags()
-        except Exception as exc:  # noqa: BLE001 - belt and braces: _compute already catches
+        except Exception as exc:  # belt and braces: _compute already catches
             log.warning("green_mlops: hardware tags unavailable: %r", exc)
             return {}
 
@@ -148,7 +150,7 @@ def _register_if_missed() -> None:
 
         if not any(isinstance(p, GreenMlopsRunContext) for p in registry._run_context_provider_registry):
             registry._run_context_provider_registry.register(GreenMlopsRunContext)
-    except Exception as exc:  # noqa: BLE001 - a private MLflow name moved: tags are lost, runs are not
+    except Exception as exc:  # a private MLflow name moved: tags are lost, runs are not
         log.warning("green_mlops: could not register the MLflow run context provider: %r", exc)
 
 

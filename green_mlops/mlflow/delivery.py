@@ -129,7 +129,7 @@ class _Delivery:
         """Deliver one batch; what is left undelivered (empty on success) is for the caller to spool."""
         try:
             self._log_batch(batch)
-        except Exception as exc:  # noqa: BLE001 - unreachable, 5xx, timeout, invalid: decided below
+        except Exception as exc:  # unreachable, 5xx, timeout, invalid: decided below
             _exit_if_refused(exc)  # the batch is still pending or in the spool
             if _is_client_error(exc):
                 bad = _invalid(batch)
@@ -157,7 +157,7 @@ class _Delivery:
         """
         try:
             self._connected()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _exit_if_refused(exc)
             log.debug("green_mlops: MLflow client for %s not ready yet: %r", self.tracking_uri, exc)
 
@@ -177,7 +177,7 @@ class _Delivery:
 def _is_client_error(exc: Exception) -> bool:
     try:
         status = int(exc.get_http_status_code())  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - not an MlflowException
+    except Exception:  # not an MlflowException
         return False
     return 400 <= status < 500 and status not in _CLIENT_ERRORS_TO_RETRY
 
@@ -192,7 +192,7 @@ def _invalid(batch: list[Record]) -> set[int]:
     for i, (k, v, ts, s) in enumerate(batch):
         try:
             _validate_metric(k, v, ts, s)
-        except Exception:  # noqa: BLE001
+        except Exception:
             bad.add(i)
     return bad
 
@@ -227,7 +227,7 @@ def _child_main() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         log.exception("green_mlops: the metric delivery process failed")
     finally:
         try:
@@ -251,7 +251,7 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
         try:
             while True:
                 inbox.put(pickle.load(inp))
-        except Exception:  # noqa: BLE001 - EOF: the training process closed us or is gone
+        except Exception:  # EOF: the training process closed us or is gone
             inbox.put(None)
 
     threading.Thread(target=read, name="green-mlops-delivery-in", daemon=True).start()
@@ -319,7 +319,7 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
     finally:  # SIGTERM or an error: what is in memory goes to disk (the writer also spools what it
         try:      # has not seen acknowledged; a duplicate is harmless, MLflow stores it once)
             d.spool_pending()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("green_mlops: could not spool metrics of run %s", cfg["run_id"])
 
 
@@ -335,7 +335,7 @@ def _sync_here(directory: Path, tracking_uri: str | None) -> SyncReport:
         d = _Delivery(run_id, uri, spool)
         try:
             ok = d.deliver(force=True)
-        except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
+        except Exception as exc:  # one bad run must not stop the others
             ok, d.last_error = False, f"{type(exc).__name__}: {exc}"
         report.delivered += d.delivered
         report.rejected += d.rejected

@@ -105,7 +105,7 @@ class MetricWriter:
             if not math.isfinite(v):
                 raise ValueError("not finite")
             rec = (key, v, time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms), int(step))
-        except Exception:  # noqa: BLE001 - the training thread must never pay for a bad number
+        except Exception:  # the training thread must never pay for a bad number
             self._skip(key, value, step)
             return
         if self._late:
@@ -122,7 +122,7 @@ class MetricWriter:
             ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
             step = int(step)
             items = metrics.items()
-        except Exception:  # noqa: BLE001
+        except Exception:
             self._skip("<log_many>", metrics, step)
             return
         recs = []
@@ -132,7 +132,7 @@ class MetricWriter:
                 if math.isfinite(v):
                     recs.append((key, v, ts, step))
                     continue
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             self._skip(key, value, step)
         if self._late:
@@ -241,7 +241,7 @@ class MetricWriter:
             self._wake.clear()
             try:
                 self._pump_once()
-            except Exception:  # noqa: BLE001 - keep pumping; what failed is spooled by _send
+            except Exception:  # keep pumping; what failed is spooled by _send
                 log.exception("green_mlops: metric writer of run %s hit an error", self.run_id)
             if self._stopping and not self._queue:
                 return
@@ -311,7 +311,7 @@ class MetricWriter:
                 msg = pickle.load(proc.stdout)  # type: ignore[arg-type]
                 if msg[0] == "ack":
                     self._on_ack(*msg[1:])
-        except Exception:  # noqa: BLE001 - EOF: the process exited (close) or died
+        except Exception:  # EOF: the process exited (close) or died
             pass
         self._child_lost(gen)
 

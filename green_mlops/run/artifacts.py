@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from green_mlops import names
 from green_mlops.meter import EnergyMeter
 from green_mlops.run.plots import plot_step_energy
 from green_mlops.run.stream import StepMetrics
@@ -16,11 +17,11 @@ def write_run_artifacts(meter: EnergyMeter, steps: Sequence[StepMetrics], summar
                         xlabel: str = "step") -> list[Path]:
     """Write ``{name}_trace.parquet``, ``{name}_energy.png`` (when there are steps) and ``{name}_summary.json``."""
     out = Path(tempfile.mkdtemp(prefix="green_mlops_"))
-    files = [meter.export_trace(out / f"{name}_trace.parquet")]
+    files = [meter.export_trace(out / names.trace_file(name))]
     if steps:
-        files.append(plot_step_energy(steps, out / f"{name}_energy.png", xlabel=xlabel,
+        files.append(plot_step_energy(steps, out / names.plot_file(name), xlabel=xlabel,
                                       title=f"{name}: power and cumulative energy by {xlabel}"))
-    path = out / f"{name}_summary.json"
+    path = out / names.summary_file(name)
     path.write_text(json.dumps(summary, indent=2, default=str))
     files.append(path)
     return files

@@ -4,27 +4,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from green_mlops import names
 from green_mlops.run.stream import StepMetrics
 
 
 def plot_step_energy(steps: Sequence[StepMetrics], path: str | Path, title: str = "Energy by step",
                      xlabel: str = "step") -> Path:
     """Two panels over steps: power of each device (W), and cumulative energy per domain (J)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API: the user's pyplot backend is left alone
 
     path = Path(path)
-    fig, (ax_p, ax_e) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, constrained_layout=True)
+    fig = Figure(figsize=(9, 6.5), constrained_layout=True)
+    ax_p, ax_e = fig.subplots(2, 1, sharex=True)
     xs = [s for s, _, _ in steps]
     keys = sorted({k for _, _, m in steps for k in m})
-    for key in [k for k in keys if k.startswith("power/")]:
-        label = key.removeprefix("power/").removesuffix("_W")
+    for key in [k for k in keys if k.startswith(names.POWER_PREFIX)]:
+        label = names.label(key)
         ax_p.plot(xs, [m.get(key, float("nan")) for _, _, m in steps], label=label,
                   linewidth=2.0 if label == "total" else 1.2)
-    for key in [k for k in keys if k.startswith("energy/")]:
-        label = key.removeprefix("energy/").removesuffix("_J")
+    for key in [k for k in keys if k.startswith(names.ENERGY_PREFIX)]:
+        label = names.label(key)
         ax_e.plot(xs, [m.get(key, float("nan")) for _, _, m in steps], label=label,
                   linestyle="--" if label == "net" else "-", linewidth=2.0 if label == "total" else 1.2)
     ax_p.set_ylabel("power (W)")
@@ -36,5 +35,4 @@ def plot_step_energy(steps: Sequence[StepMetrics], path: str | Path, title: str 
             ax.legend(loc="best", fontsize=8)
     ax_p.set_title(title)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -3,9 +3,8 @@
 The training thread only calls :meth:`EnergyStream.mark` (a deque append). A background thread
 waits until the meter's data past a mark is final, attributes energy to each step by time (so a
 step shorter than the sampling interval still gets its share), and hands the metrics to a sink.
-Metric names follow DESIGN.md: ``power/gpu{i}_W``, ``power/cpu_W``, ``power/dram_W``,
-``power/total_W``, ``energy/{gpu,cpu,dram,total}_J`` (cumulative since the origin) and
-``energy/net_J`` (minus the idle baseline).
+Metric names are the per-step ones of :mod:`green_mlops.names`: ``power/{device}_W``, ``power/total_W``,
+``energy/{gpu,cpu,dram,total}_J`` (cumulative since the origin) and ``energy/net_J`` (minus the idle baseline).
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from green_mlops import names
 from green_mlops.meter import EnergyMeter
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,13 @@ class _Mark:
 
 def metric_names(meter: EnergyMeter) -> list[str]:
     """Every per-step metric this meter's sources produce."""
-    names = [f"power/{s.info.name}_W" for s in meter.sources if s.info.domain == "gpu"]
+    out = [names.power(s.info.name) for s in meter.sources if s.info.domain == "gpu"]
     domains = sorted({s.info.domain for s in meter.sources})
-    names += [f"power/{d}_W" for d in domains if d != "gpu"] + ["power/total_W"]
-    names += [f"energy/{d}_J" for d in domains] + ["energy/total_J"]
+    out += [names.power(d) for d in domains if d != "gpu"] + [names.POWER_TOTAL]
+    out += [names.energy(d) for d in domains] + [names.ENERGY_TOTAL]
     if meter.idle is not None:
-        names.append("energy/net_J")
-    return names
+        out.append(names.ENERGY_NET)
+    return out
 
 
 class EnergyStream:
@@ -97,7 +97,7 @@ class EnergyStream:
             t0 = time.perf_counter()
             try:
                 self.publish()
-            except Exception:  # noqa: BLE001 - a sink failure must not kill attribution
+            except Exception:  # a sink failure must not kill attribution
                 log.exception("green_mlops: publishing energy metrics failed; will retry")
             wait = max(self.publish_interval, self.COST_FACTOR * (time.perf_counter() - t0))
 
@@ -149,18 +149,18 @@ class EnergyStream:
                 d = s.info.domain
                 by_domain_energy[d] = by_domain_energy.get(d, 0) + since[1:]
                 p = np.where(dt > 0, step_e / dt, np.nan)
-                key = f"power/{s.info.name}_W" if d == "gpu" else f"power/{d}_W"
+                key = names.power(s.info.name if d == "gpu" else d)
                 power[key] = power.get(key, 0) + p
-                power["power/total_W"] = power.get("power/total_W", 0) + p
+                power[names.POWER_TOTAL] = power.get(names.POWER_TOTAL, 0) + p
         total = sum(by_domain_energy.values())
         out: list[StepMetrics] = []
         wall = meter.trace.wall_offset
         for i, m in enumerate(marks):
             metrics = {k: float(v[i]) for k, v in power.items()}
-            metrics.update({f"energy/{d}_J": float(v[i]) for d, v in by_domain_energy.items()})
-            metrics["energy/total_J"] = float(total[i])
+            metrics.update({names.energy(d): float(v[i]) for d, v in by_domain_energy.items()})
+            metrics[names.ENERGY_TOTAL] = float(total[i])
             if idle is not None:
-                metrics["energy/net_J"] = float(total[i] - sum(idle.values()) * (m.t - self.origin))
+                metrics[names.ENERGY_NET] = float(total[i] - sum(idle.values()) * (m.t - self.origin))
             out.append((m.step, int((m.t + wall) * 1000), metrics))
         self._prev_t = marks[-1].t
         self._last_step = marks[-1].step

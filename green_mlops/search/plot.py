@@ -8,15 +8,13 @@ import pandas as pd
 
 def pareto_plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path | None:
     """Scatter of every complete trial, the front joined by a line, the knee ringed; None if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API: the user's pyplot backend is left alone
 
     done = table[(table["state"] == "COMPLETE") & table["accuracy"].notna() & table["lifecycle_J"].notna()]
     if done.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.subplots()
     feas, infeas = done[done["feasible"]], done[~done["feasible"]]
     ax.scatter(feas["lifecycle_J"], feas["accuracy"], c="tab:blue", label="trial", zorder=3)
     if len(infeas):
@@ -41,5 +39,4 @@ def pareto_plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path 
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out

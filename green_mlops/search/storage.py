@@ -61,7 +61,7 @@ def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int
     except ImportError as exc:
         raise StorageError(f"storage {_safe(url)}: the database driver is missing ({exc}); for PostgreSQL "
                            "run `pip install 'psycopg[binary]'`") from None
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean the same to the user
+    except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
         raise StorageError(f"cannot open study storage {_safe(url)}: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
                            "Check that the database server is running and reachable, and the URL "

@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from green_mlops import names
 from green_mlops.argtypes import check_whole
 from green_mlops.mlflow.context import hardware_tags
 from green_mlops.search.budget import EnergyBudget
@@ -174,10 +175,10 @@ class Sweep:
         run_id = trial.user_attrs.get(RUN_ATTR)
         if run_id:
             try:
-                self.tracking.log_result(run_id, {}, {"green_mlops.sweep.error": "worker stopped responding "
+                self.tracking.log_result(run_id, {}, {names.SWEEP_ERROR: "worker stopped responding "
                                                       "(no Optuna heartbeat); energy up to then is in this run"},
                                          "FAILED")
-            except Exception as exc:  # noqa: BLE001 - the study must go on
+            except Exception as exc:  # the study must go on
                 log.warning("could not mark MLflow run %s failed: %s", run_id, exc)
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class Sweep:
         except KeyboardInterrupt:
             self._fail(trial, run_id, "interrupted (Ctrl-C)", status="KILLED")
             raise
-        except Exception as exc:  # noqa: BLE001 - a crashing or out-of-memory trial must not end the search
+        except Exception as exc:  # a crashing or out-of-memory trial must not end the search
             self._fail(trial, run_id, f"{type(exc).__name__}: {exc}")
             return
         self._complete(trial, run_id, result, budget)
@@ -255,11 +256,11 @@ class Sweep:
                                   f"{predicted:.0f} J exceeds the budget of {budget.budget_J:.0f} J"]
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        metrics = {"accuracy": r.accuracy, "energy/training_J": r.training_J, "energy/inference_J": inference_J,
-                   "energy/lifecycle_J": lifecycle, "energy/inference_J_per_sample": r.inference_J_per_sample,
-                   "energy/predicted_training_J": attrs.get("predicted_training_J"),
+        metrics = {"accuracy": r.accuracy, names.TRAINING_J: r.training_J, names.INFERENCE_J: inference_J,
+                   names.LIFECYCLE_J: lifecycle, names.INFERENCE_J_PER_SAMPLE: r.inference_J_per_sample,
+                   names.PREDICTED_TRAINING_J: attrs.get("predicted_training_J"),
                    "accuracy_per_kJ": accuracy_per_kJ(r.accuracy, lifecycle) if r.accuracy is not None else None}
-        self.tracking.log_result(run_id, metrics, {"green_mlops.sweep.feasible": str(feasible).lower()}, "FINISHED")
+        self.tracking.log_result(run_id, metrics, {names.SWEEP_FEASIBLE: str(feasible).lower()}, "FINISHED")
         if r.accuracy is None or not math.isfinite(r.accuracy):
             self.study.tell(trial, state=TrialState.FAIL)
             print(f"trial {trial.number}: no accuracy was measured (is a validation set given?)", file=self.stream)
@@ -269,13 +270,13 @@ class Sweep:
               + ("" if feasible else " (over the energy budget)"), file=self.stream, flush=True)
 
     def _fail(self, trial: optuna.Trial, run_id: str, why: str, status: str = "FAILED") -> None:
-        spent = self.tracking.metric(run_id, "energy/fit_J")
+        spent = self.tracking.metric(run_id, names.energy("fit"))
         trial.set_user_attr("error", why[:2000])
         if spent is not None:
             trial.set_user_attr("training_J", spent)
         try:
-            self.tracking.log_result(run_id, {}, {"green_mlops.sweep.error": why[:5000]}, status)
-        except Exception as exc:  # noqa: BLE001
+            self.tracking.log_result(run_id, {}, {names.SWEEP_ERROR: why[:5000]}, status)
+        except Exception as exc:
             log.warning("could not mark MLflow run %s: %s", run_id, exc)
         self.study.tell(trial, state=TrialState.FAIL)
         print(f"trial {trial.number} failed: {why}" + (f" ({spent:.1f} J spent, logged)" if spent else ""),
@@ -295,7 +296,7 @@ class Sweep:
             while True:
                 try:
                     self.storage.record_heartbeat(trial_id)
-                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
+                except Exception as exc:  # a missed beat is retried next interval
                     log.warning("heartbeat failed: %s", exc)
                 if stop.wait(self.settings.heartbeat_s):
                     return
@@ -373,5 +374,5 @@ def _free_gpu_memory() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort after a failed trial
+    except Exception:  # best effort after a failed trial
         pass

@@ -10,9 +10,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-ROLE = "green_mlops.sweep.role"
-STUDY = "green_mlops.sweep.study"
-TRIAL = "green_mlops.sweep.trial"
+from green_mlops import names
+
+ROLE = names.SWEEP_ROLE
+STUDY = names.SWEEP_STUDY
+TRIAL = names.SWEEP_TRIAL
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
 
@@ -25,7 +27,7 @@ class SweepTracking:
         self.tracking_uri = self.client.tracking_uri
         try:
             self.experiment_id = self._experiment_id(experiment)
-        except Exception as exc:  # noqa: BLE001 - surface any connection problem before training
+        except Exception as exc:  # surface any connection problem before training
             raise ConnectionError(f"cannot reach MLflow tracking at {self.tracking_uri}: {exc}\n"
                                   "Start the server (mlflow server ...) or pass --tracking-uri") from None
         self.experiment = experiment
@@ -92,7 +94,7 @@ class SweepTracking:
         """A run's latest value of one metric, if logged."""
         try:
             return self.client.get_run(run_id).data.metrics.get(key)
-        except Exception:  # noqa: BLE001 - a lookup for a report; absence is fine
+        except Exception:  # a lookup for a report; absence is fine
             return None
 
     def ui_hint(self, parent_id: str) -> str:
