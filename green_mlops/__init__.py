@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from green_mlops.integrations.loop import metered_training
     from green_mlops.meter import (
         EnergyMeter,
         EnergyResult,
@@ -27,12 +28,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Settings", "SettingsError",
-    "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
+    "SourceEnergy", "SourceInfo", "Window", "__version__", "discover", "metered_training",
 ]
-_FROM_METER = frozenset(__all__) - {"__version__"}
+_FROM_METER = frozenset(__all__) - {"__version__", "metered_training"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "metered_training":
+        from green_mlops.integrations.loop import metered_training
+
+        return metered_training
     if name in _FROM_METER:
         value = getattr(importlib.import_module("green_mlops.meter"), name)
         globals()[name] = value  # later look-ups are plain attribute reads

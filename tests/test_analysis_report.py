@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.analysis import cli, load_csv, load_runs
+from green_mlops.analysis import load_csv, load_runs
+from green_mlops.commands import report as cli
 from green_mlops.lightning import EnergyCallback
 from tests.lightning_digits import DigitsMLP, digits_loaders
 

@@ -172,7 +172,7 @@ class MeteredRun:
         summary["metrics"] = end
         self.summary.update(summary)
         try:
-            if self.sinks:
+            if self.sinks.files:
                 self.sinks.flush()
                 self.sinks.log_now(end, step)
                 files = write_run_artifacts(self.meter, self.steps, self.summary, self.name, xlabel=self.xlabel)

@@ -58,9 +58,11 @@ class MlflowRun:
 class Sinks:
     """The destinations of one metered run; ``others`` receive metrics only from the caller's thread."""
 
-    def __init__(self, mlflow_runs: list[MlflowRun] = (), others: list[Logger] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, mlflow_runs: list[MlflowRun] = (), others: list[Logger] = (),  # type: ignore[assignment]
+                 files: bool = False) -> None:
         from green_mlops.mlflow.writer import MetricWriter
 
+        self.files = files or bool(mlflow_runs or others)  # write the artifacts (a local folder if nowhere else)
         self.mlflow_runs = list(mlflow_runs)
         self.others = list(others)
         self.writers = [MetricWriter(r.run_id, r.tracking_uri) for r in self.mlflow_runs]

@@ -1,0 +1,173 @@
+"""``EnergyCallback`` for Hugging Face ``transformers.Trainer``: the same energy metrics as under Lightning.
+
+Per optimiser step (``state.global_step``; with gradient accumulation one step is one optimiser step):
+``power/…`` and ``energy/…``; per epoch ``energy/train_epoch_J``; at the end ``energy/train_J``,
+``green_mlops/energy_per_sample_train_J`` and the paper's metrics, the summary and the artifacts. They go to
+the MLflow run that is active when training begins (the one transformers' ``MLflowCallback`` started, or
+the user's), else to a run of its own when ``tracking_uri`` is given, else through ``Trainer.log`` to
+whatever ``report_to`` names. Under ``accelerate``/``torchrun`` each process meters its own GPU, the host is
+metered once per node, and process zero logs the sums.
+
+    trainer = Trainer(model, args, train_dataset=..., callbacks=[EnergyCallback(idle_seconds=5)])
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from green_mlops import names
+from green_mlops.meter import EnergyResult, PowerSource, Settings
+from green_mlops.run.core import MeterConfig, MeteredRun, NullRun
+from green_mlops.run.figures import find_accuracy, model_params, training_figures
+from green_mlops.run.sinks import FunctionLogger, MlflowRun, Sinks
+from green_mlops.run.sources import process_sources
+
+log = logging.getLogger(__name__)
+
+STAGE = "train"
+
+
+def _find_trainer() -> Any:
+    """The ``transformers.Trainer`` whose loop is calling us (callbacks are not handed the trainer)."""
+    from transformers import Trainer
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Trainer):
+            return owner
+        frame = frame.f_back
+    return None
+
+
+def _trainer_logger(trainer: Any) -> FunctionLogger:
+    """Metrics into ``Trainer.log`` at their own step: ``on_log`` handlers read ``state.global_step``."""
+    def log_metrics(metrics: dict[str, float], step: int) -> None:
+        now = trainer.state.global_step
+        trainer.state.global_step = step
+        try:
+            trainer.log(dict(metrics))
+        finally:
+            trainer.state.global_step = now
+    return FunctionLogger(log_metrics)
+
+
+def _reducer(args: Any) -> Any:
+    if getattr(args, "world_size", 1) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+
+    def reduce(value: float) -> float:
+        device = args.device if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t.item())
+    return reduce
+
+
+class EnergyCallback(TrainerCallback):
+    """Meters ``Trainer.train()`` and logs energy per optimiser step, per epoch and at the end.
+
+    Args: as :class:`green_mlops.lightning.EnergyCallback`; plus ``tracking_uri`` / ``experiment``: an
+    MLflow store for a run of its own when no MLflow run is active at the start of training.
+    """
+
+    def __init__(self, interval: float = 0.1, idle_seconds: float = 0.0, log_every_n_steps: int = 1, *,
+                 country: str | None = None, carbon_g_per_kwh: float | None = None, pue: float = 1.0,
+                 accuracy_key: str | None = None, output_dir: str | Path | None = None,
+                 tracking_uri: str | None = None, experiment: str = "green-mlops",
+                 settings: Settings | None = None, sources: list[PowerSource] | None = None) -> None:
+        self.config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings)
+        self.accuracy_key = accuracy_key
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self._given_sources = sources
+        self._idle: EnergyResult | None = None
+        self._own_run: MlflowRun | None = None
+        self.run: MeteredRun | NullRun | None = None
+        self.summary: dict[str, Any] = {}
+        self._samples_per_step = 0
+        self._train_J = 0.0
+
+    def _sinks(self, state: Any) -> Sinks:
+        if not state.is_world_process_zero:
+            return Sinks()
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None:
+            return Sinks([MlflowRun(mlflow.MlflowClient(), active.info.run_id, mlflow.get_tracking_uri())])
+        if self.tracking_uri is not None:
+            client = mlflow.MlflowClient(self.tracking_uri)
+            exp = client.get_experiment_by_name(self.experiment)
+            exp_id = exp.experiment_id if exp is not None else client.create_experiment(self.experiment)
+            self._own_run = MlflowRun(client, client.create_run(exp_id).info.run_id, self.tracking_uri)
+            return Sinks([self._own_run])
+        trainer = _find_trainer()
+        if trainer is None:
+            log.warning("green_mlops: no MLflow run and no Trainer found; energy goes to the summary and %s only",
+                        self.output_dir or names.ARTIFACT_DIR)
+            return Sinks(files=True)
+        return Sinks(others=[_trainer_logger(trainer)])
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.summary = {}
+        self._train_J = 0.0
+        try:
+            sources = (list(self._given_sources) if self._given_sources is not None else
+                       process_sources(self.config.settings, world_size=args.world_size,
+                                       local_rank=max(args.local_process_index, 0),
+                                       gpu_index=getattr(args.device, "index", None)))
+            sinks = self._sinks(state)
+            out = self.output_dir or Path(args.output_dir) / names.ARTIFACT_DIR
+            self.run = (MeteredRun(STAGE, self.config, sinks, sources, idle=self._idle, fallback_dir=out)
+                        if sources else NullRun(sinks))
+        except Exception as exc:  # measuring must never stop training
+            log.warning("green_mlops: training runs unmetered: %s", exc)
+            self.run = NullRun()
+            return
+        self._idle = self.run.idle
+        self.summary = self.run.summary
+        self._samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        stats = model_params(model, None) if model is not None else None
+        if stats is not None:
+            self.summary["model"] = stats
+            self.run.log_params({**stats, **self.config.carbon_params()})
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.run is not None:
+            self.run.step(state.global_step)
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.run is not None:
+            self.run.epoch_start("train")
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.run is not None:
+            self._train_J += self.run.epoch_end("train", state.global_step, _reducer(args))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        run = self.run
+        if run is None or run.finished:
+            return
+        samples = self._samples_per_step * state.global_step
+        evals = [h for h in state.log_history if any(k.startswith("eval_") for k in h)]
+
+        def figures(result: EnergyResult, total: float) -> dict[str, float | None]:
+            return training_figures(result, total, train_J=self._train_J or total, samples=samples,
+                                    accuracy=find_accuracy(evals[-1] if evals else {}, self.accuracy_key),
+                                    model=self.summary.get("model"), utilisation=run.utilisation())
+
+        run.finish("success", step=state.global_step, reduce=_reducer(args), figures=figures)
+        self.summary = run.summary
+        if self._own_run is not None:
+            self._own_run.client.set_terminated(self._own_run.run_id)
