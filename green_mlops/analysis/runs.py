@@ -94,23 +94,33 @@ def provenance_text(per_domain: Mapping[str, str]) -> str:
 
 
 def _split_columns(raw: pd.DataFrame) -> pd.DataFrame:
-    """Strip the ``metrics.``/``params.``/``tags.`` prefixes and green_mlops' namespace (``green_mlops/x``,
-    ``green_mlops.x`` → ``x``); green_mlops' own names win a clash, then metrics; the others keep their prefix."""
+    """Strip the ``metrics.``/``params.``/``tags.`` prefixes; metrics win a clash, the others keep their prefix.
+
+    green_mlops' namespaced names (``green_mlops/x``, ``green_mlops.x``) become ``x``, filled in from an
+    un-namespaced ``x`` where a run has none (runs logged before the namespace existed)."""
+    def ours(c: str) -> bool:
+        return c.startswith(("metrics.", "params.")) and names.bare(c.split(".", 1)[1]) != c.split(".", 1)[1]
+
+    spaced = [c for c in raw.columns if ours(c)]
     renamed: dict[str, str] = {}
-    ours = {names.bare(c.split(".", 1)[1]) for c in raw.columns
-            if c.startswith(("metrics.", "params.")) and names.bare(c.split(".", 1)[1]) != c.split(".", 1)[1]}
-    taken = set(ours) | {c for c in raw.columns if not c.startswith(_PREFIXES)}
-    for c in sorted(raw.columns, key=lambda c: not c.startswith("metrics.")):
-        if c.startswith(_PREFIXES):
+    plain = [c for c in raw.columns if c not in spaced]
+    taken = {c.removeprefix("metrics.") for c in plain if c.startswith("metrics.")} | {
+        c for c in plain if not c.startswith(_PREFIXES)}
+    for c in plain:
+        if c.startswith("metrics."):
+            renamed[c] = c.removeprefix("metrics.")
+        elif c.startswith(_PREFIXES):
             short = c.split(".", 1)[1]
-            bare = names.bare(short) if not c.startswith("tags.") else short
-            if bare != short:  # green_mlops' own
-                renamed[c] = bare
-                continue
             renamed[c] = c if short in taken else short
             taken.add(renamed[c])
-    df = raw.rename(columns=renamed)
-    for c in raw.columns:
+    df = raw[plain].rename(columns=renamed)
+    for c in spaced:
+        bare = names.bare(c.split(".", 1)[1])
+        col = pd.to_numeric(raw[c], errors="coerce") if c.startswith("params.") else raw[c]
+        if c.startswith("params.") and col.notna().sum() != raw[c].notna().sum():
+            col = raw[c]
+        df[bare] = col.combine_first(df[bare]) if bare in df else col
+    for c in plain:
         if c.startswith("params."):
             col = renamed[c]
             num = pd.to_numeric(df[col], errors="coerce")

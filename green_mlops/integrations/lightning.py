@@ -56,7 +56,7 @@ def _sinks(trainer: Any) -> Sinks:
             runs.append(run)
         else:
             others.append(lg)
-    return Sinks(runs, others)
+    return Sinks(runs, others, files=trainer.is_global_zero)
 
 
 class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
