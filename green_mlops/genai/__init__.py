@@ -29,5 +29,5 @@ __all__ = sorted(_NAMES)
 
 def __getattr__(name: str) -> Any:
     if name in _NAMES:
-        return getattr(importlib.import_module(f"green_mlops.genai.{_NAMES[name]}"), name)
+        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
     raise AttributeError(f"module 'green_mlops.genai' has no attribute {name!r}")
