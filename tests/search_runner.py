@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import MLFlowLogger
 
+from green_mlops import names
 from green_mlops.lightning import EnergyCallback
 from green_mlops.search import TrialContext, TrialResult
 from tests.lightning_digits import DigitsMLP, digits_loaders
@@ -46,7 +47,7 @@ def run_trial(ctx: TrialContext, epochs: int = 1) -> TrialResult:
     per_sample = None
     if not ctx.over_budget():
         trainer.test(model, val, verbose=False)
-        per_sample = cb.summary["metrics"]["energy_per_sample_inference_J"]
+        per_sample = cb.summary["metrics"][names.metric(names.ENERGY_PER_SAMPLE_INFERENCE)]
     return TrialResult(accuracy=acc, training_J=fit["energy_J"], inference_J_per_sample=per_sample,
                        inference_samples=len(val.dataset), duration_s=fit.get("duration_s"),
                        steps=trainer.global_step)
