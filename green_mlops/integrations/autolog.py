@@ -8,7 +8,6 @@ the run raised: MLflow then ends it FAILED or KILLED as usual, with the energy u
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -120,7 +119,4 @@ def _finish(run_id: str, status: str) -> None:
     metered.stop.set()
     if metered.ticker is not None:
         metered.ticker.join(timeout=5)
-    run = metered.run
-    seconds = math.ceil(run.meter.now() - run.meter.start_time)
-    run.step(seconds)
-    run.finish(status, step=seconds)
+    metered.run.finish(status, step=None)

@@ -135,16 +135,21 @@ class MeteredRun:
         if self.sinks:
             self.sinks.log_params(params)
 
-    def finish(self, status: str, *, step: int, reduce: Reduce | None = None, error: BaseException | None = None,
+    def finish(self, status: str, *, step: int | None, reduce: Reduce | None = None,
+               error: BaseException | None = None,
                figures: Callable[[EnergyResult, float], Mapping[str, float | None]] | None = None) -> dict[str, Any]:
         """Stop metering; log the end-of-run figures, summary and artifacts; close the sinks. Idempotent.
 
         ``figures(result, total_J)`` returns extra end-of-run figures by bare name (logged as ``green_mlops/…``).
+        ``step`` None: steps are seconds, and the run's end is marked as step ⌈duration⌉ (``autolog``).
         """
         if self.finished:
             return self.summary
         self.finished = True
         result = self.meter.stop()
+        if step is None:
+            step = math.ceil(result.duration_s)
+            self.stream.mark(step, result.end)
         self.stream.close()
         local = result.total_J
         total = reduce(local) if reduce is not None and error is None else local
