@@ -1,16 +1,19 @@
 """Find every power source this machine offers, falling back visibly where measurement is missing.
 
-Order of preference per domain: GPU via NVML; CPU and DRAM via RAPL, else the estimating models.
-Each fallback carries the reason the better method was unavailable.
+Order of preference per domain: GPUs via NVML (NVIDIA, superchip modules included) and amdsmi (AMD);
+CPU and DRAM via RAPL, else the estimating models. A source whose counter already covers the CPU or
+DRAM (a Grace Hopper module) keeps those domains from being opened again, so nothing is counted
+twice. Each fallback carries the reason the better method was unavailable.
 """
 from __future__ import annotations
 
+from green_mlops.meter.amd import discover_amd
 from green_mlops.meter.cpu_model import discover_cpu_model
 from green_mlops.meter.dram_model import discover_dram_model
 from green_mlops.meter.nvml import discover_nvml
 from green_mlops.meter.rapl import discover_rapl
 from green_mlops.meter.settings import Settings
-from green_mlops.meter.source import Discovery
+from green_mlops.meter.source import Discovery, Finding
 
 
 def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery:
@@ -19,13 +22,26 @@ def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery
     found = Discovery()
     if gpu:
         found.extend(discover_nvml(settings))
+        amd = discover_amd(settings, first_index=len(found.sources))
+        if amd.sources or not found.sources:  # "amdsmi not installed" is noise beside NVIDIA GPUs
+            found.extend(amd)
+    covered = {d: s.info.name for s in found.sources for d in s.covers}
+    for domain, owner in covered.items():
+        found.findings.append(Finding(domain, "covered", "module-counter",
+                                      f"included in {owner}'s counter ({_what(found, owner)}); not added again"))
     rapl = discover_rapl(settings)
-    found.extend(rapl)
-    covered = {s.info.domain for s in rapl.sources}
+    found.sources.extend(s for s in rapl.sources if s.info.domain not in covered)
+    found.findings.extend(f for f in rapl.findings if not any(f.component.startswith(d) for d in covered))
+    measured = {s.info.domain for s in found.sources} | set(covered)
     for domain, fallback in (("cpu", discover_cpu_model), ("dram", discover_dram_model)):
-        if domain in covered:
+        if domain in measured:
             continue
         reasons = [f.reason for f in rapl.findings if f.component.startswith(domain) and f.status == "absent"]
         why = "no RAPL: " + (reasons[0] if reasons else "no usable powercap zone")
         found.extend(fallback(settings, why))
     return found
+
+
+def _what(found: Discovery, name: str) -> str:
+    src = next(s for s in found.sources if s.info.name == name)
+    return src.info.detail.split(":", 1)[0]
