@@ -14,6 +14,7 @@ from green_mlops.meter.nvml import discover_nvml
 from green_mlops.meter.rapl import discover_rapl
 from green_mlops.meter.settings import Settings
 from green_mlops.meter.source import Discovery, Finding
+from green_mlops.meter.superchip import upgrade_superchips
 
 
 def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery:
@@ -21,14 +22,18 @@ def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery
     settings = settings or Settings.from_env()
     found = Discovery()
     if gpu:
-        found.extend(discover_nvml(settings))
+        found.extend(upgrade_superchips(discover_nvml(settings), settings))
         amd = discover_amd(settings, first_index=len(found.sources))
         if amd.sources or not found.sources:  # "amdsmi not installed" is noise beside NVIDIA GPUs
             found.extend(amd)
-    covered = {d: s.info.name for s in found.sources for d in s.covers}
-    for domain, owner in covered.items():
+    covered: dict[str, list[str]] = {}
+    for s in found.sources:
+        for d in s.covers:
+            covered.setdefault(d, []).append(s.info.name)
+    for domain, owners in covered.items():
+        what = "; ".join(f"{o}: {_what(found, o)}" for o in owners)
         found.findings.append(Finding(domain, "covered", "module-counter",
-                                      f"included in {owner}'s counter ({_what(found, owner)}); not added again"))
+                                      f"included in the counter of {', '.join(owners)} ({what}); not added again"))
     rapl = discover_rapl(settings)
     found.sources.extend(s for s in rapl.sources if s.info.domain not in covered)
     found.findings.extend(f for f in rapl.findings if not any(f.component.startswith(d) for d in covered))
@@ -43,5 +48,6 @@ def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery
 
 
 def _what(found: Discovery, name: str) -> str:
+    """The first clause of a source's detail: the device and what its counter includes."""
     src = next(s for s in found.sources if s.info.name == name)
-    return src.info.detail.split(":", 1)[0]
+    return src.info.detail.split(";", 1)[0]
