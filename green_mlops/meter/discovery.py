@@ -1,7 +1,7 @@
 """Find every power source this machine offers, falling back visibly where measurement is missing.
 
 Order of preference per domain: GPUs via NVML (NVIDIA, superchip modules included) and amdsmi (AMD);
-CPU and DRAM via RAPL, else the estimating models. A source whose counter already covers the CPU or
+board monitors (Jetson INA3221 rails); CPU and DRAM via RAPL, else the estimating models. A source whose counter already covers the CPU or
 DRAM (a Grace Hopper module) keeps those domains from being opened again, so nothing is counted
 twice. Each fallback carries the reason the better method was unavailable.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from green_mlops.meter.amd import discover_amd
 from green_mlops.meter.cpu_model import discover_cpu_model
 from green_mlops.meter.dram_model import discover_dram_model
+from green_mlops.meter.jetson import discover_jetson
 from green_mlops.meter.nvml import discover_nvml
 from green_mlops.meter.rapl import discover_rapl
 from green_mlops.meter.settings import Settings
@@ -26,6 +27,7 @@ def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery
         amd = discover_amd(settings, first_index=len(found.sources))
         if amd.sources or not found.sources:  # "amdsmi not installed" is noise beside NVIDIA GPUs
             found.extend(amd)
+    found.extend(discover_jetson(settings))
     covered: dict[str, list[str]] = {}
     for s in found.sources:
         for d in s.covers:
@@ -34,10 +36,11 @@ def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery
         what = "; ".join(f"{o}: {_what(found, o)}" for o in owners)
         found.findings.append(Finding(domain, "covered", "module-counter",
                                       f"included in the counter of {', '.join(owners)} ({what}); not added again"))
+    done = {s.info.domain for s in found.sources} | set(covered)  # CPU/DRAM a board monitor already meters
     rapl = discover_rapl(settings)
-    found.sources.extend(s for s in rapl.sources if s.info.domain not in covered)
-    found.findings.extend(f for f in rapl.findings if not any(f.component.startswith(d) for d in covered))
-    measured = {s.info.domain for s in found.sources} | set(covered)
+    found.sources.extend(s for s in rapl.sources if s.info.domain not in done)
+    found.findings.extend(f for f in rapl.findings if not any(f.component.startswith(d) for d in done))
+    measured = {s.info.domain for s in found.sources} | done
     for domain, fallback in (("cpu", discover_cpu_model), ("dram", discover_dram_model)):
         if domain in measured:
             continue
