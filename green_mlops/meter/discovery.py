@@ -1,13 +1,14 @@
 """Find every power source this machine offers, falling back visibly where measurement is missing.
 
 Order of preference per domain: GPUs via NVML (NVIDIA, superchip modules included) and amdsmi (AMD);
-board monitors (Jetson INA3221 rails); CPU and DRAM via RAPL, else the estimating models. A source whose counter already covers the CPU or
+board monitors (Jetson INA3221 rails, Apple silicon's powermetrics); CPU and DRAM via RAPL, else the estimating models. A source whose counter already covers the CPU or
 DRAM (a Grace Hopper module) keeps those domains from being opened again, so nothing is counted
 twice. Each fallback carries the reason the better method was unavailable.
 """
 from __future__ import annotations
 
 from green_mlops.meter.amd import discover_amd
+from green_mlops.meter.apple import discover_apple
 from green_mlops.meter.cpu_model import discover_cpu_model
 from green_mlops.meter.dram_model import discover_dram_model
 from green_mlops.meter.jetson import discover_jetson
@@ -28,6 +29,7 @@ def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery
         if amd.sources or not found.sources:  # "amdsmi not installed" is noise beside NVIDIA GPUs
             found.extend(amd)
     found.extend(discover_jetson(settings))
+    found.extend(discover_apple(settings))
     covered: dict[str, list[str]] = {}
     for s in found.sources:
         for d in s.covers:
