@@ -3,11 +3,13 @@
 The fake (tests/fake_amdsmi.py) follows AMD's AMD SMI Python API reference and the behaviours
 recorded on MI300X, MI210 and MI250X nodes in Zeus pull request 203; see its header.
 """
+import json
 import sys
 import time
 
 import pytest
 
+from green_mlops import cli
 from green_mlops.meter import EnergyMeter
 from green_mlops.meter.amd import METHOD_COUNTER, METHOD_POWER, discover_amd, visible_hip_indices
 from green_mlops.meter.settings import Settings
@@ -138,3 +140,23 @@ def test_meter_window_matches_driven_energy(inject):
         t1 = meter.now()
     got = meter.energy(t0, t1).total_J
     assert got == pytest.approx(400.0 * (t1 - t0), rel=0.05)
+
+
+def test_hardware_shows_amd_gpus(inject, monkeypatch, capsys, tmp_path):
+    import pynvml
+
+    def no_nvidia_driver():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_nvidia_driver)
+    monkeypatch.setenv("GREEN_MLOPS_POWERCAP_ROOT", str(tmp_path / "none"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    inject(mi250x_node())
+    assert cli.main(["hardware", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in data["sources"] if s["domain"] == "gpu"] == ["gpu0", "gpu2", "gpu4", "gpu6"]
+    status = {f["component"]: f["status"] for f in data["findings"]}
+    assert status["gpu1"] == "covered" and status["gpu0"] == "measured"
+    assert cli.main(["hardware"]) == 0
+    out = capsys.readouterr().out
+    assert "amdsmi-energy-counter" in out and "MI250X" in out

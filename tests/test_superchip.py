@@ -6,11 +6,13 @@ NVML_POWER_SCOPE_MODULE and supports GPU scope only (Zeus pull request 242); C2C
 nvmlDeviceGetC2cModeInfoV (nvidia-ml-py). Arm package ids that do not start at 0 are written into
 a fake /sys/devices/system/cpu tree.
 """
+import json
 import time
 from pathlib import Path
 
 import pytest
 
+from green_mlops import cli
 from green_mlops.meter import EnergyMeter, discover, host
 from green_mlops.meter.nvml import METHOD_COUNTER, discover_nvml
 from green_mlops.meter.settings import Settings
@@ -122,3 +124,31 @@ def test_hidden_module_leaves_its_cpus_unmetered_and_says_so(monkeypatch, tmp_pa
                              cpu_root=str(root))
     (gap,) = [f for f in one.findings if f.component == "cpu"]
     assert gap.status == "absent" and "socket 1" in gap.reason and "taskset" in gap.reason
+
+
+def test_hardware_shows_the_module_and_covered_cpu_dram(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("GREEN_MLOPS_POWERCAP_ROOT", str(tmp_path / "none"))
+    install(monkeypatch, [gh200()])
+    assert cli.main(["hardware", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in data["sources"]] == ["module0"]
+    status = {f["component"]: f for f in data["findings"]}
+    assert status["module0"]["method"] == METHOD_MODULE_COUNTER
+    assert status["cpu"]["status"] == status["dram"]["status"] == "covered"
+    assert cli.main(["hardware"]) == 0
+    out = capsys.readouterr().out
+    assert "module0" in out and "covered" in out and "Grace CPU" in out and "estimated by a model" not in out
+
+
+def test_run_tags_name_the_module_for_cpu_and_dram(monkeypatch, tmp_path):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("GREEN_MLOPS_POWERCAP_ROOT", str(tmp_path / "none"))
+    install(monkeypatch, [gh200()])
+    import pynvml
+
+    from green_mlops.mlflow.context import _method_tags
+    tags = _method_tags(pynvml)
+    for domain in ("gpu", "cpu", "dram"):
+        assert tags[f"green_mlops.method.{domain}"] == METHOD_MODULE_COUNTER
+        assert tags[f"green_mlops.provenance.{domain}"] == "measured"
