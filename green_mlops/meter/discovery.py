@@ -35,9 +35,10 @@ def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery
         for d in s.covers:
             covered.setdefault(d, []).append(s.info.name)
     for domain, owners in covered.items():
-        what = "; ".join(f"{o}: {_what(found, o)}" for o in owners)
-        found.findings.append(Finding(domain, "covered", "module-counter",
-                                      f"included in the counter of {', '.join(owners)} ({what}); not added again"))
+        what = "; ".join(dict.fromkeys(_what(found, o) for o in owners))
+        whose = f"{owners[0]}'s measurement" if len(owners) == 1 else f"the measurements of {', '.join(owners)}"
+        method = next(s.info.method for s in found.sources if s.info.name == owners[0])
+        found.findings.append(Finding(domain, "covered", method, f"included in {whose} ({what}); not added again"))
     done = {s.info.domain for s in found.sources} | set(covered)  # CPU/DRAM a board monitor already meters
     rapl = discover_rapl(settings)
     found.sources.extend(s for s in rapl.sources if s.info.domain not in done)
