@@ -8,6 +8,9 @@ Built from the public record, not from guesses:
 - Quirks recorded on real machines in Zeus pull request 203 (github.com/ml-energy/zeus/pull/203):
   MI300X ``average_socket_power`` is "N/A"; MI210 ``current_socket_power`` is "N/A"; an 8-GPU
   MI250X node reports ``[89, 0, 93, 0, 88, 0, 88, 0]`` W, the even die carrying both dies' power.
+- Counters that disagree with power on real nodes: one that never moves (MI100, ``power`` key and
+  ``counter_resolution`` 15.300000190734863 recorded in AMDResearch/hpcfund issue 21) and one that
+  under-reports about 15× against the amd-smi CLI (MI210, ROCm 6.1.3, amdsmi issue #38).
 - HIP index from ``amdsmi_get_gpu_enumeration_info(handle)["hip_id"]`` (amdsmi 6.4+), which may
   differ from the order of ``amdsmi_get_processor_handles`` (Zeus's note on MI350X nodes).
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import time
 from types import ModuleType, SimpleNamespace
 
-RESOLUTION_UJ = 15.3  # µJ per accumulator tick, as amd-smi reports on MI200/MI300
+RESOLUTION_UJ = 15.300000190734863  # µJ per tick, as amdsmi returns it (a float32 15.3)
 
 
 class AmdSmiLibraryException(Exception):
@@ -34,16 +37,17 @@ class AmdSmiLibraryException(Exception):
 class FakeAmdGpu:
     def __init__(self, market_name: str, power_W: float = 300.0, hip_id: int = 0, *, current: bool = True,
                  average: bool = True, counter: bool = True, start_ticks: int = 0, bits: int = 64,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, counter_scale: float = 1.0) -> None:
         self.market_name, self.power_W, self.hip_id = market_name, power_W, hip_id
         self.current, self.average, self.counter, self.bits, self.clock = current, average, counter, bits, clock
         self._ticks = float(start_ticks)
+        self.counter_scale = counter_scale  # 0: a counter that never moves; 1/15: one that under-reports
         self._t = clock()
         self.energy_calls = 0
 
     def _advance(self) -> None:
         now = self.clock()
-        self._ticks += self.power_W * (now - self._t) * 1e6 / RESOLUTION_UJ
+        self._ticks += self.counter_scale * self.power_W * (now - self._t) * 1e6 / RESOLUTION_UJ
         self._t = now
 
     def set_power(self, watts: float) -> None:

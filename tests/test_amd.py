@@ -43,7 +43,7 @@ def test_init_failure_is_a_finding(inject):
 def test_mi300x_average_na_uses_current_power_and_counter(inject):
     clock = ManualClock()
     module = inject([FakeAmdGpu("AMD Instinct MI300X", 600.0, average=False, clock=clock)])
-    found = discover_amd(Settings(), env={})
+    found = discover_amd(Settings(), env={}, sleep=clock.advance, clock=clock)
     (gpu,) = found.sources
     assert gpu.info.name == "gpu0" and gpu.info.method == METHOD_COUNTER and gpu.info.provenance == "measured"
     assert gpu.power_field == "current_socket_power" and "average_socket_power reported as N/A" in gpu.info.detail
@@ -69,7 +69,7 @@ def test_counter_wrap_and_reset_are_counted_and_reported(inject):
     start = 2**32 - int(100.0 / (RESOLUTION_UJ * 1e-6))  # 100 J before a 32-bit wrap
     fake = FakeAmdGpu("AMD Instinct MI300X", 300.0, start_ticks=start, bits=32, clock=clock)
     inject([fake])
-    (gpu,) = discover_amd(Settings(), env={}).sources
+    (gpu,) = discover_amd(Settings(), env={}, sleep=clock.advance, clock=clock).sources
     gpu.read(Tick(t=clock(), full=True))
     driven = 0.0
     for watts, seconds in ((300.0, 0.2), (500.0, 0.4), (100.0, 1.0)):  # 60 + 200 + 100 J: wraps at 100 J
@@ -81,6 +81,19 @@ def test_counter_wrap_and_reset_are_counted_and_reported(inject):
     assert any("wrapped" in w for w in gpu.warnings)
 
 
+@pytest.mark.parametrize("scale", [0.0, 1 / 15])
+def test_implausible_counter_falls_back_to_socket_power(inject, scale):
+    clock = ManualClock()
+    inject([FakeAmdGpu("AMD Instinct MI210", 250.0, current=False, counter_scale=scale, clock=clock),
+            FakeAmdGpu("AMD Instinct MI210", 250.0, current=False, hip_id=1, clock=clock)])
+    found = discover_amd(Settings(), env={}, sleep=clock.advance, clock=clock)
+    bad, good = found.sources
+    assert bad.info.method == METHOD_POWER and "amdsmi issue #38" in bad.info.detail and bad.counter_interval == 0
+    assert good.info.method == METHOD_COUNTER
+    assert {f.component: f.method for f in found.findings} == {"gpu0": METHOD_POWER, "gpu1": METHOD_COUNTER}
+    assert bad.read(Tick(t=clock(), full=True)).energy_J is None
+
+
 def test_no_counter_integrates_socket_power(inject):
     inject([FakeAmdGpu("AMD Instinct MI210", 200.0, counter=False, current=False)])
     (gpu,) = discover_amd(Settings(), env={}).sources
@@ -90,7 +103,7 @@ def test_no_counter_integrates_socket_power(inject):
 def test_old_api_power_key(inject):
     clock = ManualClock()
     inject([FakeAmdGpu("AMD Instinct MI250X", 400.0, clock=clock)], old_api=True)
-    (gpu,) = discover_amd(Settings(), env={}).sources
+    (gpu,) = discover_amd(Settings(), env={}, sleep=clock.advance, clock=clock).sources
     gpu.read(Tick(t=clock(), full=True))
     clock.advance(1.0)
     assert gpu.read(Tick(t=clock(), full=True)).energy_J == pytest.approx(400.0, abs=1e-4)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +25,8 @@ from green_mlops.meter.source import Discovery, Finding, PowerSource, Reading, S
 METHOD_COUNTER = "amdsmi-energy-counter"
 METHOD_POWER = "amdsmi-socket-power"
 _WRAP_32 = 2**32
+#: Seconds discovery waits to check each counter against socket power (once, for all GPUs together).
+PROBE_S = 0.25
 _ENV_ORDER = ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 
 
@@ -106,8 +110,6 @@ class AmdGpu(PowerSource):
     def __init__(self, amdsmi: Any, handle: Any, index: int, name: str, settings: Settings,
                  pair_note: str = "", session: _Session | None = None) -> None:
         self._amdsmi, self._h, self.index, self.gpu_name = amdsmi, handle, index, name
-        self._session = session or _Session(amdsmi)
-        self._session.users += 1
         fields = _power_fields(amdsmi, handle)
         self.power_field = next((k for k, v in fields.items() if v is not None), None)
         try:
@@ -116,29 +118,44 @@ class AmdGpu(PowerSource):
         except Exception as exc:  # noqa: BLE001 - AmdSmiLibraryException, KeyError on odd bindings
             self.has_counter, counter_err = False, str(exc) or type(exc).__name__
         na = [k for k, v in fields.items() if v is None]
-        quirk = f"; {' and '.join(na)} reported as N/A" if na else ""
-        curve = f"amdsmi_get_power_info {self.power_field}" if self.power_field else "no power field (N/A)"
+        self._quirk = f"; {' and '.join(na)} reported as N/A" if na else ""
+        self._pair_note = pair_note
         if self.has_counter:
-            method = METHOD_COUNTER
             self.counter_interval = settings.gpu_counter_interval
-            detail = (f"{name}: energy from amdsmi_get_energy_count (accumulator × {self.resolution_uJ:g} µJ) "
-                      f"read every {self.counter_interval:g} s; power curve from {curve}{quirk}")
-        elif self.power_field:
-            method = METHOD_POWER
-            detail = (f"{name}: no energy counter ({counter_err}); energy integrated from "
-                      f"{self.power_field}{quirk}")
-        else:
-            raise SourceError(f"{name}: amdsmi reports neither an energy counter ({counter_err}) nor socket power")
-        self.info = SourceInfo(f"gpu{index}", "gpu", "measured", method, detail + pair_note)
+        self._describe(counter_err)
+        self._session = session or _Session(amdsmi)
+        self._session.users += 1
         self.warnings: list[str] = []
         self._last_raw: int | None = None
         self._energy_J = 0.0
+
+    def _describe(self, counter_err: str) -> None:
+        """Set ``info`` from what works: the counter, else socket power integrated."""
+        name = self.gpu_name
+        curve = f"amdsmi_get_power_info {self.power_field}" if self.power_field else "no power field (N/A)"
+        if self.has_counter:
+            method = METHOD_COUNTER
+            detail = (f"{name}: energy from amdsmi_get_energy_count (accumulator × {self.resolution_uJ:g} µJ) "
+                      f"read every {self.counter_interval:g} s; power curve from {curve}{self._quirk}")
+        elif self.power_field:
+            method = METHOD_POWER
+            detail = (f"{name}: no usable energy counter ({counter_err}); energy integrated from "
+                      f"{self.power_field}{self._quirk}")
+        else:
+            raise SourceError(f"{name}: amdsmi reports neither an energy counter ({counter_err}) nor socket power")
+        self.info = SourceInfo(f"gpu{self.index}", "gpu", "measured", method, detail + self._pair_note)
+
+    def disable_counter(self, why: str) -> None:
+        """Integrate socket power instead of a counter found implausible (amdsmi issue #38)."""
+        self.has_counter, self.counter_interval = False, 0.0
+        self._describe(why)
 
     def read(self, tick: Tick) -> Reading:
         try:
             power = math.nan
             if self.power_field:
-                power = _power_fields(self._amdsmi, self._h)[self.power_field] or math.nan
+                value = _power_fields(self._amdsmi, self._h)[self.power_field]
+                power = value if value is not None else math.nan
             energy = self._read_counter() if (self.has_counter and tick.full) else None
         except Exception as exc:  # noqa: BLE001 - AmdSmiLibraryException and friends
             raise SourceError(f"{self.info.name}: amdsmi read failed: {exc}") from exc
@@ -178,6 +195,32 @@ class _Session:
                 self.amdsmi.amdsmi_shut_down()
 
 
+def check_counters(gpus: list[AmdGpu], sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> None:
+    """Compare each counter with socket power × time over one short wait; integrate power where they disagree.
+
+    Field reports: a counter that never moves (MI100, AMDResearch/hpcfund issue 21) and one that
+    under-reports some 15× (MI210, amdsmi issue #38). Agreement within 10× either way is accepted
+    (load may change within the wait); a GPU drawing under 1 W cannot be judged and keeps its counter.
+    """
+    probe = [g for g in gpus if g.has_counter and g.power_field]
+    if not probe:
+        return
+    before = [(_counter_uJ(g._amdsmi, g._h)[0], _power_fields(g._amdsmi, g._h)[g.power_field]) for g in probe]
+    t0 = clock()
+    sleep(PROBE_S)
+    dt = clock() - t0
+    for g, (raw0, p0) in zip(probe, before):
+        raw1, res = _counter_uJ(g._amdsmi, g._h)
+        p1 = _power_fields(g._amdsmi, g._h)[g.power_field]
+        watts = ((p0 or 0.0) + (p1 or 0.0)) / 2
+        delta = raw1 - raw0 if raw1 >= raw0 else raw1 + _WRAP_32 - raw0
+        counted, expected = delta * res / 1e6, watts * dt
+        if watts >= 1.0 and not 0.1 <= counted / expected <= 10:
+            g.disable_counter(f"amdsmi_get_energy_count counted {counted:.3g} J over a {dt:.2f} s check while "
+                              f"socket power gave {expected:.3g} J (see amdsmi issue #38)")
+
+
 def _pairs(names: list[str], odd_zero: list[bool]) -> dict[int, int]:
     """MI250/MI250X dies whose power is on their even partner: {odd HIP index: even HIP index}."""
     return {i: i - 1 for i, n in enumerate(names)
@@ -185,7 +228,8 @@ def _pairs(names: list[str], odd_zero: list[bool]) -> dict[int, int]:
 
 
 def discover_amd(settings: Settings, amdsmi: Any | None = None, env: dict[str, str] | None = None,
-                 first_index: int = 0) -> Discovery:
+                 first_index: int = 0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> Discovery:
     """Open every AMD GPU visible to HIP; say why when there is none (never an error).
 
     ``first_index`` numbers the sources after GPUs another vendor's source already opened.
@@ -208,6 +252,13 @@ def discover_amd(settings: Settings, amdsmi: Any | None = None, env: dict[str, s
         return found
     session = _Session(amdsmi)
     found = _open_visible(amdsmi, handles, settings, env, first_index, session)
+    try:
+        check_counters([s for s in found.sources if isinstance(s, AmdGpu)], sleep, clock)
+    except Exception as exc:  # noqa: BLE001 - a failed check leaves the counters as they were, said so
+        found.findings.append(Finding("gpu", "measured", METHOD_COUNTER, f"counter check failed: {exc}"))
+    now = {s.info.name: s.info for s in found.sources}  # a failed check changed the method: say so
+    found.findings[:] = [Finding(f.component, f.status, now[f.component].method, now[f.component].detail)
+                         if f.status == "measured" and f.component in now else f for f in found.findings]
     if not found.sources:
         session.release()
     return found
