@@ -255,8 +255,9 @@ def discover_amd(settings: Settings, amdsmi: Any | None = None, env: dict[str, s
     try:
         check_counters([s for s in found.sources if isinstance(s, AmdGpu)], sleep, clock)
     except Exception as exc:  # noqa: BLE001 - a failed check leaves the counters as they were, said so
-        found.findings.append(Finding("gpu", "measured", METHOD_COUNTER, f"counter check failed: {exc}"))
-    now = {s.info.name: s.info for s in found.sources}  # a failed check changed the method: say so
+        found.findings.append(Finding("gpu", "measured", METHOD_COUNTER,
+                                      f"checking the counters against socket power failed ({exc}); used unchecked"))
+    now = {s.info.name: s.info for s in found.sources}  # a counter found implausible changed the method
     found.findings[:] = [Finding(f.component, f.status, now[f.component].method, now[f.component].detail)
                          if f.status == "measured" and f.component in now else f for f in found.findings]
     if not found.sources:
