@@ -20,7 +20,11 @@ from green_mlops.meter.superchip import upgrade_superchips
 
 
 def discover(settings: Settings | None = None, *, gpu: bool = True) -> Discovery:
-    """Open the best source for every GPU, CPU package and DRAM domain found here."""
+    """Open the best source for every GPU, CPU package and DRAM domain found here.
+
+    ``gpu=False`` skips the GPU libraries (NVML, amdsmi); a board or SoC that meters CPU and GPU
+    through one interface (Jetson rails, powermetrics) is still read whole.
+    """
     settings = settings or Settings.from_env()
     found = Discovery()
     if gpu:
