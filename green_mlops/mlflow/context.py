@@ -108,15 +108,18 @@ def _method_tags(nvml: Any) -> dict[str, str]:
     from green_mlops.meter.nvml import discover_nvml
     from green_mlops.meter.settings import Settings
     from green_mlops.meter.source import DOMAINS
+    from green_mlops.meter.superchip import upgrade_superchips
 
     settings = Settings.from_env()
     found = discover(settings, gpu=False)
     if nvml is not None:
-        found.extend(discover_nvml(settings, nvml=nvml))
+        found.extend(upgrade_superchips(discover_nvml(settings, nvml=nvml), settings))
+    covered = {d for s in found.sources for d in s.covers}  # in a superchip module's counter, as the meter does
     try:
         tags = {}
         for domain in DOMAINS:
-            infos = [s.info for s in found.sources if s.info.domain == domain]
+            infos = [s.info for s in found.sources
+                     if (domain in s.covers if domain in covered else s.info.domain == domain)]
             tags[f"{PREFIX}method.{domain}"] = ",".join(sorted({i.method for i in infos})) or "none"
             tags[f"{PREFIX}provenance.{domain}"] = ",".join(sorted({i.provenance for i in infos})) or "none"
         return tags
