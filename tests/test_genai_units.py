@@ -9,8 +9,8 @@ import pytest
 
 from green_mlops.genai import ConfigError, PromptError, SweepConfig, find_saturation, load_prompts, parse_endpoint
 from green_mlops.genai.arrivals import arrival_offsets, arrival_stream
-from green_mlops.genai.config import RATE_GRID
 from green_mlops.genai.cli import main as genai_main
+from green_mlops.genai.config import RATE_GRID
 from green_mlops.genai.energy import TraceEnergy, TraceError
 from green_mlops.genai.server_metrics import CacheSnapshot, hit_rate, parse_cache_metrics
 from green_mlops.meter import EnergyMeter

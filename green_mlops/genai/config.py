@@ -133,6 +133,7 @@ class SweepConfig:
     requests: int | None = None
     warmup_s: float | None = None
     steady_min_s: float = STEADY_MIN_S
+    warmup_min_s: float = WARMUP_MIN_S
     arrival: Literal["poisson", "constant"] = "poisson"
     max_tokens: int = 256
     api: str | None = None
@@ -169,6 +170,8 @@ class SweepConfig:
                 raise ConfigError(f"{name.removesuffix('_s')} must be 0 or more seconds; got {value!r}")
         if not (self.steady_min_s > 0 and math.isfinite(self.steady_min_s)):
             raise ConfigError(f"the shortest steady window must be more than 0 seconds; got {self.steady_min_s!r}")
+        if not (self.warmup_min_s >= 0 and math.isfinite(self.warmup_min_s)):
+            raise ConfigError(f"the shortest warm-up must be 0 or more seconds; got {self.warmup_min_s!r}")
         for name in ("model_parameters", "model_bytes"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -193,7 +196,7 @@ class SweepConfig:
         """How each level's warm-up is sized, in words (a run parameter)."""
         if self.warmup_s is not None:
             return f"fixed {self.warmup_s:g} s"
-        return (f"until max({WARMUP_MIN_S:g} s, {WARMUP_LATENCY_FACTOR:g} × median latency of answered warm-up "
+        return (f"until max({self.warmup_min_s:g} s, {WARMUP_LATENCY_FACTOR:g} × median latency of answered warm-up "
                 f"requests), at most the request timeout")
 
     def target(self) -> Endpoint:

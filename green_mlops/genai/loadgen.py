@@ -37,17 +37,18 @@ class PhasePlan:
     steady_s: float | None
     steady_min_s: float
     warmup_max_s: float
+    warmup_min_s: float = WARMUP_MIN_S
 
     def warmup_over(self, elapsed: float, latencies: Sequence[float]) -> str | None:
         """Why an automatic warm-up ends now (None: it goes on)."""
         if elapsed >= self.warmup_max_s:
             return f"auto: reached its limit {self.warmup_max_s:g} s ({len(latencies)} answered)"
-        if elapsed < WARMUP_MIN_S or not latencies:
+        if elapsed < self.warmup_min_s or not latencies:
             return None
         median = statistics.median(latencies)
         if elapsed >= WARMUP_LATENCY_FACTOR * median:
-            return (f"auto: {elapsed:.1f} s ≥ max({WARMUP_MIN_S:g} s, {WARMUP_LATENCY_FACTOR:g} × median latency "
-                    f"{median:.2f} s of {len(latencies)} answered)")
+            return (f"auto: {elapsed:.2f} s ≥ max({self.warmup_min_s:g} s, {WARMUP_LATENCY_FACTOR:g} × median latency "
+                    f"{median:.4f} s of {len(latencies)} answered)")
         return None
 
     def steady_length(self, latencies: Sequence[float]) -> tuple[float, str]:
@@ -59,7 +60,7 @@ class PhasePlan:
         median = statistics.median(latencies)
         length = max(self.steady_min_s, STEADY_LATENCY_FACTOR * median)
         return length, (f"auto: max({self.steady_min_s:g} s, {STEADY_LATENCY_FACTOR:g} × warm-up median latency "
-                        f"{median:.2f} s)")
+                        f"{median:.4f} s)")
 
 
 @dataclass

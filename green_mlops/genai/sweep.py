@@ -187,7 +187,8 @@ async def _drive(config: SweepConfig, prompts: PromptSet, meter: EnergyMeter | N
         sent = 0
         for index, rate in enumerate(config.rates):
             steady = config.duration_s if config.requests is None else config.requests / rate
-            plan = PhasePlan(config.warmup_s, steady, config.steady_min_s, warmup_max_s=config.timeout_s)
+            plan = PhasePlan(config.warmup_s, steady, config.steady_min_s, warmup_max_s=config.timeout_s,
+                             warmup_min_s=config.warmup_min_s)
             log(f"level {index + 1}/{len(config.rates)}: {rate:g} rps; warm-up {config.warmup_rule()}, "
                 f"steady window {config.steady_rule()}")
             before: CacheSnapshot | None = await scrape(session, target.metrics_url) if has_cache else None
