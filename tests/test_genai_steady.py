@@ -117,3 +117,31 @@ def test_loadgen_share_by_cpu_time():
     sum(i * i for i in range(200_000))  # burn a little CPU in this process
     span = cpu_clock().since(a)
     assert span.process_s > 0 and span.busy_s >= 0 and span.duration_s > 0
+
+
+def test_benchmark_merge_takes_medians_over_repeats_and_names_grid_gaps(tmp_path, capsys):
+    from benchmarks import genai_h100
+
+    def call(name, rows):
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame(rows).to_csv(folder / genai_h100.LEVELS_FILE, index=False)
+        return folder
+
+    def row(model, rate, round_, joules):
+        return {"model": model, "round": round_, "rate_rps": rate, "parameters": 1e9 if model == "1b" else 3e9,
+                "energy_per_request_J": joules, "server_energy_per_request_J": joules - 1,
+                "energy_per_output_token_J": joules / 128, "gpu_energy_per_request_J": joules / 2,
+                "loadgen_cpu_share": 0.1, "latency_p50_s": 13.0, "duration_s": 39.0, "drain_s": 13.0,
+                "sustainable": True, "unsustainable_reason": ""}
+
+    a = call("a", [row("1b", r, 0, 40 / r) for r in (1, 2, 30)] + [row("3b", r, 0, 90 / r) for r in (1, 2)])
+    b = call("b", [row("1b", r, 1, 44 / r) for r in (1, 2, 30)] + [row("3b", r, 1, 80 / r) for r in (1, 2)])
+    assert genai_h100.main(["--merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 0
+    table = pd.read_csv(tmp_path / "m" / "genai_by_rate.csv").set_index(["model", "rate_rps"])
+    assert table.loc[("1b", 1.0), "energy_per_request_J"] == pytest.approx(42.0)
+    assert table.loc[("1b", 1.0), ["energy_per_request_min_J", "energy_per_request_max_J", "repeats"]].tolist() == [
+        40.0, 44.0, 2]
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("grid gaps: 3b at 30 rps") and "42.00 (40.00…44.00)" in out
+    assert (tmp_path / "m" / "compare_energy_per_request.png").stat().st_size > 0

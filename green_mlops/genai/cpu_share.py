@@ -75,6 +75,8 @@ def loadgen_share(window: CpuSpan, idle: CpuSpan | None) -> tuple[float, str]:
     extra_busy = window.busy_s - idle.busy_s * scale
     if extra_busy <= 0:
         return math.nan, "the machine's CPUs were no busier than at idle: no share to apportion"
+    if extra_client > extra_busy:
+        return 1.0, METHOD + " (the client's extra CPU time exceeded the machine's: CPUs saturated at idle? clipped to 1)"
     return _clip(extra_client / extra_busy), METHOD
 
 
