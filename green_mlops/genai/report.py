@@ -52,7 +52,7 @@ def plot_sweep(analysis: Analysis, directory: str | Path, title: str = "") -> li
             fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
             ax.plot(levels["rate_rps"], levels[column], marker="o")
             _mark(ax, levels, analysis.saturation)
-            _axes(ax, ylabel + f", {basis}", f"{title}: {ylabel} vs request rate")
+            _axes(ax, ylabel + f", {basis}", f"{title}: {ylabel} vs request rate (steady window)")
             files.append(_save(fig, out / name, plt))
         files.append(plot_devices(analysis.devices, out / "device_energy_per_request.png", title))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
