@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from green_mlops.genai.aggregate import Analysis
+from green_mlops.genai.aggregate import ESTIMATOR, Analysis
 from green_mlops.genai.record import SweepRecord
 from green_mlops.genai_metrics import LEVEL_PROVENANCE, SWEEP_SERIES
 from green_mlops.meter import EnergyResult
@@ -58,7 +58,8 @@ def log_sweep(record: SweepRecord, analysis: Analysis, files: Sequence[Path], *,
     with mlflow.start_run(run_name=name) as parent:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         tags = {"green_mlops.genai.energy_source": energy_description or "not metered",
-                "green_mlops.genai.saturation": str(sat), "green_mlops.genai.saturation_criterion": sat.criterion}
+                "green_mlops.genai.saturation": str(sat), "green_mlops.genai.saturation_criterion": sat.criterion,
+                "green_mlops.genai.estimator": ESTIMATOR}
         if sample_energy is not None:
             for domain in ("gpu", "cpu", "dram"):
                 parts = [s.info for s in sample_energy.sources if s.info.domain == domain]
