@@ -33,7 +33,8 @@ def model(i: int) -> dict[str, float]:
             "flops": 2e8 * (1 + i) ** 2, "model_size_bytes": 4 * params, "gpu_W": 250.0 + 10 * i}
 
 
-def make_runs(models: int = 6, repeats: int = 3, shape: dict[int, float] | None = None, seed: int = 17) -> pd.DataFrame:
+def make_runs(models: int = 6, repeats: int = 3, shape: dict[int, float] | None = None, seed: int = 17,
+              noise: float = NOISE) -> pd.DataFrame:
     """The synthetic export (see the module docstring); ``shape`` changes where the optimum lies."""
     rng = np.random.default_rng(seed)
     shape = shape or SHAPE
@@ -42,7 +43,7 @@ def make_runs(models: int = 6, repeats: int = 3, shape: dict[int, float] | None 
         m = model(i)
         for bs, factor in shape.items():
             for r in range(repeats):
-                per_sample = m["macs"] * 1e-12 * factor * float(rng.lognormal(0, NOISE))
+                per_sample = m["macs"] * 1e-12 * factor * float(rng.lognormal(0, noise))
                 row = {k: v for k, v in m.items() if k != "gpu_W"}
                 row.update(batch_size=bs, repeat=r, seed=1000 + r, accuracy=0.5 + 0.05 * i,
                            train_samples=SAMPLES, inference_samples=SAMPLES)

@@ -106,13 +106,13 @@ def correlation_interval(x: Sequence[float] | pd.Series, y: Sequence[float] | pd
     n = len(xy)
     fn = _spearman if kind == "spearman" else _pearson
     a, b = xy["x"].to_numpy(), xy["y"].to_numpy()
-    point = float(fn(a, b)) if n >= 2 else math.nan
+    point = float(np.clip(fn(a, b), -1.0, 1.0)) if n >= 2 else math.nan
     if n < min_n or not math.isfinite(point):
         return _nan_interval(point, n)
     rng = np.random.default_rng(SEED)
     idx = rng.integers(0, n, size=(RESAMPLES, n))
     boot = fn(a[idx], b[idx], axis=-1)
-    boot = boot[np.isfinite(boot)]
+    boot = np.clip(boot[np.isfinite(boot)], -1.0, 1.0)  # rounding can put a perfect fit at 1 + 2e-16
     if len(boot) < RESAMPLES // 2:
         return _nan_interval(point, n)
     tail = (1 - LEVEL) / 2 * 100
