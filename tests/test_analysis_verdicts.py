@@ -162,3 +162,30 @@ def test_mlflow_names_map_both_ways():
     back = from_export(make_runs(models=1, repeats=1).head(1))
     assert {"metrics.energy/fit_J", "metrics.energy/predict_net_J", "tags.green_mlops.provenance.cpu"} <= set(back)
     assert back["tags.green_mlops.provenance.cpu"].iloc[0] == "estimated"
+
+
+def test_runs_logged_to_mlflow_with_the_new_metrics_load_as_net(tmp_path):
+    """The end-of-run metrics the callback logs (energy/fit_net_J, per-device, power/idle_*) map to the run
+    table through the same schema; a run without them makes the whole table gross."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from green_mlops.analysis import load_runs
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("net", artifact_location=str(tmp_path / "art"))
+    flat = make_runs(models=1, repeats=1).head(2)
+    back = from_export(flat)
+    for _, row in back.iterrows():
+        run = client.create_run(exp, tags={k.removeprefix("tags."): str(v) for k, v in row.items()
+                                           if k.startswith("tags.")}).info.run_id
+        client.log_batch(run, metrics=[Metric(k.removeprefix("metrics."), float(v), 0, 0) for k, v in row.items()
+                                       if k.startswith("metrics.")],
+                         params=[Param(k.removeprefix("params."), str(v)) for k, v in row.items()
+                                 if k.startswith("params.")])
+        client.set_terminated(run, "FINISHED")
+    runs = load_runs("net", uri, details=False)
+    assert choose_basis(runs).net and runs["idle_gpu_W"].eq(100.0).all()
+    expected = flat.set_index("batch_size")["train_gpu_net_J"]
+    assert runs.set_index("batch_size")["train_net_gpu_J"].to_dict() == pytest.approx(expected.to_dict())

@@ -1,6 +1,6 @@
 """Bootstrap 95 % intervals for the numbers the analysis quotes (scipy.stats.bootstrap, percentile method).
 
-The unit resampled is the configuration (hardware × model × batch size): repeats of a configuration are
+The unit resampled is the configuration (hardware × model × batch size, or request rate): repeats of a configuration are
 averaged first (:func:`config_means`), so n counts configurations, and repeats narrow each point without
 being counted as independent configurations. Questions within one model (the batch size at the
 energy-per-sample minimum, the size where it levels off) resample the repeats within each batch size
@@ -24,7 +24,7 @@ RESAMPLES = 2000
 SEED = 0  # fixed: the same runs give the same interval
 MIN_CONFIGS = 5  # fewer configurations than this: no interval on a correlation or a median across them
 MIN_REPEATS = 3  # fewer repeats per batch size than this: no interval on an optimum
-CONFIG_KEYS = ("hardware", "model", "batch_size")
+CONFIG_KEYS = ("hardware", "model", "batch_size", "rate_rps")  # rate_rps: a GenAI request-rate level
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def config_means(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """One row per configuration (the :data:`CONFIG_KEYS` present), ``columns`` averaged over its repeats,
     with ``repeats`` counting them. Rows whose ``columns`` are all NaN are left out."""
     keys = [k for k in CONFIG_KEYS if k in runs]
-    cols = [c for c in columns if c in runs]
+    cols = [c for c in dict.fromkeys(columns) if c in runs and c not in keys]
     df = runs[keys].copy()
     for c in cols:
         df[c] = pd.to_numeric(runs[c], errors="coerce").replace([np.inf, -np.inf], np.nan)
