@@ -64,13 +64,14 @@ def _hardware_groups(df: pd.DataFrame, limit: int = 4) -> list[tuple[str, pd.Dat
     return list(df.groupby("hardware", sort=True))[:limit]
 
 
-def _scope(runs: pd.DataFrame) -> str:
-    """Which models and batch sizes a figure shows, and how repeats were combined."""
+def _scope(runs: pd.DataFrame, averaged: bool = False) -> str:
+    """Which models and batch sizes a figure shows, and how repeats (and, if ``averaged``, sizes) combine."""
     models = sorted(runs["model"].astype(str).unique()) if "model" in runs else []
     sizes = sorted(_num(runs, "batch_size").dropna().unique())
     names = ", ".join(models) if len(models) <= 6 else f"{len(models)} models"
     at = (f"at batch size {sizes[0]:g}" if len(sizes) == 1 else
-          f"at batch sizes {', '.join(f'{b:g}' for b in sizes)} (averaged per model)" if sizes else "")
+          f"at batch sizes {', '.join(f'{b:g}' for b in sizes)}" + (" (averaged per model)" if averaged else "")
+          if sizes else "")
     repeats = "" if "repeat" not in runs or _num(runs, "repeat").nunique() < 2 else "; repeats averaged"
     return f"{names} {at} ({len(runs)} runs{repeats})".replace("  ", " ")
 
@@ -103,7 +104,7 @@ def time_per_model(runs: pd.DataFrame) -> tuple[Figure, str]:
         ax.grid(axis="x", alpha=0.3)
     _legend(fig, axes)
     fig.suptitle("Training and inference time per model (paper Fig. 2)")
-    return fig, (f"Seconds per 1000 samples, {_scope(df)}. Training time is the whole fit (validation loops "
+    return fig, (f"Seconds per 1000 samples, {_scope(df, averaged=True)}. Training time is the whole fit (validation loops "
                  "included); inference time is the test or predict stage.")
 
 
@@ -148,7 +149,7 @@ def power_per_device(runs: pd.DataFrame) -> tuple[Figure, str]:
     _legend(fig, axes)
     fig.suptitle("Average power per device (paper Fig. 3)")
     return fig, (f"Mean gross power per device (idle included; the dashed line is the idle power where measured), "
-                 f"{_scope(runs)}. " + "; ".join(dict.fromkeys(notes)) + ".")
+                 f"{_scope(runs, averaged=True)}. " + "; ".join(dict.fromkeys(notes)) + ".")
 
 
 def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, inference_metrics: pd.DataFrame,
@@ -185,7 +186,7 @@ def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, infere
     _legend(fig, axes)
     fig.suptitle("Energy against MACs per parameter (paper Fig. 6)")
     shown = runs.loc[sorted(set().union(*(x.index for _, x, _ in panels)))]
-    return fig, (f"Energy ({basis.label}) of each phase's whole window against MACs per trainable parameter, one "
+    return fig, (f"Energy, {basis.label}, of each phase's whole window against MACs per trainable parameter, one "
                  f"point per run: {_scope(shown)}. ρ in the titles is a point value; intervals are in the "
                  "correlation tables.")
 
@@ -289,6 +290,6 @@ def energy_vs_time(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     _legend(fig, axes)
     fig.suptitle("Energy against time (paper §6.1.2: r = 0.99)")
     shown = runs.loc[sorted(set().union(*(t.index for _, t, _ in panels)))]
-    return fig, (f"Energy ({basis.label}) against the duration of the same window (the whole fit; the test or "
+    return fig, (f"Energy, {basis.label}, against the duration of the same window (the whole fit; the test or "
                  f"predict stage), one point per run: {_scope(shown)}. Where CPU or DRAM energy is a constant-power "
                  "estimate its part of the total is linear in time by construction (see the findings).")
