@@ -12,7 +12,7 @@ from green_mlops.analysis.basis import GROSS_LABEL, NET_LABEL, choose_basis
 from green_mlops.analysis.batch_size import optimum_verdict
 from green_mlops.analysis.findings import check_findings, combine
 from green_mlops.analysis.paper_metrics import paper_metrics
-from green_mlops.analysis.schema import EXPORT, EXPORT_COLUMNS, from_export
+from green_mlops.analysis.schema import EXPORT, EXPORT_COLUMNS, from_export, to_export
 from green_mlops.analysis.uncertainty import Interval, argmin_interval, correlation_interval, median_interval
 from green_mlops.analysis.verdict import AGREES, BY_CONSTRUCTION, CANNOT_TELL, DIFFERS, TOO_FEW, judge
 from tests.synthetic_runs import CPU_W, DRAM_W, IDLE, PATH, SAMPLES, make_runs, model
@@ -162,6 +162,8 @@ def test_mlflow_names_map_both_ways():
     back = from_export(make_runs(models=1, repeats=1).head(1))
     assert {"metrics.energy/fit_J", "metrics.energy/predict_net_J", "tags.green_mlops.provenance.cpu"} <= set(back)
     assert back["tags.green_mlops.provenance.cpu"].iloc[0] == "estimated"
+    flat = make_runs(models=2, repeats=1)
+    pd.testing.assert_frame_equal(to_export(from_export(flat)), flat, check_dtype=False)  # writer ∘ reader = id
 
 
 def test_runs_logged_to_mlflow_with_the_new_metrics_load_as_net(tmp_path):

@@ -107,7 +107,7 @@ def sections(a: Analysis) -> list[tuple[str, list[Any]]]:
         out.append((f"Correlation with {label}", blocks))
     if "genai" in a.correlations:
         c = a.correlations["genai"]
-        out.append(("GenAI metrics (Table 6)", [c.wide("spearman_rho")] if isinstance(c, Correlations)
+        out.append(("GenAI metrics (Table 6)", [c.wide_text("spearman_rho")] if isinstance(c, Correlations)
                     else [f"Not computed: {c}."]))
     p = a.predictor
     if isinstance(p, EnergyPredictor):

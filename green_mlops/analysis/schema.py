@@ -14,7 +14,8 @@ from __future__ import annotations
 import pandas as pd
 
 __all__ = ["DOMAINS", "EXPORT", "EXPORT_COLUMNS", "METHOD_PROVENANCE", "PHASES", "STAGE", "STEP_WINDOW",
-           "device_col", "from_export", "idle_col", "is_export", "net_col", "per_sample_col", "power_col"]
+           "device_col", "from_export", "idle_col", "is_export", "net_col", "per_sample_col", "power_col",
+           "to_export"]
 
 DOMAINS = ("gpu", "cpu", "dram")
 PHASES = ("train", "inference")
@@ -84,6 +85,16 @@ def from_export(df: pd.DataFrame) -> pd.DataFrame:
         parts = [out[c].astype(str) for c in ("params.arch", "params.batch_size", "params.repeat") if c in out]
         out.insert(0, "run_id", pd.concat(parts, axis=1).agg("-".join, axis=1) if parts else out.index.astype(str))
     return out
+
+
+def to_export(raw: pd.DataFrame) -> pd.DataFrame:
+    """``mlflow.search_runs`` rows as the flat export (the writer's half of :func:`from_export`): the
+    :data:`EXPORT` columns present, renamed, in :data:`EXPORT_COLUMNS` order; numbers as numbers."""
+    out = raw[[c for c in EXPORT if c in raw]].rename(columns=EXPORT)
+    for c in out.columns:
+        if c not in ("arch", "gpu") and not c.startswith("method_"):
+            out[c] = pd.to_numeric(out[c], errors="coerce")
+    return out.reset_index(drop=True)
 
 
 def device_col(phase: str, domain: str) -> str:
