@@ -191,3 +191,32 @@ def test_runs_logged_to_mlflow_with_the_new_metrics_load_as_net(tmp_path):
     assert choose_basis(runs).net and runs["idle_gpu_W"].eq(100.0).all()
     expected = flat.set_index("batch_size")["train_gpu_net_J"]
     assert runs.set_index("batch_size")["train_net_gpu_J"].to_dict() == pytest.approx(expected.to_dict())
+
+
+def test_callback_with_an_idle_baseline_gives_net_energy_end_to_end(tmp_path, monkeypatch):
+    """A real fit and test metered by EnergyCallback(idle_seconds=...): the loader takes net energy, per device
+    and in total, over each stage's window (from the metrics, else the stage summaries), and chooses net."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from green_mlops.analysis import load_runs
+    from green_mlops.lightning import EnergyCallback
+    from tests.lightning_digits import DigitsMLP, digits_loaders
+
+    monkeypatch.setenv("GREEN_MLOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    logger = MLFlowLogger(experiment_name="idle", tracking_uri=uri, artifact_location=str(tmp_path / "art"))
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False,
+                         callbacks=[EnergyCallback(interval=0.05, idle_seconds=0.3)], enable_checkpointing=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    train, val = digits_loaders(128)
+    trainer.fit(DigitsMLP(), train, val)
+    trainer.test(trainer.lightning_module, val, verbose=False)
+    runs = load_runs("idle", uri)
+    r = runs.iloc[0]
+    assert choose_basis(runs).net, choose_basis(runs).why
+    for phase in ("train", "inference"):
+        devices = [d for d in ("gpu", "cpu", "dram") if pd.notna(r[f"{phase}_net_{d}_J"])]
+        assert devices and r[f"{phase}_net_J"] == pytest.approx(sum(r[f"{phase}_net_{d}_J"] for d in devices))
+        assert r[f"{phase}_net_J"] < r[f"{phase}_energy_J"] and r[f"{phase}_device_window"] == "stage"
+    assert r["idle_total_W"] > 0
