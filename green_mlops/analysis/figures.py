@@ -282,7 +282,11 @@ def energy_vs_time(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
                 fit = stats.linregress(t[idx], e[idx])
                 xs = np.linspace(t[idx].min(), t[idx].max(), 50)
                 ax.plot(xs, fit.intercept + fit.slope * xs, color=colours[hw], linewidth=1,
-                        label=f"fit on {hw}: r = {fit.rvalue:.3f}, slope {fit.slope:.4g} W")
+                        label=f"{PHASE_LABEL[phase]} fit on {hw}: r = {fit.rvalue:.3f}, slope {fit.slope:.4g} W")
+            gpu = _num(runs, basis.device(phase, "gpu"))[idx]
+            window = runs.loc[idx].get(f"{phase}_device_window", pd.Series(dtype=object))
+            if gpu.notna().all() and window.eq("stage").all() and len(idx):
+                ax.scatter(t[idx], gpu, s=18, marker="x", color=colours[hw], label=f"GPU alone on {hw}")
         ax.set_title(PHASE_LABEL[phase], fontsize=9)
         ax.set_xlabel("duration (s)")
         ax.set_ylabel(f"{basis.short} energy (J)")
@@ -291,5 +295,6 @@ def energy_vs_time(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     fig.suptitle("Energy against time (paper §6.1.2: r = 0.99)")
     shown = runs.loc[sorted(set().union(*(t.index for _, t, _ in panels)))]
     return fig, (f"Energy, {basis.label}, against the duration of the same window (the whole fit; the test or "
-                 f"predict stage), one point per run: {_scope(shown)}. Where CPU or DRAM energy is a constant-power "
-                 "estimate its part of the total is linear in time by construction (see the findings).")
+                 f"predict stage), one point per run (×: the GPU's energy alone, where it covers the same window): "
+                 f"{_scope(shown)}. Where CPU or DRAM energy is a constant-power estimate its part of the total is "
+                 "linear in time by construction (see the findings).")
