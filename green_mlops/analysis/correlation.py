@@ -7,6 +7,7 @@ are averaged first, so ``n`` counts configurations; each coefficient carries its
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -113,8 +114,10 @@ def correlations(table: pd.DataFrame, target: str, metrics: Sequence[str], by: s
                 same = target if y[ok].nunique() < 2 else m
                 notes.append(f"{name}: {same} is the same in all {n} runs, so it cannot correlate with anything")
                 continue
-            pr = stats.pearsonr(x[ok], y[ok])
-            sr = stats.spearmanr(x[ok], y[ok])
+            with warnings.catch_warnings():  # a nearly constant metric: its wide interval says so in the table
+                warnings.simplefilter("ignore", stats.NearConstantInputWarning)
+                pr = stats.pearsonr(x[ok], y[ok])
+                sr = stats.spearmanr(x[ok], y[ok])
             pi, si = correlation_interval(x[ok], y[ok], "pearson"), correlation_interval(x[ok], y[ok], "spearman")
             rows.append([name, m, n, float(pr.statistic), pi.low, pi.high, float(pr.pvalue), float(sr.statistic),
                          si.low, si.high, float(sr.pvalue)])
