@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from green_mlops.analysis.schema import DOMAINS, device_col, idle_col, net_col, power_col
+from green_mlops.analysis.schema import DOMAINS, device_col, idle_col, idle_metric, net_col, power_col, stage_metric
 
 __all__ = ["ACCURACY_KEYS", "INFERENCE_STAGES", "canonical", "first", "hardware_label", "provenance_text"]
 
@@ -92,17 +92,17 @@ def _phase(out: dict[str, Any], row: Mapping[str, Any], phase: str, stage: str |
     """Gross, net, per-device energies and mean power of one phase, each over the phase's window."""
     duration = first(row, [f"time/{stage}_s"]) if stage else None
     local_net = (summary or {}).get("local", {}).get("net_J")
-    out[net_col(phase)] = first(row, [f"energy/{stage}_net_J"]) if stage else None
+    out[net_col(phase)] = first(row, [stage_metric(stage, net=True)]) if stage else None
     if out[net_col(phase)] is None and local_net is not None:
         out[net_col(phase)] = first({"v": local_net}, ["v"])
     window = STAGE_WINDOW
     for d in DOMAINS:
-        gross = (first(row, [f"energy/{stage}_{d}_J"]) if stage else None)
+        gross = first(row, [stage_metric(stage, d)]) if stage else None
         gross = gross if gross is not None else _domain(summary, d, "energy_J")
         if gross is None and phase == "train" and first(row, [f"energy/{d}_J"]) is not None:
             gross, window = first(row, [f"energy/{d}_J"]), STEP_WINDOW
         out[device_col(phase, d)] = gross
-        net = first(row, [f"energy/{stage}_{d}_net_J"]) if stage else None
+        net = first(row, [stage_metric(stage, d, net=True)]) if stage else None
         out[net_col(phase, d)] = net if net is not None else _domain(summary, d, "net_J")
     devices = {d: out[device_col(phase, d)] for d in DOMAINS if out[device_col(phase, d)] is not None}
     total = out[f"{phase}_energy_J"]
@@ -147,7 +147,7 @@ def canonical(row: dict[str, Any], tags: dict[str, Any], det: Mapping[str, Any])
         out[f"{phase}_util_device"] = u.get("util_device")
         out[f"{phase}_gpu_mem_util"] = u.get("gpu_mem_util")
     for d in (*DOMAINS, "total"):
-        out[idle_col(d)] = first(row, [f"power/idle_{d}_W"])
+        out[idle_col(d)] = first(row, [idle_metric(d)])
         if out[idle_col(d)] is None and d != "total":
             out[idle_col(d)] = _idle_W(fit, d)
     devices = [d for d in DOMAINS if out[device_col("train", d)] is not None] or list(DOMAINS)

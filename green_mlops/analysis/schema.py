@@ -14,8 +14,8 @@ from __future__ import annotations
 import pandas as pd
 
 __all__ = ["DOMAINS", "EXPORT", "EXPORT_COLUMNS", "METHOD_PROVENANCE", "PHASES", "STAGE", "STEP_WINDOW",
-           "device_col", "from_export", "idle_col", "is_export", "net_col", "per_sample_col", "power_col",
-           "to_export"]
+           "device_col", "from_export", "idle_col", "idle_metric", "is_export", "net_col", "per_sample_col",
+           "power_col", "stage_metric", "to_export"]
 
 DOMAINS = ("gpu", "cpu", "dram")
 PHASES = ("train", "inference")
@@ -29,19 +29,29 @@ METHOD_PROVENANCE = {"nvml-energy-counter": "measured", "nvml-power-samples": "m
                      "dimm-cv2f-model": "estimated"}
 
 
+def stage_metric(stage: str, domain: str | None = None, net: bool = False) -> str:
+    """The MLflow end-of-run metric of a stage's energy: ``energy/fit_J``, ``energy/predict_gpu_net_J``, …"""
+    return f"energy/{stage}" + (f"_{domain}" if domain else "") + ("_net" if net else "") + "_J"
+
+
+def idle_metric(domain: str = "total") -> str:
+    """The MLflow metric of the idle power measured before a run, per device or in total."""
+    return f"power/idle_{domain}_W"
+
+
 def _export() -> dict[str, str]:
     out = {f"params.{p}": p for p in ("arch", "batch_size", "repeat", "seed", "macs", "flops", "total_params",
                                       "trainable_params", "model_size_bytes")}
     out["metrics.accuracy"] = "accuracy"
     for phase, stage in STAGE.items():
         out[f"metrics.time/{stage}_s"] = f"{phase}_time_s"
-        out[f"metrics.energy/{stage}_J"] = f"{phase}_energy_J"
-        out[f"metrics.energy/{stage}_net_J"] = f"{phase}_net_J"
+        out[f"metrics.{stage_metric(stage)}"] = f"{phase}_energy_J"
+        out[f"metrics.{stage_metric(stage, net=True)}"] = f"{phase}_net_J"
         for d in DOMAINS:
-            out[f"metrics.energy/{stage}_{d}_J"] = f"{phase}_{d}_J"
-            out[f"metrics.energy/{stage}_{d}_net_J"] = f"{phase}_{d}_net_J"
+            out[f"metrics.{stage_metric(stage, d)}"] = f"{phase}_{d}_J"
+            out[f"metrics.{stage_metric(stage, d, net=True)}"] = f"{phase}_{d}_net_J"
     for d in (*DOMAINS, "total"):
-        out[f"metrics.power/idle_{d}_W"] = f"idle_{d}_W"
+        out[f"metrics.{idle_metric(d)}"] = f"idle_{d}_W"
     out["metrics.energy_per_sample_train_J"] = "train_energy_per_sample_J"
     out["metrics.energy_per_sample_inference_J"] = "inference_energy_per_sample_J"
     out["metrics.samples/train"] = "train_samples"
