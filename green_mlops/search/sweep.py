@@ -350,8 +350,9 @@ class Sweep:
     def summary(self, report: SweepReport) -> str:
         """The text printed at the end: the table, where the files are, how to see it in MLflow."""
         lines = [format_table(report.table), "",
-                 "pareto_rank 1 = the accuracy/energy front (feasible, complete trials); * = its knee; "
+                 "pareto_rank 1 = the accuracy/energy front (feasible, complete trials); "
                  "lifecycle = training + inference per sample × serving volume",
+                 *([f"* = {report.table.attrs['knee_rule']}"] if report.table.attrs.get("knee_rule") else []),
                  f"ranking: {report.csv_path}" + (f"   plot: {report.plot_path}" if report.plot_path else "")]
         if not report.complete:
             lines.append("other workers are still running trials; the last worker to finish logs the final ranking")
