@@ -252,3 +252,20 @@ def test_sampled_sweep_with_a_journal_storage(tmp_path):
                                    objective=Objective("acc-per-kj")), run_trial, stream=io.StringIO()).run()
     assert len(report.table) == 2 and (report.table["state"] == "COMPLETE").all()
     assert report.table["lr"].between(0.01, 0.5).all()
+
+
+def test_under_mlflow_run_the_project_run_is_the_parent_only_in_the_sweeps_experiment(tmp_path, monkeypatch):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    project = client.create_run(client.create_experiment("sweep")).info.run_id  # as `mlflow run` creates it
+    monkeypatch.setenv("MLFLOW_RUN_ID", project)
+    space = build_space("mlp8", "64", check_arch=check_arch)
+    assert Sweep(space, settings(tmp_path), run_trial, stream=io.StringIO()).parent_id == project
+    # `mlflow run` without --experiment-name: its run is in Default; the sweep still goes to its own experiment
+    other = client.create_run("0").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", other)
+    sweep = Sweep(space, settings(tmp_path, study="s2"), run_trial, stream=io.StringIO())
+    parent = client.get_run(sweep.parent_id)
+    assert parent.info.experiment_id == client.get_experiment_by_name("sweep").experiment_id
+    assert parent.data.tags["green_mlops.sweep.project_run"] == other
+    tags = client.get_run(other).data.tags
+    assert tags["green_mlops.sweep.experiment"] == "sweep" and tags["green_mlops.sweep.parent_run"] == sweep.parent_id

@@ -67,21 +67,58 @@ def test_bad_input_is_refused_before_training(tmp_path, capsys, argv, message):
     assert not (tmp_path / "green_mlops_sweep").exists()
 
 
+def _fresh_clone(tmp_path: Path) -> Path:
+    """The repository as a fresh clone has it: its tracked (and not ignored) files, committed, nothing else."""
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (clone / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, clone / f)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+    subprocess.run([*git, "commit", "-qm", "clone"], cwd=clone, check=True)
+    return clone
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="mlflow run records the git commit")
-def test_mlflow_run_of_the_sweep_entry_point(tmp_path):
-    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")},
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "sweep", "--env-manager", "local",
-                        "--experiment-name", "projects", "-P", "archs=lenet", "-P", "batch_sizes=64",
-                        "-P", "max_steps=5", "-P", f"storage=sqlite:///{tmp_path}/study.db", "-P", "study=proj",
-                        "-P", f"output={tmp_path}/out"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("projects").experiment_id])
+def test_mlflow_run_sweep_then_report_on_a_fresh_clone(tmp_path):
+    """The README's MLproject flow, no venv activated: only `python` (the env running mlflow) is on PATH,
+    not `green-mlops`; no tracking URI set, so MLflow's default store (mlflow.db where `mlflow run` starts)."""
+    clone = _fresh_clone(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # as an activated env has it
+    (bin_dir / "python").chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items()
+              if not k.startswith("MLFLOW_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+           "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    assert shutil.which("green-mlops", path=env["PATH"]) is None
+
+    def mlflow_run(*args: str) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, "-m", "mlflow", "run", ".", *args, "--env-manager", "local"],
+                           cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        return r
+
+    sweep = mlflow_run("-e", "sweep", "-P", "archs=lenet", "-P", "batch_sizes=64", "-P", "max_steps=3")
+    assert "experiment 'green-mlops-sweep'" in sweep.stdout
+    client = MlflowClient(f"sqlite:///{clone}/mlflow.db")
+    exp = client.get_experiment_by_name("green-mlops-sweep")  # the experiment the output names
+    runs = client.search_runs([exp.experiment_id])
     parent = [x for x in runs if x.data.tags.get("green_mlops.sweep.role") == "parent"]
     trials = [x for x in runs if x.data.tags.get("green_mlops.sweep.role") == "trial"]
-    assert len(parent) == 1 and parent[0].data.tags.get("mlflow.project.entryPoint") == "sweep"
-    assert len(trials) == 1 and trials[0].data.tags["mlflow.parentRunId"] == parent[0].info.run_id
-    assert (tmp_path / "out" / "ranking.csv").exists()
+    assert len(parent) == 1 and len(trials) == 1
+    assert trials[0].data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+    project = client.get_run(parent[0].data.tags["green_mlops.sweep.project_run"])  # `mlflow run`'s own run
+    assert project.data.tags["mlflow.project.entryPoint"] == "sweep" and project.info.status == "FINISHED"
+    assert project.data.tags["green_mlops.sweep.experiment"] == "green-mlops-sweep"
+    assert (clone / "green_mlops_sweep" / "ranking.csv").exists()
+
+    report = mlflow_run("-e", "report")
+    assert "report: green_mlops_report/report.html (1 runs" in report.stdout, report.stdout
+    assert (clone / "green_mlops_report" / "report.html").exists()
+    # everything written is an ignored output: the clone stays clean
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout == ""
