@@ -242,6 +242,9 @@ def test_a_second_worker_joins_and_plan_mismatch_is_refused(tmp_path):
     assert not again.created and again.run().trials_run_here == 0  # nothing left: every trial ran once
     with pytest.raises(SweepError, match="another plan"):
         Sweep(build_space("mlp16", "64", check_arch=check_arch), settings(tmp_path), run_trial)
+    # what a trial is (dataset, epochs, ...) is part of the plan: a rerun on other data is refused, not reprinted
+    with pytest.raises(SweepError, match=r"(?s)dataset: study has '\(not recorded\)', this run has 'cifar10'.*--study s-2"):
+        Sweep(space, settings(tmp_path, run_params={"dataset": "cifar10", "epochs": 1}), run_trial)
 
 
 def test_sampled_sweep_with_a_journal_storage(tmp_path):

@@ -67,6 +67,57 @@ def test_bad_input_is_refused_before_training(tmp_path, capsys, argv, message):
     assert not (tmp_path / "green_mlops_sweep").exists()
 
 
+def _sweep(tmp_path: Path, *argv: str, study: str = "s") -> list[str]:
+    return ["sweep", "--archs", "lenet", "--batch-sizes", "32", "--study", study, "--no-progress",
+            "--storage", f"sqlite:///{tmp_path}/study.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--output", str(tmp_path / "out"), *argv]
+
+
+def _nothing_left(tmp_path: Path) -> bool:
+    return not any((tmp_path / f).exists() for f in ("study.db", "mlflow.db", "out"))
+
+
+def test_missing_cifar10_is_refused_before_anything_exists(tmp_path, capsys):
+    rc = main(_sweep(tmp_path, "--dataset", "cifar10", "--data-dir", str(tmp_path / "data")))
+    err = capsys.readouterr().err
+    assert rc == 2 and "CIFAR-10 is not in" in err
+    assert f"CIFAR10('{tmp_path / 'data'}', download=True)" in err and "--download" in err
+    assert _nothing_left(tmp_path)  # no study, no MLflow store or runs, no ranking
+
+
+def test_offline_download_says_so_instead_of_a_urlerror(tmp_path, capsys, monkeypatch):
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):  # a refused connection, as offline
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    rc = main(_sweep(tmp_path, "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--download"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "could not download CIFAR-10" in err and "offline" in err and "Traceback" not in err
+    assert "download=True)" in err and _nothing_left(tmp_path) and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mode", "penalty"], "--mode penalty needs --penalty-per-kwh"),
+    (["--penalty-per-kwh", "100"], "applies only to --mode penalty"),
+    (["--synthetic-samples", "64"], "applies only to --dataset synthetic"),
+    (["--download"], "apply only to --dataset cifar10"),
+])
+def test_options_that_do_not_apply_are_refused(tmp_path, capsys, argv, message):
+    assert main(_sweep(tmp_path, *argv)) == 2
+    assert message in capsys.readouterr().err and _nothing_left(tmp_path)
+
+
+def test_a_sweep_whose_every_trial_failed_exits_non_zero(tmp_path, capsys):
+    rc = main(_sweep(tmp_path, "--max-steps", "2", "--archs", "tests.search_runner:broken_model"))
+    err = capsys.readouterr().err
+    assert rc == 1 and "every trial of study 's' failed" in err and "boom" in err
+    # the same study on another dataset is refused, naming the difference and the fix, not reprinted
+    rc = main(_sweep(tmp_path, "--max-steps", "2", "--archs", "tests.search_runner:broken_model",
+                     "--dataset", "synthetic", "--synthetic-samples", "64"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "dataset: study has 'digits', this run has 'synthetic'" in err and "--study s-2" in err
+
+
 def _fresh_clone(tmp_path: Path) -> Path:
     """The repository as a fresh clone has it: its tracked (and not ignored) files, committed, nothing else."""
     clone = tmp_path / "clone"
