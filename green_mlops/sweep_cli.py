@@ -47,11 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--synthetic-samples", type=int, default=None, help="synthetic only: training and "
                        "inference samples (default 50000 each, the paper's)")
     train.add_argument("--epochs", type=int, default=1, help="training epochs per trial (default 1)")
-    train.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per trial (0: none)")
-    train.add_argument("--idle-seconds", type=float, default=0.0, help="idle baseline before each trial (s)")
+    train.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per trial (default: none, "
+                       "every epoch runs in full; 0 also means none)")
+    train.add_argument("--idle-seconds", type=float, default=0.0, help="idle baseline before each trial, s")
     train.add_argument("--accelerator", default="auto", help="Lightning accelerator (auto, cpu, gpu)")
     train.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0, the paper's)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the model, the data split and the sampler")
     obj = p.add_argument_group("objective")
     obj.add_argument("--mode", choices=MODES, default="pareto", help="pareto (default): accuracy vs lifecycle "
                      "energy; acc-per-kj; penalty: accuracy − λ·kWh")
@@ -61,14 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     obj.add_argument("--inference-samples", type=int, default=None, help="expected serving volume: lifecycle "
                      "energy = training + inference per sample × this (default: the inference set once)")
     obj.add_argument("--energy-budget-J", type=float, default=None, dest="energy_budget_J",
-                     help="stop a trial whose predicted energy exceeds this; it is marked infeasible")
+                     help="stop a trial whose predicted energy exceeds this; it is marked infeasible "
+                     "(default: no budget)")
     obj.add_argument("--profile-steps", type=int, default=20, help="steps profiled before the first prediction")
     run = p.add_argument_group("study, workers and tracking")
     run.add_argument("--study", default="green-mlops-sweep", help="study name; workers with the same name and "
                      "storage share it")
     run.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///FILE (default), journal:FILE, or "
                      "postgresql://user:pw@host/db for many machines")
-    run.add_argument("--n-trials", type=int, default=None, help="sample this many points instead of the whole grid")
+    run.add_argument("--n-trials", type=int, default=None, help="sample this many points instead of the whole grid "
+                     "(default: every grid point once)")
     run.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats")
     run.add_argument("--experiment", default="green-mlops-sweep", help="MLflow experiment")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's own default)")
