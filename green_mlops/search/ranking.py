@@ -34,8 +34,8 @@ def pareto_ranks(accuracy: np.ndarray, energy: np.ndarray) -> np.ndarray:
 #: The rule behind the knee mark, as the summary and the plot state it.
 KNEE_RULE = ("the knee: the front point farthest above the line joining its two ends (accuracy vs log-energy, "
              "both scaled to [0, 1])")
-NO_KNEE_RULE = ("the front has no knee (no point above the line joining its ends): * marks the best accuracy per "
-                "kJ instead")
+NO_KNEE_RULE = ("the best accuracy per kJ, as the front has no knee (fewer than three points, or none above the line "
+                "joining its ends)")
 
 
 def knee(accuracy: np.ndarray, energy: np.ndarray) -> tuple[int | None, str]:
