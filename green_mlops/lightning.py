@@ -301,8 +301,11 @@ class EnergyCallback(pl.Callback):
             finally:
                 sinks.close()
             if self.print_summary and result is not None:
-                print(summary_line(stage, status, total, result if trainer.world_size == 1 else None, where),
-                      file=sys.stderr, flush=True)
+                try:
+                    print(summary_line(stage, status, total, result if trainer.world_size == 1 else None, where),
+                          file=sys.stderr, flush=True)
+                except Exception as exc:  # noqa: BLE001 - a closed stderr must not end the user's run
+                    log.warning("green_mlops: could not print the %s summary: %s", stage, exc)
 
     def _paper_metrics(self, trainer: pl.Trainer, result: EnergyResult | None, total: float) -> dict[str, float]:
         stats = self.summary.get("model", {})
