@@ -10,6 +10,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from green_mlops.argtypes import DefaultsHelpFormatter
+
 COMMANDS = {
     "hardware": "what this machine can measure, and how",
     "measure": "meter any command: green-mlops measure [opts] -- CMD ARGS...",
@@ -25,10 +27,11 @@ COMMANDS = {
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``selected`` is the command about to run, whose module alone is imported."""
     p = argparse.ArgumentParser(prog="green-mlops", description="Energy of ML training and inference: "
-                                "measured where hardware allows, estimated (and said so) where not.")
+                                "measured where hardware allows, estimated (and said so) where not.",
+                                formatter_class=DefaultsHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, text in COMMANDS.items():
-        sp = sub.add_parser(name, help=text, description=text)
+        sp = sub.add_parser(name, help=text, description=text, formatter_class=DefaultsHelpFormatter)
         if name == selected:
             mod = importlib.import_module(f"green_mlops.commands.{name}")
             mod.add_arguments(sp)

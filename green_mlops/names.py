@@ -48,6 +48,16 @@ def duration(stage: str) -> str:
     return f"time/{stage}_s"
 
 
+def stage_energy(stage: str, domain: str | None = None, net: bool = False) -> str:
+    """A stage's end-of-run energy: ``energy/fit_J``, ``energy/fit_gpu_J``, ``energy/predict_gpu_net_J``, …"""
+    return energy(stage + (f"_{domain}" if domain else "") + ("_net" if net else ""))
+
+
+def idle_power(domain: str = "total") -> str:
+    """``power/idle_{domain}_W``: idle power measured before a run, per device or in total."""
+    return power(f"idle_{domain}")
+
+
 def epoch_energy(loop: str) -> str:
     """``energy/{loop}_epoch_J`` (``train``, ``val``, ``test``, ``predict``)."""
     return energy(f"{loop}_epoch")
@@ -109,12 +119,20 @@ SWEEP_STUDY = "green_mlops.sweep.study"
 SWEEP_TRIAL = "green_mlops.sweep.trial"
 SWEEP_FEASIBLE = "green_mlops.sweep.feasible"
 SWEEP_ERROR = "green_mlops.sweep.error"
+SWEEP_PROJECT_RUN = "green_mlops.sweep.project_run"  # on the parent: the `mlflow run` run that started the sweep
+SWEEP_EXPERIMENT = "green_mlops.sweep.experiment"  # on that project run: where the sweep's runs are
+SWEEP_PARENT_RUN = "green_mlops.sweep.parent_run"
 ANALYSIS_ROLE = "green_mlops.analysis.role"  # "report" on the runs that hold a report
 
 
 def hw_tag(name: str) -> str:
     """``green_mlops.hw.{name}`` (cpu_model, ram_gb, gpu_names, ...)."""
     return HW_TAG_PREFIX + name
+
+
+def genai_tag(name: str) -> str:
+    """``green_mlops.genai.{name}``: how a GenAI sweep's or level's figures were obtained."""
+    return GENAI_TAG_PREFIX + name
 
 
 def method_tag(domain: str) -> str:

@@ -3,6 +3,14 @@
 Each fake GPU follows a power profile p(t) in watts over ``time.monotonic()``; its energy counter
 and instant field update every 100 ms, its sample buffer holds 20 ms samples for 2.4 s (wall-clock
 µs stamps), as measured on an H100, and its 1 s average lags.
+
+Superchips (``c2c=True``) answer ``nvmlDeviceGetC2cModeInfoV`` with ``isC2cEnabled=1`` and, with
+``module_scope=True``, the power field at ``NVML_POWER_SCOPE_MODULE``; their ``power`` profile and
+energy counter are then the whole module's (GPU + Grace CPU + memory: Zeus pull request 172, Kepler
+pull request 1884). A GB10 is ``c2c=True, module_scope=False``: it refuses module scope with
+NVML_ERROR_NOT_SUPPORTED (Zeus pull request 242) and its memory info is not supported (DGX Spark
+known issues, recorded in snowflakedb/ArcticTraining pull request 345). Field ids arrive as pynvml
+passes them: a bare id, or an ``(id, scopeId)`` tuple.
 """
 from __future__ import annotations
 
@@ -15,8 +23,10 @@ import pynvml
 
 class FakeGpu:
     def __init__(self, name: str = "NVIDIA H100 80GB HBM3", uuid: str = "GPU-aaaa", power=lambda t: 100.0,
-                 counter: bool = True, instant: bool = True, samples: bool = True, update: float = 0.1) -> None:
+                 counter: bool = True, instant: bool = True, samples: bool = True, update: float = 0.1,
+                 c2c: bool = False, module_scope: bool = False, memory_info: bool = True) -> None:
         self.name, self.uuid, self.power = name, uuid, power
+        self.c2c, self.module_scope, self.memory_info = c2c, module_scope, memory_info
         self.counter, self.instant, self.samples, self.update = counter, instant, samples, update
         self.wall_offset = time.time() - time.monotonic()
         self.t0 = time.monotonic()
@@ -75,7 +85,11 @@ def install(monkeypatch, gpus: list[FakeGpu], init_error: Exception | None = Non
 
     def fields(g, ids):
         check(g, "instant")
-        ok = g.instant and ids == [pynvml.NVML_FI_DEV_POWER_INSTANT]
+        fid, scope = ids[0] if isinstance(ids[0], tuple) else (ids[0], None)
+        if scope == pynvml.NVML_POWER_SCOPE_MODULE:
+            ok = g.module_scope and len(ids) == 1 and fid == pynvml.NVML_FI_DEV_POWER_INSTANT
+        else:
+            ok = g.instant and len(ids) == 1 and fid == pynvml.NVML_FI_DEV_POWER_INSTANT
         value = SimpleNamespace(uiVal=int(g.sampled_power(time.monotonic()) * 1000) if ok else 0)
         ret = pynvml.NVML_SUCCESS if ok else pynvml.NVML_ERROR_NOT_SUPPORTED
         return [SimpleNamespace(nvmlReturn=ret, value=value)]
@@ -93,7 +107,18 @@ def install(monkeypatch, gpus: list[FakeGpu], init_error: Exception | None = Non
             raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         return pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, got
 
+    def c2c(g):
+        if not g.c2c:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return SimpleNamespace(isC2cEnabled=1)
+
+    def memory(g):
+        if not g.memory_info:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return SimpleNamespace(used=2 * 1024**3, total=80 * 1024**3)
+
     patches = {
+        "nvmlDeviceGetC2cModeInfoV": c2c,
         "nvmlDeviceGetSamples": samples,
         "nvmlInit": init,
         "nvmlDeviceGetCount": lambda: len(gpus),
@@ -104,7 +129,7 @@ def install(monkeypatch, gpus: list[FakeGpu], init_error: Exception | None = Non
         "nvmlDeviceGetFieldValues": fields,
         "nvmlDeviceGetPowerUsage": usage,
         "nvmlDeviceGetUtilizationRates": lambda g: SimpleNamespace(gpu=97, memory=40),
-        "nvmlDeviceGetMemoryInfo": lambda g: SimpleNamespace(used=2 * 1024**3, total=80 * 1024**3),
+        "nvmlDeviceGetMemoryInfo": memory,
         "nvmlDeviceGetTemperature": lambda g, sensor: 55,
         "nvmlSystemGetDriverVersion": lambda: "580.159.04",
     }

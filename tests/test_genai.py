@@ -19,7 +19,8 @@ from green_mlops.genai.random_llama import build_random_llama
 from green_mlops.genai.transformers_server import TransformersServer, free_port
 
 RATES = (2.0, 4.0)
-REQUESTS = 6
+REQUESTS = 6  # steady window of REQUESTS / rate s; constant arrivals put exactly 6 sends in it
+WARMUP_S = 0.6  # 2 (at 2 rps) or 3 (at 4 rps) sends before the window, none on a window edge
 MAX_TOKENS = 8
 
 
@@ -40,7 +41,8 @@ def sweep(server, tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     out = root / "out"
     code = genai_main(["--endpoint", server.url, "--model", server.model, "--rps", ",".join(f"{r:g}" for r in RATES),
-                       "--requests", str(REQUESTS), "--max-tokens", str(MAX_TOKENS), "--arrival", "constant",
+                       "--requests", str(REQUESTS), "--warmup", f"{WARMUP_S:g}", "--max-tokens", str(MAX_TOKENS),
+                       "--arrival", "constant",
                        "--idle-seconds", "1", "--cooldown", "0.2", "--output", str(out), "--tracking-uri", uri,
                        "--experiment", "genai-test"])
     mlflow.set_tracking_uri(None)
@@ -60,29 +62,54 @@ def test_every_level_number_exists_and_adds_up(sweep, server):
     assert levels["rate_rps"].tolist() == list(RATES)
     for _, lv in levels.iterrows():
         mine = requests[requests["level"] == lv["level"]]
-        assert lv["requests"] == len(mine) == REQUESTS
+        steady, warm = mine[mine["phase"] == "steady"], mine[mine["phase"] == "warmup"]
+        assert lv["requests"] == len(steady) == REQUESTS and len(mine) == len(steady) + len(warm)
         assert lv["ok"] + lv["failed"] == lv["requests"] and lv["ok"] == REQUESTS
         assert mine["ok"].all() and (mine["status"] == 200).all()
+        # phases: the warm-up's sends come before the window and are not counted in it; the window is as long as
+        # asked; sending stops at its end and the drain lasts until the last answer
+        assert lv["warmup_s"] == pytest.approx(WARMUP_S) and lv["warmup_how"] == f"fixed {WARMUP_S:g} s"
+        assert lv["warmup_requests"] == len(warm) == int(WARMUP_S * lv["rate_rps"]) + 1
+        assert (warm["scheduled"] < lv["steady_start"]).all() and (steady["scheduled"] >= lv["steady_start"]).all()
+        assert lv["duration_s"] == pytest.approx(REQUESTS / lv["rate_rps"])
+        assert _close(lv["steady_end"] - lv["steady_start"], lv["duration_s"])
+        assert (mine["scheduled"] < lv["steady_end"]).all() and lv["steady_how"] == f"fixed {REQUESTS / lv['rate_rps']:g} s"
+        assert _close(lv["drain_s"], lv["end"] - lv["steady_end"]) and lv["drain_s"] >= 0
+        assert lv["drain_completed"] == (mine["end"] >= lv["steady_end"]).sum()
+        assert lv["completed_in_window"] + lv["drain_completed"] + (mine["end"] < lv["steady_start"]).sum() == len(mine)
         # tokens: from the server's usage, every request ran to max_tokens (random weights never say EOS here)
         assert (mine["tokens_source"] == "usage").all() and lv["tokens_source"] == "usage"
-        assert lv["output_tokens"] == mine["output_tokens"].sum() == REQUESTS * MAX_TOKENS
-        assert lv["average_output_token_length"] == MAX_TOKENS
+        assert (mine["output_tokens"] == MAX_TOKENS).all() and lv["average_output_token_length"] == MAX_TOKENS
+        assert lv["output_tokens"] == pytest.approx(lv["served_requests"] * MAX_TOKENS)
+        assert 0 < lv["served_requests"] <= len(mine)
         assert (mine["stream_chunks"] >= 1).all() and (mine["prompt_tokens"] > 0).all()
-        # times: sent ≤ first token ≤ end, inside the level's window; percentiles ordered
+        # times: sent ≤ first token ≤ end, inside the level; percentiles ordered
         assert (mine["sent"] <= mine["first_token"]).all() and (mine["first_token"] <= mine["end"]).all()
         assert mine["sent"].min() >= lv["start"] - 1e-6 and _close(mine["end"].max(), lv["end"], abs_=1e-6)
         assert 0 < lv["ttft_p50_s"] <= lv["latency_p50_s"] <= lv["latency_p90_s"] <= lv["latency_p99_s"]
-        assert lv["arrival_rps"] == pytest.approx(lv["rate_rps"], rel=0.2)
-        assert lv["sustainable"] in (True, False) and lv["completion_rps"] > 0
+        assert lv["latency_p50_s"] == pytest.approx(steady["latency_s"].median())  # over the window's requests
+        assert lv["arrival_rps"] == pytest.approx(lv["rate_rps"])
+        assert lv["sustainable"] in (True, False) and lv["served_rps"] > 0
         # energy: net of the idle baseline, split per domain, and every ratio consistent with the total
         assert lv["energy_basis"] == "net of idle" and lv["gross_energy_J"] > 0 and lv["idle_power_W"] > 0
         assert _close(lv["energy_J"], lv["gross_energy_J"] - lv["idle_power_W"] * lv["duration_s"], 1e-6, 1e-6)
         parts = [lv[f"{d}_energy_J"] for d in ("gpu", "cpu", "dram") if not math.isnan(lv[f"{d}_energy_J"])]
         assert _close(sum(parts), lv["energy_J"], 1e-9, 1e-6)
-        assert _close(lv["requests"] * lv["energy_per_request_J"], lv["energy_J"])
-        assert _close(lv["ok"] * lv["energy_per_ok_request_J"], lv["energy_J"])
+        assert _close(lv["served_requests"] * lv["energy_per_request_J"], lv["energy_J"])
+        assert _close(lv["served_requests"] * lv["energy_per_ok_request_J"], lv["energy_J"])  # all answered
         assert _close(lv["output_tokens"] * lv["energy_per_output_token_J"], lv["energy_J"])
         assert _close(lv["duration_s"] * lv["energy_per_s_W"], lv["energy_J"])
+        assert _close(lv["served_rps"] * lv["energy_per_request_J"], lv["energy_per_s_W"])
+        assert not math.isnan(lv["warmup_energy_J"]) and not math.isnan(lv["drain_energy_J"])
+        # the load generator shares this machine: its CPU share is estimated and split off the server's
+        assert lv["loadgen_cpu_s"] > 0 and lv["machine_busy_cpu_s"] >= lv["loadgen_cpu_s"] * 0.5
+        if math.isnan(lv["loadgen_cpu_share"]):  # this shared test machine's CPUs can be as busy as at idle
+            assert "no busier than at idle" in lv["loadgen_cpu_method"] and math.isnan(lv["server_energy_J"])
+        else:
+            assert 0 <= lv["loadgen_cpu_share"] <= 1 and lv["loadgen_cpu_method"].startswith("estimated: cpu-time share")
+            assert _close(lv["server_cpu_energy_J"] + lv["loadgen_cpu_energy_J"], lv["cpu_energy_J"], 1e-9, 1e-9)
+            assert _close(lv["server_energy_per_request_J"] * lv["served_requests"], lv["server_energy_J"])
+        assert lv["loadgen_cpu_method"].startswith("estimated: ")
         mine_dev = devices[devices["level"] == lv["level"]]
         assert _close(mine_dev["energy_J"].sum(), lv["energy_J"], 1e-9, 1e-6)
         assert _close(mine_dev["gross_energy_J"].sum(), lv["gross_energy_J"], 1e-9, 1e-6)
@@ -113,18 +140,28 @@ def test_sweep_is_logged_to_mlflow(sweep):
     assert parent.data.params["rates_rps"] == "2,4" and parent.data.params["sampling.temperature"] == "0"
     assert parent.data.tags["green_mlops.genai.energy_source"].startswith("local meter")
     assert parent.data.tags["green_mlops.method.cpu"] and parent.data.tags["green_mlops.provenance.cpu"]
+    assert parent.data.tags["green_mlops.genai.estimator"].startswith("service-overlap share")
+    assert parent.data.params["warmup_rule"] == "fixed 0.6 s" and parent.data.params["loadgen_same_machine"] == "true"
     levels = pd.read_csv(out / "levels.csv").set_index("rate_rps")
     for child in children:
         m = child.data.metrics
         rate = float(child.data.params["rate_rps"])
         for key in ("energy_J", "energy_per_request_J", "energy_per_output_token_J", "energy_per_s_W",
-                    "latency_p50_s", "ttft_p50_s", "output_tokens", "requests", "failed", "cpu_energy_J"):
+                    "latency_p50_s", "ttft_p50_s", "output_tokens", "requests", "failed", "cpu_energy_J",
+                    "served_requests", "warmup_energy_J", "drain_energy_J", "drain_s", "drain_completed",
+                    "loadgen_cpu_s", "machine_busy_cpu_s"):
             assert m[key] == pytest.approx(levels.loc[rate, key], rel=1e-9, abs=1e-9), key
+        for key in ("loadgen_cpu_energy_J", "server_energy_per_request_J"):  # NaN (left out) on a saturated machine
+            assert m.get(key, math.nan) == pytest.approx(levels.loc[rate, key], rel=1e-9, abs=1e-9, nan_ok=True), key
+        tags = child.data.tags
+        assert tags["green_mlops.genai.estimator"].startswith("service-overlap share")
+        assert tags["green_mlops.genai.warmup_how"] == "fixed 0.6 s" and tags["green_mlops.genai.steady_how"]
+        assert tags["green_mlops.genai.loadgen_cpu_method"].startswith("estimated")
         assert m["energy_per_sample"] == m["energy_per_request_J"] and m["request_rate"] == rate
         assert m["average_output_token_length"] == MAX_TOKENS and "cache_hit_rate" not in m
         assert m["energy_per_output_token"] == m["energy_per_output_token_J"] and m["parameters"] > 0
-    history = client.get_metric_history(parent.info.run_id, "energy_per_request_J")
-    assert sorted(h.step for h in history) == [0, 1]
+    for series in ("energy_per_request_J", "drain_energy_J", "served_rps"):
+        assert sorted(h.step for h in client.get_metric_history(parent.info.run_id, series)) == [0, 1], series
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "genai")}
     for name in ("levels.csv", "requests.csv", "devices.csv", "energy_per_request.png", "energy_per_token.png",
                  "device_energy_per_request.png", "summary.json", "trace.parquet"):
@@ -152,7 +189,7 @@ def test_failed_requests_keep_their_energy(server, tmp_path):
              ("http error", server.url, "no-such-model", dict(max_tokens=4), "http")]
     for name, endpoint, model, extra, kind in cases:
         # no probe (it would refuse these endpoints up front), so send only fields transformers serve accepts
-        config = SweepConfig(endpoint=endpoint, model=model, rates=(5.0,), requests=3, arrival="constant",
+        config = SweepConfig(endpoint=endpoint, model=model, rates=(5.0,), requests=3, arrival="constant", warmup_s=0,
                              idle_s=0, cooldown_s=0, probe=False, sampling={"temperature": 0.0, "top_p": 1.0},
                              **{"timeout_s": 30.0, **extra})
         result = run_sweep(config, prompts, output=tmp_path / name.replace(" ", "_"), experiment=None,
@@ -190,11 +227,11 @@ def test_prompt_file_in_arena_format_drives_the_server(server, tmp_path):
             for q in ("What is the difference between OpenCL and CUDA?", "Fuji vs. Nikon, which is better?")]
     arena.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     config = SweepConfig(endpoint=server.url, model=server.model, rates=(10.0,), requests=2, max_tokens=3,
-                         idle_s=0, cooldown_s=0, api="completions")
+                         idle_s=0, cooldown_s=0, api="completions", warmup_s=0, arrival="constant")
     result = run_sweep(config, load_prompts(arena), output=tmp_path / "o", meter=False, experiment=None,
                        log=lambda _m: None)
     lv = result.analysis.levels.iloc[0]
-    assert lv["ok"] == 2 and lv["output_tokens"] == 6 and lv["energy_basis"] == "not metered"
+    assert lv["ok"] == 2 and result.record.requests["output_tokens"].sum() == 6 and lv["energy_basis"] == "not metered"
     assert Path(result.record.params["prompts"]) == arena
 
 
@@ -206,7 +243,8 @@ def test_interrupted_sweep_keeps_the_levels_it_finished(server, tmp_path):
 
     out = tmp_path / "o"
     child = subprocess.Popen([sys.executable, "-m", "green_mlops.commands.genai", "--endpoint", server.url, "--model",
-                              server.model, "--rps", "4,8", "--duration", "3", "--max-tokens", "4", "--idle-seconds",
+                              server.model, "--rps", "4,8", "--warmup", "0.5", "--duration", "3", "--max-tokens", "4",
+                              "--idle-seconds",
                               "0.3", "--cooldown", "0", "--output", str(out), "--no-mlflow"],
                              stderr=subprocess.PIPE, text=True)
     lines = []
@@ -219,3 +257,21 @@ def test_interrupted_sweep_keeps_the_levels_it_finished(server, tmp_path):
     levels = pd.read_csv(out / "levels.csv")
     assert levels["rate_rps"].tolist() == [4.0] and levels["energy_J"].notna().all()
     assert any("interrupted" in n for n in json.loads((out / "summary.json").read_text())["notes"])
+
+
+def test_automatic_warmup_and_window_follow_the_latency(server, tmp_path):
+    """No lengths given: the warm-up lasts until 1.5 × its median latency, the window 3 × it (minimums set low)."""
+    config = SweepConfig(endpoint=server.url, model=server.model, rates=(4.0,), max_tokens=4, idle_s=0, cooldown_s=0,
+                         warmup_min_s=0.3, steady_min_s=0.5, arrival="constant")
+    result = run_sweep(config, load_prompts(None), output=tmp_path / "o", meter=False, experiment=None,
+                       log=lambda _m: None)
+    lv = result.analysis.levels.iloc[0]
+    requests = result.record.requests
+    warm = requests[requests["phase"] == "warmup"]
+    answered = warm[warm["end"] <= lv["steady_start"]]
+    assert lv["warmup_how"].startswith("auto") and len(answered) >= 1
+    median = float(lv["steady_how"].rsplit("latency ", 1)[1].removesuffix(" s)"))
+    assert median == pytest.approx(answered["latency_s"].median(), rel=0.3)
+    assert lv["warmup_s"] >= max(0.3, 1.5 * median) - 1e-3
+    assert lv["duration_s"] == pytest.approx(max(0.5, 3 * median), rel=1e-3)
+    assert lv["warmup_requests"] == len(warm) >= 2 and lv["requests"] >= 2

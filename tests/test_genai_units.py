@@ -9,7 +9,8 @@ import pytest
 
 from green_mlops.commands.genai import main as genai_main
 from green_mlops.genai import ConfigError, PromptError, SweepConfig, find_saturation, load_prompts, parse_endpoint
-from green_mlops.genai.arrivals import arrival_offsets
+from green_mlops.genai.arrivals import arrival_offsets, arrival_stream
+from green_mlops.genai.config import RATE_GRID
 from green_mlops.genai.energy import TraceEnergy, TraceError
 from green_mlops.genai.server_metrics import CacheSnapshot, hit_rate, parse_cache_metrics
 from green_mlops.meter import EnergyMeter
@@ -40,7 +41,8 @@ def test_bad_rates_are_refused(rates, match):
 
 def test_other_bad_settings_are_refused():
     base = dict(endpoint="http://h:1", model="m", rates=(1,))
-    for extra, match in [({}, "exactly one of duration"), ({"duration_s": 1, "requests": 2}, "exactly one"),
+    for extra, match in [({"duration_s": 1, "requests": 2}, "at most one"), ({"warmup_s": -1}, "warmup must be 0"),
+                         ({"steady_min_s": 0}, "shortest steady window"),
                          ({"duration_s": 0}, "more than 0"), ({"requests": 0}, "≥ 1"),
                          ({"requests": 1, "max_tokens": 0}, "max tokens"),
                          ({"requests": 1, "arrival": "burst"}, "poisson"),
@@ -49,6 +51,9 @@ def test_other_bad_settings_are_refused():
         with pytest.raises(ConfigError, match=match):
             SweepConfig(**{**base, **extra})
     assert SweepConfig(**base, requests=1).rates == (1.0,)
+    auto = SweepConfig(endpoint="http://h:1", model="m")  # no length given: latency rules; the shared grid
+    assert auto.rates == RATE_GRID and auto.as_params()["steady_rule"].startswith("max(30 s, 3 ×")
+    assert SweepConfig(**base, duration_s=40, warmup_s=0).as_params()["warmup_rule"] == "fixed 0 s"
     assert SweepConfig(**{**base, "rates": "5,1,2,2"}, duration_s=3).rates == (1.0, 2.0, 5.0)
 
 
@@ -62,7 +67,7 @@ def test_cli_refuses_bad_input_before_contacting_the_endpoint(tmp_path, capsys):
                         (["--rps", "1", "--prompts", str(tmp_path / "nope.jsonl")], "does not exist"),
                         (["--rps", "1", "--max-tokens", "0"], "max tokens"),
                         (["--rps", "1", "--duration", "-1"], "more than 0"),
-                        ([], "missing --rps")]:
+                        (["--steady-min", "0"], "shortest steady window")]:
         assert genai_main([*base, *args]) == 2
         assert match in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -104,6 +109,9 @@ def test_arrivals():
     assert len(p) == pytest.approx(2000, rel=0.1) and np.diff(p).mean() == pytest.approx(0.02, rel=0.1)
     assert np.array_equal(p, arrival_offsets(50, duration_s=40, seed=1))
     assert len(arrival_offsets(3, requests=7, seed=2)) == 7
+    stream = arrival_stream(50, seed=1)
+    assert np.array_equal([next(stream) for _ in range(len(p))], p)  # the same seeded Poisson process, unbounded
+    assert [next(arrival_stream(4, arrival="constant")) for _ in range(1)] == [0.0]
 
 
 def _levels(rates, energy, latency, sustainable=None):

@@ -29,7 +29,7 @@ def store(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def test_fit_and_test_log_every_promised_metric(tmp_path, store):
+def test_fit_and_test_log_every_promised_metric(tmp_path, store, capfd):
     logger = MLFlowLogger(experiment_name="digits", tracking_uri=store, artifact_location=str(tmp_path / "art"))
     cb = EnergyCallback(interval=0.05, idle_seconds=0.3)
     train, val = digits_loaders()
@@ -73,6 +73,13 @@ def test_fit_and_test_log_every_promised_metric(tmp_path, store):
     assert {"green_mlops/fit_trace.parquet", "green_mlops/fit_energy.png", "green_mlops/fit_summary.json"} <= arts
     assert run.info.status == "FINISHED"
     assert set(metric_names(cb.meter)) >= set(STEP_METRICS)
+    if any(s.info.domain == "dram" and s.info.provenance == "estimated" for s in cb.meter.sources):
+        dram = {h.value for h in client.get_metric_history(logger.run_id, "power/dram_W")}
+        assert len(dram) == 1  # a constant model estimate is logged as a constant, without float noise
+    lines = [x for x in capfd.readouterr().err.splitlines() if x.startswith("green_mlops: ")]
+    assert [x.split(":")[1].strip() for x in lines] == ["fit success", "test success", "predict success"]
+    assert "Wh gross, " in lines[0] and "Wh net of idle" in lines[0] and "estimated (" in lines[0]
+    assert f"MLflow run {logger.run_id} at {store}" in lines[0]
 
 
 def test_failing_step_keeps_partial_energy_and_marks_failed(tmp_path, store):
@@ -91,7 +98,7 @@ def test_failing_step_keeps_partial_energy_and_marks_failed(tmp_path, store):
     assert "green_mlops/fit_summary.json" in arts
 
 
-def test_any_logger_gets_the_metrics(tmp_path):
+def test_any_logger_gets_the_metrics(tmp_path, capfd):
     logger = CSVLogger(tmp_path, name="csv")
     cb = EnergyCallback(interval=0.05, log_every_n_steps=4)
     train, val = digits_loaders()
@@ -100,6 +107,8 @@ def test_any_logger_gets_the_metrics(tmp_path):
     steps = sorted({int(r["step"]) for r in rows if r.get("energy/total_J")})
     assert steps == list(range(4, 23, 4))
     assert (tmp_path / "csv" / "version_0" / "green_mlops" / "fit_energy.png").exists()
+    line = [x for x in capfd.readouterr().err.splitlines() if x.startswith("green_mlops: fit success: ")]
+    assert len(line) == 1 and " Wh" in line[0] and f"{tmp_path / 'csv' / 'version_0' / 'green_mlops'}/" in line[0]
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -12,22 +12,34 @@ from pathlib import Path
 from green_mlops.argtypes import interval, nonneg_seconds, positive_int
 from green_mlops.meter import EnergyMeter, EnergyResult
 
+_METER_ONLY = {"epochs": 5, "idle": 2.0, "interval": 0.1}  # ``demo --meter-only`` options and their defaults
+
 
 def add_arguments(d: argparse.ArgumentParser) -> None:
     """Options of ``green-mlops demo``."""
     d.add_argument("--meter-only", action="store_true", help="instead: meter one small MLP run, epoch by epoch")
-    d.add_argument("--epochs", type=positive_int, default=5, help="--meter-only: epochs (default 5)")
-    d.add_argument("--idle", type=nonneg_seconds, default=2.0, metavar="S", help="idle baseline seconds (default 2)")
-    d.add_argument("--interval", type=interval, default=0.1, metavar="S")
+    d.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"--meter-only: epochs (default {_METER_ONLY['epochs']})")
+    d.add_argument("--idle", type=nonneg_seconds, default=None, metavar="S",
+                   help=f"--meter-only: idle baseline seconds (default {_METER_ONLY['idle']:g})")
+    d.add_argument("--interval", type=interval, default=None, metavar="S",
+                   help=f"--meter-only: sampling interval (default {_METER_ONLY['interval']:g} s)")
     d.add_argument("--output", default="green_mlops_demo", metavar="DIR",
                    help="where results go (default green_mlops_demo)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """The demo search on digits; ``--meter-only``: one metered run, epoch by epoch."""
+    """The demo search on digits (no download); ``--meter-only``: one metered run, epoch by epoch."""
     if not args.meter_only:
+        given = [f"--{k}" for k in _METER_ONLY if getattr(args, k) is not None]
+        if given:
+            print(f"green-mlops demo: {', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only with "
+                  "--meter-only (the demo search has fixed settings); add --meter-only or drop "
+                  f"{'it' if len(given) == 1 else 'them'}", file=sys.stderr)
+            return 2
         return demo(args.output)
-    run_demo(epochs=args.epochs, idle_s=args.idle, interval=args.interval, output=args.output)
+    opts = {k: v if (v := getattr(args, k)) is not None else default for k, default in _METER_ONLY.items()}
+    run_demo(epochs=opts["epochs"], idle_s=opts["idle"], interval=opts["interval"], output=args.output)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Two forms::
 
-    green-mlops genai --endpoint URL --model NAME --rps 1,2,5 [--duration S | --requests N] ...
+    green-mlops genai --endpoint URL --model NAME [--rps 1,2,5] [--warmup S] [--duration S | --requests N] ...
     green-mlops genai --from DIR --server-trace FILE [--clock-offset S]     # join a remote server's trace
 
 Bad input (URL, prompt file, rates, lengths) is refused with exit code 2 before any request is sent.
@@ -14,9 +14,19 @@ import argparse
 import sys
 
 from green_mlops.argtypes import nonneg_seconds
-from green_mlops.genai.config import DEFAULT_EXPERIMENT, PAPER_SAMPLING, ConfigError, SweepConfig
+from green_mlops.genai.config import (
+    DEFAULT_EXPERIMENT,
+    PAPER_SAMPLING,
+    RATE_GRID,
+    STEADY_LATENCY_FACTOR,
+    STEADY_MIN_S,
+    WARMUP_LATENCY_FACTOR,
+    WARMUP_MIN_S,
+    ConfigError,
+    SweepConfig,
+)
 
-DEFAULT_DURATION_S = 30.0
+GRID = ",".join(f"{r:g}" for r in RATE_GRID)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "full .../v1/chat/completions or .../v1/completions URL")
     load.add_argument("--model", metavar="NAME", help="model name the server serves (for `transformers serve "
                       "PATH`, the PATH)")
-    load.add_argument("--rps", metavar="LIST", help="request rates per second, comma-separated, e.g. 1,2,5,10,20")
+    load.add_argument("--rps", metavar="LIST", default=GRID,
+                      help=f"request rates per second, comma-separated (default {GRID}, the grid every model shares)")
+    load.add_argument("--warmup", type=nonneg_seconds, default=None, metavar="S",
+                      help="seconds of warm-up load per level, excluded from the measure (default: until "
+                           f"max({WARMUP_MIN_S:g} s, {WARMUP_LATENCY_FACTOR:g} × median latency answered); 0: none)")
     length = load.add_mutually_exclusive_group()
     length.add_argument("--duration", type=float, metavar="S",
-                        help=f"seconds of arrivals per rate level (default {DEFAULT_DURATION_S:g})")
-    length.add_argument("--requests", type=int, metavar="N", help="requests per rate level instead of a duration")
+                        help="seconds of steady window per level, the measure (default: max(--steady-min, "
+                             f"{STEADY_LATENCY_FACTOR:g} × the warm-up's median latency))")
+    length.add_argument("--requests", type=int, metavar="N",
+                        help="steady window of N / rate seconds (N arrivals expected) instead of a duration")
+    load.add_argument("--steady-min", type=float, default=STEADY_MIN_S, metavar="S",
+                      help=f"shortest automatic steady window (default {STEADY_MIN_S:g})")
     load.add_argument("--prompts", metavar="FILE", help="JSONL prompts ({\"prompt\": ...}, {\"messages\": [...]}, "
                       "Chatbot-Arena conversations); default: the set shipped with green_mlops")
     load.add_argument("--arrival", choices=("poisson", "constant"), default="poisson",
@@ -95,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
             if missing:
                 raise ConfigError(f"missing {', '.join(missing)}; e.g. green-mlops genai --endpoint "
                                   "http://127.0.0.1:8000 --model MODEL --rps 1,2,5")
-            duration = args.duration if args.duration is not None or args.requests is not None else DEFAULT_DURATION_S
-            config = SweepConfig(endpoint=args.endpoint, model=args.model, rates=args.rps, duration_s=duration,
-                                 requests=args.requests, arrival=args.arrival, max_tokens=args.max_tokens,
+            config = SweepConfig(endpoint=args.endpoint, model=args.model, rates=args.rps, duration_s=args.duration,
+                                 requests=args.requests, warmup_s=args.warmup, steady_min_s=args.steady_min,
+                                 arrival=args.arrival, max_tokens=args.max_tokens,
                                  api=args.api, idle_s=args.idle_seconds, cooldown_s=args.cooldown,
                                  timeout_s=args.timeout, seed=args.seed, interval_s=args.interval,
                                  sampling={k: getattr(args, f"sampling_{k}") for k in PAPER_SAMPLING},

@@ -5,7 +5,7 @@ import argparse
 import json
 import textwrap
 
-from green_mlops.meter import Settings, discover, machine_facts
+from green_mlops.meter import Settings, discover, machine_facts, memory_total_bytes
 
 
 def add_arguments(h: argparse.ArgumentParser) -> None:
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     vm = "yes" if facts["virtual_machine"] == "true" else "no"
     gpus = facts.get("gpu_names", "none")
-    print(f"machine: {facts['cpu_model']}, {facts['cpu_count']} usable CPUs, {facts['ram_gb']} GB RAM, "
+    ram_gib = memory_total_bytes() / 2**30  # GiB, as the DRAM model counts it: one unit in this output
+    print(f"machine: {facts['cpu_model']}, {facts['cpu_count']} usable CPUs, {ram_gib:.1f} GiB RAM, "
           f"virtual machine: {vm}, GPUs: {facts['gpu_count']} ({gpus})"
           + (f", driver {facts['gpu_driver']}" if "gpu_driver" in facts else ""))
     print()

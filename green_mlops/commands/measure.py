@@ -18,8 +18,9 @@ def add_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("--idle", type=nonneg_seconds, default=0.0, metavar="S",
                    help="measure idle power for S seconds first; net energy subtracts it (default 0)")
     m.add_argument("--interval", type=interval, default=0.1, metavar="S", help="sampling interval (default 0.1 s)")
-    m.add_argument("--output", default="green_mlops_energy.json", metavar="FILE",
-                   help="JSON summary to write (default green_mlops_energy.json)")
+    m.add_argument("--output", default=None, metavar="FILE",
+                   help="also write the JSON summary (command, exit code, idle, result, findings) to FILE "
+                   "(default: none written; the summary is printed)")
     m.add_argument("--trace", default=None, metavar="FILE", help="also write the power trace (.parquet or .csv)")
     m.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
@@ -30,7 +31,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Meter any command; print and save its energy; exit with the command's exit code."""
+    """Meter any command; print its energy (and save it with --output); exit with the command's exit code."""
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -78,9 +79,15 @@ def run(args: argparse.Namespace) -> int:
         "result": result.as_dict(),
         "findings": [f.as_dict() for f in meter.findings],
     }
-    _write_json(Path(args.output), payload)
+    written = []
+    if args.output:
+        _write_json(Path(args.output), payload)
+        written.append(args.output)
     if args.trace:
         meter.export_trace(args.trace)
+        written.append(args.trace)
     print("\n" + result.table(), file=sys.stderr)
-    print(f"green-mlops: wrote {args.output}" + (f" and {args.trace}" if args.trace else ""), file=sys.stderr)
+    print(f"green-mlops: wrote {' and '.join(written)}" if written else
+          "green-mlops: nothing written (--output FILE for the JSON summary, --trace FILE for the power trace)",
+          file=sys.stderr)
     return exit_code

@@ -14,7 +14,8 @@ from typing import Any
 
 _NAMES = {
     "SweepAnalysis": "aggregate", "aggregate_sweep": "aggregate",
-    "PAPER_SAMPLING": "config", "ConfigError": "config", "SweepConfig": "config", "parse_endpoint": "config",
+    "PAPER_SAMPLING": "config", "RATE_GRID": "config", "ConfigError": "config", "SweepConfig": "config",
+    "parse_endpoint": "config",
     "parse_rates": "config",
     "LocalEnergy": "energy", "TraceEnergy": "energy", "TraceError": "energy",
     "EndpointError": "probe",

@@ -5,6 +5,9 @@ the usual model of independent users; constant arrivals are evenly spaced. Both 
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import numpy as np
 
 
@@ -40,3 +43,22 @@ def arrival_offsets(rate: float, *, arrival: str = "poisson", duration_s: float 
                 offsets = np.concatenate([offsets, offsets[-1] + np.cumsum(more)])
             offsets = offsets[offsets < duration_s]
     return offsets
+
+
+def arrival_stream(rate: float, *, arrival: str = "poisson", seed: int = 0) -> Iterator[float]:
+    """Send times (s from the level's start) without end, for levels whose length is decided as they run.
+
+    The first request goes at 0; Poisson gaps are drawn in blocks from one seeded generator.
+    """
+    if not rate > 0:
+        raise ValueError(f"rate must be greater than 0 requests per second; got {rate!r}")
+    if arrival not in ("poisson", "constant"):
+        raise ValueError(f"arrival must be 'poisson' or 'constant'; got {arrival!r}")
+    if arrival == "constant":
+        yield from (i / rate for i in itertools.count())
+        return
+    rng = np.random.default_rng(seed)
+    t = 0.0
+    while True:
+        yield t
+        t += float(rng.exponential(1.0 / rate))

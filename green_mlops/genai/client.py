@@ -29,6 +29,7 @@ class RequestRecord:
     prompt_index: int
     scheduled: float
     sent: float
+    phase: str = ""
     end: float = float("nan")
     first_token: float = float("nan")
     ok: bool = False

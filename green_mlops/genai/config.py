@@ -1,7 +1,10 @@
 """What a request-rate sweep runs: endpoint, model, rates, load shape and sampling, checked before any load.
 
 Every check here runs before the first request, so a typo costs a message, not a sweep. The sampling
-defaults are the paper's (Table 4): temperature 0, top-p 1, top-k −1, min-p 0.
+defaults are the paper's (Table 4): temperature 0, top-p 1, top-k −1, min-p 0. Each rate level runs
+a warm-up, a steady window and a drain (docs/genai.md, "Steady state"); the rules that size the
+warm-up and the window when they are not given, and the one rate grid every model is swept over,
+are defined here.
 """
 from __future__ import annotations
 
@@ -22,6 +25,16 @@ PAPER_SAMPLING: dict[str, float] = {"temperature": 0.0, "top_p": 1.0, "top_k": -
 DEFAULT_EXPERIMENT = "green-mlops-genai"
 #: Fields a server may refuse (HTTP 400/422); the probe drops them, and the run records which it dropped.
 OPTIONAL_FIELDS = ("top_k", "min_p", "stream_options")
+#: The request rates every model is swept over unless told otherwise (one grid, so models compare level by level).
+RATE_GRID: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0)
+#: Auto warm-up: at least this long, and until 1.5 × the median latency of the warm-up's answered requests
+#: (by Little's law the in-flight population is full once a request sent at the start has answered).
+WARMUP_MIN_S = 5.0
+WARMUP_LATENCY_FACTOR = 1.5
+#: Auto steady window: max(30 s, 3 × the warm-up's median latency), so the window holds several generations
+#: of the in-flight population and, at 0.1 s ticks, hundreds of meter samples.
+STEADY_MIN_S = 30.0
+STEADY_LATENCY_FACTOR = 3.0
 
 
 class ConfigError(ValueError):
@@ -106,13 +119,21 @@ def parse_rates(text: str | Sequence[float]) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One sweep over request rates; ``duration_s`` or ``requests`` sets each level's length."""
+    """One sweep over request rates: per level a warm-up, a steady window and a drain.
+
+    ``duration_s`` fixes the steady window's length, ``requests`` sets it to ``requests / rate`` (that
+    many arrivals expected in it); with neither it is max(``steady_min_s``, 3 × the warm-up's median
+    latency). ``warmup_s`` fixes the warm-up (0: none); None sizes it from the warm-up's own latencies.
+    """
 
     endpoint: str
     model: str
-    rates: tuple[float, ...]
+    rates: tuple[float, ...] = RATE_GRID
     duration_s: float | None = None
     requests: int | None = None
+    warmup_s: float | None = None
+    steady_min_s: float = STEADY_MIN_S
+    warmup_min_s: float = WARMUP_MIN_S
     arrival: Literal["poisson", "constant"] = "poisson"
     max_tokens: int = 256
     api: str | None = None
@@ -131,9 +152,10 @@ class SweepConfig:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model is empty; give the name the server knows it by, e.g. --model "
                               "meta-llama/Llama-3.2-1B-Instruct")
-        if (self.duration_s is None) == (self.requests is None):
-            raise ConfigError("give exactly one of duration (seconds per rate level) or requests (per level), "
-                              "e.g. --duration 60 or --requests 200")
+        if self.duration_s is not None and self.requests is not None:
+            raise ConfigError("give at most one of duration (seconds of steady window per rate level) or requests "
+                              "(arrivals expected in it), e.g. --duration 60 or --requests 200; neither: sized "
+                              "from the latency")
         if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ConfigError(f"duration must be more than 0 seconds; got {self.duration_s!r}")
         if self.requests is not None and (not isinstance(self.requests, int) or self.requests < 1):
@@ -142,10 +164,14 @@ class SweepConfig:
             raise ConfigError(f"arrival must be 'poisson' or 'constant'; got {self.arrival!r}")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ConfigError(f"max tokens must be a whole number ≥ 1; got {self.max_tokens!r}")
-        for name in ("idle_s", "cooldown_s"):
+        for name in ("idle_s", "cooldown_s", *(("warmup_s",) if self.warmup_s is not None else ())):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name.removesuffix('_s')} must be 0 or more seconds; got {value!r}")
+        if not (self.steady_min_s > 0 and math.isfinite(self.steady_min_s)):
+            raise ConfigError(f"the shortest steady window must be more than 0 seconds; got {self.steady_min_s!r}")
+        if not (self.warmup_min_s >= 0 and math.isfinite(self.warmup_min_s)):
+            raise ConfigError(f"the shortest warm-up must be 0 or more seconds; got {self.warmup_min_s!r}")
         for name in ("model_parameters", "model_bytes"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -157,6 +183,21 @@ class SweepConfig:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
             raise ConfigError(f"request timeout must be more than 0 seconds; got {self.timeout_s!r}")
         self.target()
+
+    def steady_rule(self) -> str:
+        """How each level's steady window is sized, in words (a run parameter)."""
+        if self.duration_s is not None:
+            return f"fixed {self.duration_s:g} s"
+        if self.requests is not None:
+            return f"{self.requests} / rate s"
+        return f"max({self.steady_min_s:g} s, {STEADY_LATENCY_FACTOR:g} × warm-up median latency)"
+
+    def warmup_rule(self) -> str:
+        """How each level's warm-up is sized, in words (a run parameter)."""
+        if self.warmup_s is not None:
+            return f"fixed {self.warmup_s:g} s"
+        return (f"until max({self.warmup_min_s:g} s, {WARMUP_LATENCY_FACTOR:g} × median latency of answered warm-up "
+                f"requests), at most the request timeout")
 
     def target(self) -> Endpoint:
         """The parsed endpoint (raises ConfigError for a bad URL)."""
@@ -173,5 +214,7 @@ class SweepConfig:
             out["duration_s"] = f"{self.duration_s:g}"
         if self.requests is not None:
             out["requests_per_level"] = str(self.requests)
+        out["steady_rule"] = self.steady_rule()
+        out["warmup_rule"] = self.warmup_rule()
         out.update({f"sampling.{k}": f"{v:g}" for k, v in self.sampling.items()})
         return out

@@ -22,7 +22,12 @@ class RecordError(ValueError):
 
 @dataclass
 class LevelInfo:
-    """One rate level's window (wall clock: first scheduled send, last send, last answer) and cache hit rate."""
+    """One rate level's phases (wall clock) and cache hit rate: warm-up from ``start`` to ``steady_start``,
+    the steady window to ``load_end`` (when sending stops), the drain to ``end`` (the last answer).
+
+    ``cpu`` holds CPU seconds over the steady window (this process's and the machine's busy time);
+    a sweep saved before warm-ups existed loads with ``steady_start`` = ``start``.
+    """
 
     index: int
     rate_rps: float
@@ -31,10 +36,25 @@ class LevelInfo:
     end: float
     cache_hit_rate: float | None = None
     cache_hit_rate_method: str = "not exposed by the server"
+    steady_start: float | None = None
+    warmup_how: str = "none"
+    steady_how: str = ""
+    cpu: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.steady_start is None:
+            self.steady_start = self.start
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The steady window (start, end), wall clock."""
+        assert self.steady_start is not None
+        return self.steady_start, self.load_end
 
     @property
     def duration_s(self) -> float:
-        return self.end - self.start
+        """The steady window's length: the time energy per request and per second are measured over."""
+        return self.load_end - self.window[0]
 
 
 @dataclass
@@ -46,13 +66,15 @@ class SweepRecord:
     levels: list[LevelInfo]
     requests: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    idle_cpu: dict[str, float] | None = None
 
     def save(self, directory: str | Path) -> list[Path]:
         """Write ``sweep.json`` and ``requests.csv`` into ``directory``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"params": self.params, "idle": list(self.idle) if self.idle else None,
-                "levels": [asdict(level) for level in self.levels], "notes": self.notes}
+                "levels": [asdict(level) for level in self.levels], "notes": self.notes,
+                "idle_cpu": self.idle_cpu}
         (out / SWEEP_FILE).write_text(json.dumps(meta, indent=2))
         self.requests.to_csv(out / REQUESTS_FILE, index=False)
         return [out / SWEEP_FILE, out / REQUESTS_FILE]
@@ -69,4 +91,4 @@ class SweepRecord:
         requests = pd.read_csv(d / REQUESTS_FILE, keep_default_na=False, na_values=[""])
         levels = [LevelInfo(**level) for level in meta["levels"]]
         return cls(meta["params"], tuple(meta["idle"]) if meta.get("idle") else None, levels, requests,
-                   list(meta.get("notes", [])))
+                   list(meta.get("notes", [])), meta.get("idle_cpu"))

@@ -63,7 +63,7 @@ def plot_sweep(analysis: SweepAnalysis, directory: str | Path, title: str = "") 
             fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
             ax.plot(levels["rate_rps"], levels[column], marker="o")
             _mark(ax, levels, analysis.saturation)
-            _axes(ax, ylabel + f", {basis}", f"{title}: {ylabel} vs request rate")
+            _axes(ax, ylabel + f", {basis}", f"{title}: {ylabel} vs request rate (steady window)")
             files.append(_save(fig, out / name, plt))
         files.append(plot_devices(analysis.devices, out / "device_energy_per_request.png", title))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
@@ -136,15 +136,16 @@ def plot_compare(levels_by_model: Mapping[str, pd.DataFrame], directory: str | P
 
 
 def console_table(levels: pd.DataFrame) -> str:
-    """A plain-text summary, one line per level."""
-    head = ["rps", "sent", "ok", "failed", "done/s", "p50 lat s", "p50 ttft s", "out tok", "energy J", "J/req",
-            "J/token", "W", "cache hit", "sustained"]
+    """A plain-text summary, one line per level: the steady window's figures, then the drain's."""
+    head = ["rps", "sent", "ok", "failed", "served/s", "p50 lat s", "p50 ttft s", "out tok", "window s", "energy J",
+            "J/req", "J/token", "W", "drain s", "drain J", "cache hit", "sustained"]
     rows = []
     for _, r in levels.sort_values("rate_rps").iterrows():
         rows.append([f"{r['rate_rps']:g}", str(r["requests"]), str(r["ok"]), str(r["failed"]),
-                     _num(r["completion_rps"], ".2f"), _num(r["latency_p50_s"], ".3f"), _num(r["ttft_p50_s"], ".3f"),
-                     str(r["output_tokens"]), _num(r["energy_J"], ".1f"), _num(r["energy_per_request_J"], ".3g"),
-                     _num(r["energy_per_output_token_J"], ".3g"), _num(r["energy_per_s_W"], ".1f"),
+                     _num(r["served_rps"], ".2f"), _num(r["latency_p50_s"], ".3f"), _num(r["ttft_p50_s"], ".3f"),
+                     _num(r["output_tokens"], ".0f"), _num(r["duration_s"], ".1f"), _num(r["energy_J"], ".1f"),
+                     _num(r["energy_per_request_J"], ".3g"), _num(r["energy_per_output_token_J"], ".3g"),
+                     _num(r["energy_per_s_W"], ".1f"), _num(r["drain_s"], ".1f"), _num(r["drain_energy_J"], ".1f"),
                      _num(r["cache_hit_rate"], ".2f"), "yes" if r["sustainable"] else "NO"])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head, *rows]]

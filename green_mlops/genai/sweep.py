@@ -19,22 +19,25 @@ import numpy as np
 import pandas as pd
 
 from green_mlops.genai.aggregate import SweepAnalysis, aggregate_sweep
-from green_mlops.genai.arrivals import arrival_offsets
+from green_mlops.genai.arrivals import arrival_stream
 from green_mlops.genai.config import DEFAULT_EXPERIMENT, SweepConfig, is_this_machine
+from green_mlops.genai.cpu_share import cpu_clock
 from green_mlops.genai.energy import EnergySource, LocalEnergy, TraceEnergy
-from green_mlops.genai.loadgen import LevelRun, new_session, run_level
+from green_mlops.genai.loadgen import LevelRun, PhasePlan, new_session, run_level
 from green_mlops.genai.model_info import FLOPS_METHOD, accelerator_memory_bytes, local_model_size
 from green_mlops.genai.probe import probe
 from green_mlops.genai.prompts import PromptSet, load_prompts
 from green_mlops.genai.record import LevelInfo, SweepRecord
 from green_mlops.genai.report import console_table, plot_sweep, write_tables
 from green_mlops.genai.server_metrics import CacheSnapshot, hit_rate, scrape
-from green_mlops.meter import EnergyMeter
+from green_mlops.meter import EnergyMeter, EnergyResult
 
 SUMMARY_FILE = "summary.json"
 TRACE_FILE = "trace.parquet"
 #: The probe may wait this long at least: a server's first request can load, allocate or compile first.
 PROBE_TIMEOUT_S = 180.0
+#: Parameter saying whether the load generator ran on the endpoint's host (its CPU is then split off).
+SAME_MACHINE = "loadgen_same_machine"
 
 
 def _stderr(message: str) -> None:
@@ -59,6 +62,7 @@ class _Progress:
     levels: list[LevelRun] = field(default_factory=list)
     cache: dict[int, tuple[float | None, str]] = field(default_factory=dict)
     idle: tuple[float, float] | None = None
+    idle_cpu: dict[str, float] | None = None
     dropped: list[str] = field(default_factory=list)
 
 
@@ -74,7 +78,8 @@ def run_sweep(config: SweepConfig, prompts: PromptSet | None = None, *, output: 
     progress = _Progress()
     notes: list[str] = []
     host = urlsplit(config.target().url).hostname or ""
-    if energy_meter is not None and not is_this_machine(host):
+    same_machine = is_this_machine(host)
+    if energy_meter is not None and not same_machine:
         notes.append(f"endpoint host {host} is not this machine: the energy is this machine's, not the server's; "
                      "meter the server host instead (--meter none, then --from/--server-trace)")
         log(notes[-1])
@@ -90,10 +95,12 @@ def run_sweep(config: SweepConfig, prompts: PromptSet | None = None, *, output: 
     if progress.dropped:
         notes.append(f"server refused {', '.join(progress.dropped)}: sent without them "
                      "(top_k −1 and min_p 0 change nothing at temperature 0)")
-    if energy_meter is not None:
-        notes.append("energy metered on this machine: it includes the load generator's own CPU use")
+    if energy_meter is not None and same_machine:
+        notes.append("energy metered on this machine: it includes the load generator's own CPU use, whose "
+                     "estimated share is reported apart (loadgen_cpu_energy_J, server_cpu_energy_J)")
     record = _record(config, prompts, progress, wall_offset, notes)
     record.params.update(model)
+    record.params[SAME_MACHINE] = str(same_machine).lower()
     files = record.save(out)
     source: EnergySource | None = None
     if energy_meter is not None and energy_meter.start_time is not None:
@@ -122,16 +129,15 @@ def join_server_trace(results: str | Path, trace: str | Path, *, clock_offset_s:
 
 def _finish(record: SweepRecord, source: EnergySource | None, out: Path, files: list[Path],
             experiment: str | None, tracking_uri: str | None, log: Callable[[str], None]) -> SweepResult:
-    energies = {lv.index: source.span(lv.start, lv.end, f"{lv.rate_rps:g} rps") for lv in record.levels} \
-        if source is not None else None
+    energies = {lv.index: phase_energy(source, lv) for lv in record.levels} if source is not None else None
     idle = source.span(*record.idle, "idle") if source is not None and record.idle else None
-    analysis = aggregate_sweep(record, energies)
+    analysis = aggregate_sweep(record, energies, same_machine=record.params.get(SAME_MACHINE) == "true")
     description = source.description if source is not None else "not metered"
     files += write_tables(analysis, out)
     title = record.params.get("model", "")
     if not analysis.levels.empty:
         files += plot_sweep(analysis, out, title=Path(title).name or title)
-    sample = next(iter(energies.values())) if energies else None
+    sample = next(iter(energies.values()))["steady"] if energies else None
     summary = {"params": record.params, "energy_source": description, "saturation": analysis.saturation.as_dict(),
                "idle": idle.as_dict() if idle is not None else None,
                "provenance": [s.info.as_dict() for s in sample.sources] if sample else [],
@@ -166,6 +172,7 @@ async def _drive(config: SweepConfig, prompts: PromptSet, meter: EnergyMeter | N
         has_cache = metrics is not None and not metrics.empty
         if config.idle_s > 0:
             log(f"measuring idle for {config.idle_s:g} s (send nothing else to the server now)")
+            before_idle = cpu_clock()
             if meter is not None:
                 idle = meter.measure_idle(config.idle_s)
                 assert idle is not None
@@ -174,23 +181,38 @@ async def _drive(config: SweepConfig, prompts: PromptSet, meter: EnergyMeter | N
                 t0 = time.monotonic()
                 await asyncio.sleep(config.idle_s)
                 progress.idle = (t0, time.monotonic())
+            progress.idle_cpu = cpu_clock().since(before_idle).as_dict()
         if meter is not None:
             meter.start()
         sent = 0
         for index, rate in enumerate(config.rates):
-            offsets = arrival_offsets(rate, arrival=config.arrival, duration_s=config.duration_s,
-                                      requests=config.requests, seed=config.seed + index)
-            log(f"level {index + 1}/{len(config.rates)}: {rate:g} rps, {len(offsets)} requests")
+            steady = config.duration_s if config.requests is None else config.requests / rate
+            plan = PhasePlan(config.warmup_s, steady, config.steady_min_s, warmup_max_s=config.timeout_s,
+                             warmup_min_s=config.warmup_min_s)
+            log(f"level {index + 1}/{len(config.rates)}: {rate:g} rps; warm-up {config.warmup_rule()}, "
+                f"steady window {config.steady_rule()}")
             before: CacheSnapshot | None = await scrape(session, target.metrics_url) if has_cache else None
             level = await run_level(session, target, config.model, prompts.prompts, order, index=index, rate=rate,
-                                    offsets=offsets, max_tokens=config.max_tokens, sampling=config.sampling,
+                                    arrivals=arrival_stream(rate, arrival=config.arrival, seed=config.seed + index),
+                                    plan=plan, max_tokens=config.max_tokens, sampling=config.sampling,
                                     drop=progress.dropped, timeout_s=config.timeout_s, first_prompt=sent)
             after = await scrape(session, target.metrics_url) if has_cache else None
             progress.cache[index] = hit_rate(before, after)
             progress.levels.append(level)
-            sent += len(offsets)
+            sent += len(level.records)
+            log(f"level {index + 1}: warm-up {level.steady_start - level.start:.1f} s ({level.warmup_how}), steady "
+                f"{level.load_end - level.steady_start:.1f} s ({level.steady_how}), drain "
+                f"{level.end - level.load_end:.1f} s, {len(level.records)} requests")
             if config.cooldown_s and index + 1 < len(config.rates):
                 await asyncio.sleep(config.cooldown_s)
+
+
+def phase_energy(source: EnergySource, level: LevelInfo) -> dict[str, EnergyResult]:
+    """A level's energy in each phase: warm-up, steady window (the measure) and drain."""
+    w0, w1 = level.window
+    name = f"{level.rate_rps:g} rps"
+    return {"warmup": source.span(level.start, w0, f"{name} warm-up"), "steady": source.span(w0, w1, name),
+            "drain": source.span(w1, level.end, f"{name} drain")}
 
 
 def _model_params(config: SweepConfig, *, local: bool) -> dict[str, str]:
@@ -225,11 +247,13 @@ def _record(config: SweepConfig, prompts: PromptSet, progress: _Progress, wall_o
     levels, rows = [], []
     for run in progress.levels:
         hits, method = progress.cache.get(run.index, (None, "not exposed by the server"))
+        cpu = run.cpu["steady_end"].since(run.cpu["steady_start"]).as_dict() if "steady_start" in run.cpu else None
         levels.append(LevelInfo(run.index, run.rate, run.start + wall_offset, run.load_end + wall_offset,
-                                run.end + wall_offset, hits, method))
+                                run.end + wall_offset, hits, method, run.steady_start + wall_offset,
+                                run.warmup_how, run.steady_how, cpu))
         rows.extend(r.as_row(wall_offset) for r in run.records)
     idle = (progress.idle[0] + wall_offset, progress.idle[1] + wall_offset) if progress.idle else None
-    columns = ["level", "index", "prompt_index", "scheduled", "sent", "end", "first_token", "ok", "status",
+    columns = ["level", "index", "phase", "prompt_index", "scheduled", "sent", "end", "first_token", "ok", "status",
                "error_kind", "error", "output_tokens", "prompt_tokens", "tokens_source", "stream_chunks",
                "finish_reason", "latency_s", "ttft_s", "send_lag_s"]
-    return SweepRecord(params, idle, levels, pd.DataFrame(rows, columns=columns), notes)
+    return SweepRecord(params, idle, levels, pd.DataFrame(rows, columns=columns), notes, progress.idle_cpu)

@@ -3,7 +3,8 @@
 Level metrics carry both this package's names (``energy_per_request_J`` …) and the paper's Table 6
 names (``energy_per_sample``, ``request_rate``, ``cache_hit_rate``, ``average_output_token_length``).
 Tags say where the energy was measured and by which method, so a remote server's numbers are never
-mistaken for the client's.
+mistaken for the client's; each level's run also says how its warm-up and steady window were sized,
+which estimator priced its requests and how the load generator's CPU was split off.
 """
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from green_mlops import names
-from green_mlops.genai.aggregate import SweepAnalysis
+from green_mlops.genai.aggregate import ESTIMATOR, SweepAnalysis
 from green_mlops.genai.record import SweepRecord
 from green_mlops.meter import EnergyResult
+from green_mlops.metrics.genai import LEVEL_PROVENANCE, SWEEP_SERIES
 
 ARTIFACT_DIR = "genai"
 PAPER_NAMES = {"energy_per_request_J": "energy_per_sample", "energy_per_output_token_J": "energy_per_output_token",
                "rate_rps": "request_rate",
                "cache_hit_rate": "cache_hit_rate", "average_output_token_length": "average_output_token_length"}
-TEXT_COLUMNS = {"failures", "unsustainable_reason", "energy_basis", "tokens_source", "cache_hit_rate_method"}
+TEXT_COLUMNS = set(LEVEL_PROVENANCE)
 
 
 def level_metrics(row: dict[str, Any]) -> dict[str, float]:
@@ -56,9 +58,9 @@ def log_sweep(record: SweepRecord, analysis: SweepAnalysis, files: Sequence[Path
     sat = analysis.saturation
     with mlflow.start_run(run_name=name) as parent:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        tags = {names.GENAI_TAG_PREFIX + "energy_source": energy_description or "not metered",
-                names.GENAI_TAG_PREFIX + "saturation": str(sat),
-                names.GENAI_TAG_PREFIX + "saturation_criterion": sat.criterion}
+        tags = {names.genai_tag("energy_source"): energy_description or "not metered",
+                names.genai_tag("saturation"): str(sat), names.genai_tag("saturation_criterion"): sat.criterion,
+                names.genai_tag("estimator"): ESTIMATOR}
         if sample_energy is not None:
             for domain in ("gpu", "cpu", "dram"):
                 parts = [s.info for s in sample_energy.sources if s.info.domain == domain]
@@ -66,19 +68,17 @@ def log_sweep(record: SweepRecord, analysis: SweepAnalysis, files: Sequence[Path
                     tags[names.method_tag(domain)] = ",".join(sorted({p.method for p in parts}))
                     tags[names.provenance_tag(domain)] = ",".join(sorted({p.provenance for p in parts}))
         if record.notes:
-            tags[names.GENAI_TAG_PREFIX + "notes"] = " | ".join(record.notes)[:5000]
+            tags[names.genai_tag("notes")] = " | ".join(record.notes)[:5000]
         mlflow.set_tags(tags)
         if sat.rate_rps is not None:
             mlflow.log_metric("saturation_rps", sat.rate_rps)
         for _, row in analysis.levels.iterrows():
             metrics = level_metrics(row.to_dict())
-            mlflow.log_metrics({k: metrics[k] for k in ("rate_rps", "energy_per_request_J", "energy_per_output_token_J",
-                                                        "energy_per_s_W", "latency_p50_s", "completion_rps")
-                                if k in metrics}, step=int(row["level"]))
+            mlflow.log_metrics({k: metrics[k] for k in SWEEP_SERIES if k in metrics}, step=int(row["level"]))
             with mlflow.start_run(run_name=f"{row['rate_rps']:g} rps", nested=True):
                 mlflow.log_params({"rate_rps": f"{row['rate_rps']:g}", "level": int(row["level"])})
                 mlflow.log_metrics(metrics)
-                mlflow.set_tags({names.GENAI_TAG_PREFIX + k: str(row[k])[:5000] for k in TEXT_COLUMNS if row.get(k)})
+                mlflow.set_tags({names.genai_tag(k): str(row[k])[:5000] for k in TEXT_COLUMNS if row.get(k)})
                 mlflow.set_tags({k: v for k, v in tags.items() if k.startswith((names.METHOD_TAG_PREFIX,
                                                                               names.PROVENANCE_TAG_PREFIX))})
         for path in files:

@@ -71,14 +71,18 @@ class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
             metric whose name contains "acc", validation preferred).
         output_dir: where artifacts go for loggers other than MLflow (default: the trainer's log dir).
         sources: power sources to use instead of discovering them (tests, custom hardware).
+        print_summary: print one line to stderr at the end of each metered run (energy, provenance, where
+            the metrics and files went), whatever the logger.
     """
 
     def __init__(self, interval: float = 0.1, idle_seconds: float = 0.0, log_every_n_steps: int = 1, *,
                  country: str | None = None, carbon_g_per_kwh: float | None = None, pue: float = 1.0,
                  accuracy_key: str | None = None, output_dir: str | Path | None = None,
-                 settings: Settings | None = None, sources: list[PowerSource] | None = None) -> None:
+                 settings: Settings | None = None, sources: list[PowerSource] | None = None,
+                 print_summary: bool = True) -> None:
         super().__init__()
-        self.config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings)
+        self.config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings,
+                             print_summary)
         self.accuracy_key = accuracy_key
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self._given_sources = sources

@@ -93,13 +93,15 @@ def metered_training(interval: float = 0.1, idle_seconds: float = 0.0, log_every
                      log_metrics: Callable[[dict[str, float], int], None] | None = None,
                      log_params: Callable[[dict[str, Any]], None] | None = None,
                      output_dir: str | Path = names.ARTIFACT_DIR, name: str = "fit",
-                     settings: Settings | None = None, sources: list[PowerSource] | None = None) -> Iterator[LoopRun]:
+                     settings: Settings | None = None, sources: list[PowerSource] | None = None,
+                     print_summary: bool = True) -> Iterator[LoopRun]:
     """Meter a hand-written training loop; arguments as :class:`green_mlops.lightning.EnergyCallback`'s.
 
     ``name`` names the end-of-run metrics (``energy/fit_J`` by default, as under Lightning). A loop that
     raises ends the run as ``failed`` with the energy up to then, and the exception goes on to the caller.
     """
-    config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings)
+    config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings,
+                             print_summary)
     found = list(sources) if sources is not None else process_sources(settings)
     sinks = _sinks(run_id, tracking_uri, log_metrics, log_params)
     handle = LoopRun(MeteredRun(name, config, sinks, found, fallback_dir=Path(output_dir)))

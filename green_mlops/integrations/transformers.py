@@ -84,8 +84,10 @@ class EnergyCallback(TrainerCallback):
                  country: str | None = None, carbon_g_per_kwh: float | None = None, pue: float = 1.0,
                  accuracy_key: str | None = None, output_dir: str | Path | None = None,
                  tracking_uri: str | None = None, experiment: str = "green-mlops",
-                 settings: Settings | None = None, sources: list[PowerSource] | None = None) -> None:
-        self.config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings)
+                 settings: Settings | None = None, sources: list[PowerSource] | None = None,
+                 print_summary: bool = True) -> None:
+        self.config = MeterConfig(interval, idle_seconds, log_every_n_steps, country, carbon_g_per_kwh, pue, settings,
+                             print_summary)
         self.accuracy_key = accuracy_key
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.tracking_uri = tracking_uri

@@ -4,7 +4,7 @@ Imports no ML framework; a new power source is one module here plus a line in ``
 Code outside this package imports only the names below.
 """
 from green_mlops.meter.discovery import discover
-from green_mlops.meter.host import memory_total_bytes
+from green_mlops.meter.host import memory_total_bytes, usable_cpus
 from green_mlops.meter.machine import machine_facts
 from green_mlops.meter.meter import EnergyMeter, Window, validate_interval
 from green_mlops.meter.nvml import discover_nvml
@@ -20,9 +20,10 @@ from green_mlops.meter.source import (
     SourceInfo,
     Tick,
 )
+from green_mlops.meter.superchip import upgrade_superchips
 
 __all__ = [
     "DOMAINS", "J_PER_WH", "Discovery", "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Reading",
     "Settings", "SettingsError", "SourceEnergy", "SourceError", "SourceInfo", "Tick", "Window", "discover",
-    "discover_nvml", "machine_facts", "memory_total_bytes", "validate_interval",
+    "discover_nvml", "machine_facts", "memory_total_bytes", "upgrade_superchips", "usable_cpus", "validate_interval",
 ]

@@ -86,3 +86,19 @@ def memory_used_bytes() -> float:
 
 def memory_total_bytes() -> float:
     return float(psutil.virtual_memory().total)
+
+
+def socket_ranks(root: str = "/sys/devices/system/cpu") -> dict[int, int]:
+    """Logical CPU → socket rank (0, 1, … in order of package id), from ``topology/physical_package_id``.
+
+    Arm firmware numbers packages as it likes (not from 0, not contiguous), so ids are ranked rather
+    than used as socket numbers. Empty when the topology cannot be read.
+    """
+    ids: dict[int, int] = {}
+    for d in Path(root).glob("cpu[0-9]*"):
+        try:
+            ids[int(d.name[3:])] = int((d / "topology" / "physical_package_id").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    rank = {pkg: r for r, pkg in enumerate(sorted(set(ids.values())))}
+    return {cpu: rank[pkg] for cpu, pkg in ids.items()}

@@ -152,14 +152,20 @@ class NvmlGpu(PowerSource):
         self.warnings: list[str] = []
 
     def read(self, tick: Tick) -> Reading:
-        nvml, h = self._nvml, self._h
+        nvml = self._nvml
         try:
-            power_mW = _instant_mW(nvml, h) if self.has_instant else float(nvml.nvmlDeviceGetPowerUsage(h))
+            power_mW = self._power_mW()
             energy = self._read_counter(tick.t) if (self.has_counter and tick.full) else None
             curve = self._read_samples() if (self.has_samples and tick.full) else None
         except nvml.NVMLError as exc:
             raise SourceError(f"{self.info.name}: NVML read failed: {exc}") from exc
         return Reading(power_W=power_mW / 1000.0, energy_J=energy, extras=self._telemetry(), curve=curve)
+
+    def _power_mW(self) -> float:
+        """Power for the live curve: the instant field where it works, else the 1 s average."""
+        if self.has_instant:
+            return _instant_mW(self._nvml, self._h)
+        return float(self._nvml.nvmlDeviceGetPowerUsage(self._h))
 
     def _read_samples(self) -> list[tuple[float, float]]:
         """New buffered samples, moved from the wall clock onto ``time.monotonic()``."""

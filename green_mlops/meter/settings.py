@@ -16,6 +16,7 @@ class SettingsError(ValueError):
 
 _ENV = {
     "powercap_root": "GREEN_MLOPS_POWERCAP_ROOT",
+    "sysfs_root": "GREEN_MLOPS_SYSFS_ROOT",
     "cpu_tdp_w": "GREEN_MLOPS_CPU_TDP_W",
     "cpu_threads_per_package": "GREEN_MLOPS_CPU_THREADS_PER_PACKAGE",
     "dram_dimms": "GREEN_MLOPS_DRAM_DIMMS",
@@ -31,6 +32,7 @@ class Settings:
     """Facts and knobs the sources use; ``None`` means "find out from the machine"."""
 
     powercap_root: str = "/sys/class/powercap"
+    sysfs_root: str = "/sys"
     cpu_tdp_w: float | None = None
     cpu_threads_per_package: int | None = None
     dram_dimms: int | None = None
@@ -72,6 +74,7 @@ def _parse(name: str, origin: str, raw: str, typ: str) -> Any:
 
 _EXAMPLES = {
     "powercap_root": "/sys/class/powercap",
+    "sysfs_root": "/sys",
     "cpu_tdp_w": "350 (the CPU package's TDP in watts)",
     "cpu_threads_per_package": "112 (logical CPUs of one package)",
     "dram_dimms": "16",

@@ -79,6 +79,9 @@ class PowerSource(abc.ABC):
 
     info: SourceInfo
     counter_interval: float = 0.0
+    #: Other domains this source's energy already includes (a superchip's module counter covers the
+    #: CPU and memory beside the GPU); discovery does not open sources for them, so none is counted twice.
+    covers: tuple[Domain, ...] = ()
     #: A counter read at time t holds the energy up to about t - anchor_lag_s (half the update period
     #: of a counter that refreshes at an unknown phase); the integration places anchors there.
     anchor_lag_s: float = 0.0
@@ -100,7 +103,8 @@ class Finding:
     """One line of ``green-mlops hardware``: what was looked for, what was found, and why."""
 
     component: str
-    status: Literal["measured", "estimated", "absent"]
+    #: ``covered``: metered inside another component's counter (named in ``reason``), not added again.
+    status: Literal["measured", "estimated", "absent", "covered"]
     method: str
     reason: str
 

@@ -10,7 +10,7 @@ import math
 
 from green_mlops.metrics.paper import energy_per_sample, model_size_to_ram, parameters
 
-__all__ = ["GENAI_METRICS", "average_output_token_length", "cache_hit_rate", "energy_per_output_token",
+__all__ = ["GENAI_METRICS", "LEVEL_PROVENANCE", "STEADY_STATE_METRICS", "SWEEP_SERIES", "average_output_token_length", "cache_hit_rate", "energy_per_output_token",
            "energy_per_request", "flops", "genai_metrics", "request_rate"]
 
 #: Table 6's metric names, in the paper's order, then energy per output token (its Fig. 9).
@@ -97,3 +97,37 @@ def genai_metrics(*, energy_J: float | None = None, requests: float | None = Non
         "energy_per_output_token": energy_per_output_token(energy_J, output_tokens),
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+#: A rate level's steady-state figures beyond Table 6 (``levels.csv`` columns and the level run's MLflow metrics),
+#: with what each means; docs/genai.md gives the formulas. Energies are on the level's ``energy_basis``.
+STEADY_STATE_METRICS: dict[str, str] = {
+    "duration_s": "length of the steady window W, the measure",
+    "served_requests": "requests W served, each by its share of service time inside W (the estimator's n_W)",
+    "served_rps": "served_requests / duration_s",
+    "completed_in_window": "requests that ended inside W",
+    "completion_rps": "completed_in_window / duration_s",
+    "arrival_rps": "requests sent inside W / duration_s",
+    "energy_per_completed_request_J": "energy_J / completed_in_window (the simple estimator, a cross-check)",
+    "steady_over_latency": "duration_s / latency_p50_s",
+    "warmup_s": "warm-up length (sent, excluded from the measure)",
+    "warmup_requests": "requests sent during the warm-up",
+    "warmup_energy_J": "energy of the warm-up",
+    "drain_s": "from the end of W (no more sends) to the last answer",
+    "drain_completed": "requests that ended during the drain",
+    "drain_energy_J": "energy of the drain",
+    "loadgen_cpu_s": "CPU seconds of the load generator's process over W",
+    "machine_busy_cpu_s": "busy CPU seconds of the usable CPUs over W",
+    "loadgen_cpu_share": "the load generator's share of W's CPU energy (estimated)",
+    "loadgen_cpu_energy_J": "loadgen_cpu_share × cpu_energy_J (estimated)",
+    "server_cpu_energy_J": "cpu_energy_J − loadgen_cpu_energy_J",
+    "server_energy_J": "energy_J − loadgen_cpu_energy_J",
+    "server_energy_per_request_J": "server_energy_J / served_requests",
+}
+#: How a level's figures were obtained, in words: logged as ``green_mlops.genai.<name>`` tags on the level's run.
+LEVEL_PROVENANCE: tuple[str, ...] = ("energy_basis", "estimator", "warmup_how", "steady_how", "loadgen_cpu_method",
+                                     "tokens_source", "cache_hit_rate_method", "failures", "unsustainable_reason")
+#: The per-level series on a sweep's parent run (step = level index).
+SWEEP_SERIES: tuple[str, ...] = ("rate_rps", "energy_per_request_J", "energy_per_output_token_J", "energy_per_s_W",
+                                 "latency_p50_s", "completion_rps", "served_rps", "server_energy_per_request_J",
+                                 "warmup_energy_J", "drain_energy_J", "drain_s")

@@ -92,7 +92,7 @@ def _compute() -> dict[str, str]:
         nvml = None
     try:
         try:
-            tags.update({f"{PREFIX}hw.{k}": str(v) for k, v in machine_facts(nvml).items()})
+            tags.update({names.hw_tag(k): str(v) for k, v in machine_facts(nvml).items()})
         except Exception as exc:  # a tag must never stop a user's run
             log.warning("green_mlops: no hardware tags on this run (machine facts failed: %r)", exc)
         try:
@@ -106,18 +106,20 @@ def _compute() -> dict[str, str]:
 
 
 def _method_tags(nvml: Any) -> dict[str, str]:
-    from green_mlops.meter import DOMAINS, Settings, discover, discover_nvml
+    from green_mlops.meter import DOMAINS, Settings, discover, discover_nvml, upgrade_superchips
 
     settings = Settings.from_env()
     found = discover(settings, gpu=False)
     if nvml is not None:
-        found.extend(discover_nvml(settings, nvml=nvml))
+        found.extend(upgrade_superchips(discover_nvml(settings, nvml=nvml), settings))
+    covered = {d for s in found.sources for d in s.covers}  # in a superchip module's counter, as the meter does
     try:
         tags = {}
         for domain in DOMAINS:
-            infos = [s.info for s in found.sources if s.info.domain == domain]
-            tags[f"{PREFIX}method.{domain}"] = ",".join(sorted({i.method for i in infos})) or "none"
-            tags[f"{PREFIX}provenance.{domain}"] = ",".join(sorted({i.provenance for i in infos})) or "none"
+            infos = [s.info for s in found.sources
+                     if (domain in s.covers if domain in covered else s.info.domain == domain)]
+            tags[names.method_tag(domain)] = ",".join(sorted({i.method for i in infos})) or "none"
+            tags[names.provenance_tag(domain)] = ",".join(sorted({i.provenance for i in infos})) or "none"
         return tags
     finally:
         for source in found.sources:

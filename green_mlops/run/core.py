@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from green_mlops import names
 from green_mlops.argtypes import check_seconds, check_whole
 from green_mlops.meter import DOMAINS, EnergyMeter, EnergyResult, PowerSource, Settings, validate_interval
 from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2e_g
-from green_mlops.run.artifacts import write_run_artifacts
+from green_mlops.run.artifacts import summary_line, write_run_artifacts
 from green_mlops.run.sinks import Sinks
 from green_mlops.run.stream import EnergyStream, StepMetrics
 
@@ -40,6 +41,7 @@ class MeterConfig:
     carbon_g_per_kwh: float | None = None
     pue: float = 1.0
     settings: Settings | None = None
+    print_summary: bool = True  # one line on stderr at the end: energy, provenance, where the data went
     intensity: CarbonIntensity = field(init=False)
 
     def __post_init__(self) -> None:
@@ -176,16 +178,23 @@ class MeteredRun:
                 log.warning("green_mlops: end-of-run figures of %s skipped: %s", self.name, exc)
         summary["metrics"] = end
         self.summary.update(summary)
+        where: list[str] = []
         try:
             if self.sinks.files:
                 self.sinks.flush()
                 self.sinks.log_now(end, step)
                 files = write_run_artifacts(self.meter, self.steps, self.summary, self.name, xlabel=self.xlabel)
-                self.sinks.log_artifacts(files, self.fallback_dir)
+                where = self.sinks.log_artifacts(files, self.fallback_dir)
         except Exception as exc:  # the metrics already queued must still be delivered
             log.warning("green_mlops: logging the %s summary failed: %s", self.name, exc)
         finally:
             self.sinks.close()
+        if cfg.print_summary and self.sinks.files:
+            try:
+                print(summary_line(self.name, status, total, result if reduce is None else None, where),
+                      file=sys.stderr, flush=True)
+            except Exception as exc:  # a closed stderr must not end the user's run
+                log.warning("green_mlops: could not print the %s summary: %s", self.name, exc)
         return self.summary
 
     def utilisation(self) -> float | None:

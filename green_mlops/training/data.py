@@ -105,16 +105,31 @@ def _digits(seed: int, val_fraction: float, inference_repeats: int) -> DataBundl
         mean, std, {"seed": seed, "val_fraction": val_fraction, "inference_repeats": inference_repeats})
 
 
+class DataUnavailable(FileNotFoundError):
+    """The dataset is not where it was asked for and could not be fetched; the message says how to get it."""
+
+
+def cifar10_download_command(root: Path) -> str:
+    """The one command that fetches CIFAR-10 (~170 MB) into ``root``, as torchvision does it."""
+    return f"python -c \"from torchvision.datasets import CIFAR10; CIFAR10('{root}', download=True)\""
+
+
 def _cifar_tensors(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.datasets import CIFAR10
 
     try:
         ds = CIFAR10(str(root), train=train, download=download)
     except RuntimeError as exc:
-        raise FileNotFoundError(
-            f"CIFAR-10 is not in {root} (looked for {root / 'cifar-10-batches-py'}): pass --download "
-            f"(download=True) to fetch it there (~170 MB), or --data-dir (data_dir=) pointing at the folder "
-            f"that holds cifar-10-batches-py (torchvision: {exc})") from None
+        raise DataUnavailable(
+            f"CIFAR-10 is not in {root} (looked for {root / 'cifar-10-batches-py'}). Fetch it (~170 MB) with:\n"
+            f"  {cifar10_download_command(root)}\nor add --download (download=True) to fetch it on the way, or "
+            f"point --data-dir (data_dir=) at the folder that holds cifar-10-batches-py (torchvision: {exc})") from None
+    except OSError as exc:  # urllib's URLError and socket errors: no network, a proxy, a refused connection
+        reason = getattr(exc, "reason", None) or exc
+        raise DataUnavailable(
+            f"could not download CIFAR-10 into {root}: {reason}. Is this machine offline? On one with internet "
+            f"access run:\n  {cifar10_download_command(root)}\ncopy its cifar-10-batches-py folder into {root}, and "
+            "rerun without --download") from None
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0)
     return _normalise(x, CIFAR10_MEAN, CIFAR10_STD).contiguous(), torch.tensor(ds.targets, dtype=torch.long)
 
@@ -126,9 +141,17 @@ def _cifar10(data_dir: str | Path | None, download: bool, inference_repeats: int
     root = Path(data_dir).expanduser()
     if root.exists() and not root.is_dir():
         raise ValueError(f"--data-dir {root} is a file; give the folder that holds (or will hold) cifar-10-batches-py")
+    created = download and not root.exists()
     if download:
         root.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = _cifar_tensors(root, True, download)
+    try:
+        train_x, train_y = _cifar_tensors(root, True, download)
+    except DataUnavailable:
+        if created:  # leave nothing behind: a partial archive and the folder made for it
+            (root / "cifar-10-python.tar.gz").unlink(missing_ok=True)
+            if not any(root.iterdir()):
+                root.rmdir()
+        raise
     test_x, test_y = _cifar_tensors(root, False, False)
     train = TensorDataset(train_x, train_y)
     test = TensorDataset(test_x, test_y)
