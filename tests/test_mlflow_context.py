@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import _run_context_provider_registry
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.meter import discovery, machine
+import green_mlops.meter as meter
 from green_mlops.mlflow import context
 from green_mlops.mlflow.context import GreenMlopsRunContext, hardware_tags
 from tests.fake_nvml import FakeGpu, install
@@ -117,8 +117,8 @@ def test_methods_of_every_source_joined_and_nvml_left_shut_down(tmp_path, monkey
 
 def test_discovery_runs_once_per_process(monkeypatch):
     calls = []
-    real = discovery.discover
-    monkeypatch.setattr(discovery, "discover", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = meter.discover
+    monkeypatch.setattr(meter, "discover", lambda *a, **k: calls.append(1) or real(*a, **k))
     mlflow.set_experiment("cached")
     for _ in range(3):
         with mlflow.start_run():
@@ -130,7 +130,7 @@ def test_failing_discovery_keeps_the_hardware_tags_and_the_run(monkeypatch, capl
     def boom(*a, **k):
         raise RuntimeError("powercap exploded")
 
-    monkeypatch.setattr(discovery, "discover", boom)
+    monkeypatch.setattr(meter, "discover", boom)
     mlflow.set_experiment("failing")
     with caplog.at_level(logging.WARNING, logger="green_mlops.mlflow.context"):
         with mlflow.start_run() as run:
@@ -143,7 +143,7 @@ def test_failing_discovery_keeps_the_hardware_tags_and_the_run(monkeypatch, capl
 
 
 def test_failing_machine_facts_keep_the_method_tags(monkeypatch, caplog):
-    monkeypatch.setattr(machine, "machine_facts", lambda *a: 1 / 0)
+    monkeypatch.setattr(meter, "machine_facts", lambda *a: 1 / 0)
     mlflow.set_experiment("failing")
     with caplog.at_level(logging.WARNING, logger="green_mlops.mlflow.context"):
         with mlflow.start_run() as run:
