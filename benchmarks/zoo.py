@@ -116,6 +116,18 @@ def row_from(outcome: Any, fit: dict[str, float], inf: dict[str, float]) -> dict
     return row
 
 
+def _warm_up(accelerator: str) -> None:
+    """CUDA context, cuDNN and cuBLAS handles made before the first trial, so it does not pay for them alone."""
+    import torch
+
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        return
+    conv = torch.nn.Conv2d(3, 16, 3).cuda()
+    for _ in range(3):
+        conv(torch.randn(64, 3, 32, 32, device="cuda")).sum().backward()
+    torch.cuda.synchronize()
+
+
 class Runner:
     """Runs trials in one process: the dataset is built once; each trial is one MLflow run and one Optuna trial."""
 
@@ -136,6 +148,7 @@ class Runner:
                       inference_samples=args.samples)
         print(f"data: {self.data.description} ({time.monotonic() - t0:.1f} s)", flush=True)
         self.hw = hardware_tags()
+        _warm_up(args.accelerator)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(study_name=f"zoo-{args.part}", storage=f"sqlite:///{self.study_db}",
                                          directions=["maximize", "minimize"], load_if_exists=True)
