@@ -27,6 +27,7 @@ from green_mlops.meter.source import PowerSource
 from green_mlops.metrics import derived_metrics
 from green_mlops.model_stats import model_stats
 from green_mlops.sinks import Sinks
+from green_mlops.stage_energy import stage_metrics, stage_vector
 from green_mlops.stream import EnergyStream, StepMetrics
 
 log = logging.getLogger(__name__)
@@ -201,12 +202,13 @@ class EnergyCallback(pl.Callback):
                                  f"co2e/{loop}_epoch_g": co2e_g(total, self.intensity, self.pue)},
                                 step=trainer.global_step)
 
-    def _reduce(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> float:
-        """Sum over ranks (each rank metered only its own GPU, and CPU/DRAM once per host)."""
+    def _reduce(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: Any) -> Any:
+        """Sum a number or a list of numbers over ranks (each metered only its own GPU, and CPU/DRAM once per host)."""
         if trainer.world_size <= 1:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=pl_module.device)
-        return float(trainer.strategy.reduce(t, reduce_op="sum").item())
+        t = torch.tensor(value if isinstance(value, list) else [value], dtype=torch.float64, device=pl_module.device)
+        out = trainer.strategy.reduce(t, reduce_op="sum").tolist()
+        return out if isinstance(value, list) else out[0]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_begin("train")
@@ -279,6 +281,8 @@ class EnergyCallback(pl.Callback):
             summary["duration_s"] = result.duration_s
         end_metrics: dict[str, float] = {f"energy/{stage}_J": total, f"co2e/{stage}_g": summary["co2e_g"],
                                          f"time/{stage}_s": summary.get("duration_s", float("nan"))}
+        vector = stage_vector(result)  # per device, gross and net of idle, over the same window as time/{stage}_s
+        end_metrics.update(stage_metrics(stage, self._reduce(trainer, pl_module, vector) if error is None else vector))
         if stage == "fit" and self._samples["train"]:
             train_J = self._loop_energy.get("train", total)
             end_metrics["energy_per_sample_train_J"] = train_J / self._samples["train"]
