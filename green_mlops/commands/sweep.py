@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     space.add_argument("--config", metavar="YAML", help="space file with archs, batch_sizes, lrs or lr_range")
     space.add_argument("--list-archs", action="store_true", help="print the zoo's architectures and exit")
     train = p.add_argument_group("training of each trial")
-    train.add_argument("--dataset", default="digits", help="digits (default, bundled, no download), cifar10 or "
+    train.add_argument("--dataset", default="digits", help="digits (default, bundled, no download), digits50k (digits augmented to 50k), cifar10 or "
                        "synthetic")
     train.add_argument("--data-dir", default=None, help="where cifar10 is (or goes with --download)")
     train.add_argument("--download", action="store_true", help="download cifar10 if it is not in --data-dir")

@@ -174,9 +174,10 @@ class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if trainer.world_size <= 1:
             return None
 
-        def reduce(value: float) -> float:
-            t = torch.tensor([value], dtype=torch.float64, device=pl_module.device)
-            return float(trainer.strategy.reduce(t, reduce_op="sum").item())
+        def reduce(value: Any) -> Any:  # a number or a list of numbers, in one collective call
+            t = torch.tensor(value if isinstance(value, list) else [value], dtype=torch.float64, device=pl_module.device)
+            out = trainer.strategy.reduce(t, reduce_op="sum").tolist()
+            return out if isinstance(value, list) else out[0]
         return reduce
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:

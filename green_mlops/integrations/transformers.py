@@ -65,11 +65,12 @@ def _reducer(args: Any) -> Any:
     if not (dist.is_available() and dist.is_initialized()):
         return None
 
-    def reduce(value: float) -> float:
+    def reduce(value: Any) -> Any:  # a number or a list of numbers, in one collective call
         device = args.device if dist.get_backend() == "nccl" else "cpu"
-        t = torch.tensor([value], dtype=torch.float64, device=device)
+        t = torch.tensor(value if isinstance(value, list) else [value], dtype=torch.float64, device=device)
         dist.all_reduce(t)
-        return float(t.item())
+        out = t.tolist()
+        return out if isinstance(value, list) else out[0]
     return reduce
 
 

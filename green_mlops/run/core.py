@@ -19,15 +19,16 @@ from typing import Any
 
 from green_mlops import names
 from green_mlops.argtypes import check_seconds, check_whole
-from green_mlops.meter import DOMAINS, EnergyMeter, EnergyResult, PowerSource, Settings, validate_interval
+from green_mlops.meter import EnergyMeter, EnergyResult, PowerSource, Settings, validate_interval
 from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2e_g
 from green_mlops.run.artifacts import summary_line, write_run_artifacts
 from green_mlops.run.sinks import Sinks
+from green_mlops.run.stage_energy import stage_metrics, stage_vector
 from green_mlops.run.stream import EnergyStream, StepMetrics
 
 log = logging.getLogger(__name__)
 
-Reduce = Callable[[float], float]  # sums a figure over the processes of a distributed run
+Reduce = Callable[[Any], Any]  # sums a number, or a list of numbers, over the processes of a distributed run
 
 
 @dataclass
@@ -164,13 +165,8 @@ class MeteredRun:
             summary["error"] = f"{type(error).__name__}: {error}"
         end = {names.energy(self.name): total, names.co2e(self.name): summary["co2e_g"],
                names.duration(self.name): result.duration_s}
-        if reduce is None:  # one process: its domains are the run's
-            for d in DOMAINS:
-                value = result.domain_J(d)
-                if value is not None:
-                    end[names.energy(f"{self.name}_{d}")] = value
-            if result.net_J is not None:
-                end[names.energy(f"{self.name}_net")] = result.net_J
+        vector = stage_vector(result)  # per device, gross and net of idle, over the window of time/{stage}_s
+        end.update(stage_metrics(self.name, reduce(vector) if reduce is not None and error is None else vector))
         if figures is not None:
             try:
                 end.update({names.metric(k): v for k, v in figures(result, total).items() if v is not None})
@@ -235,8 +231,9 @@ class NullRun:
                figures: Any = None) -> dict[str, Any]:
         if not self.finished:
             self.finished = True
-            if reduce is not None and error is None:
+            if reduce is not None and error is None:  # the same collectives, in the same order, as MeteredRun
                 reduce(0.0)
+                reduce(stage_vector(None))
             self.sinks.close()
         return self.summary
 

@@ -1,7 +1,9 @@
 """The datasets the training module, the search and the demo use, as ready-made tensors.
 
 ``digits`` (default): scikit-learn's bundled handwritten digits, real data with no download, resized
-to 32×32×3. ``cifar10``: the paper's dataset (torchvision, from ``data_dir``), its normalisation and its
+to 32×32×3. ``digits50k``: the same digits enlarged to the paper's 50,000 training samples by random affine
+augmentation, with a held-out set from unseen source images (:mod:`green_mlops.training.digits50k`). ``cifar10``: the
+paper's dataset (torchvision, from ``data_dir``), its normalisation and its
 test set replicated five-fold for inference energy. ``synthetic``: CIFAR-shaped random tensors for
 energy profiling where accuracy does not matter. Every image is decoded and normalised once, up front,
 so loading a batch costs indexing only (no per-sample transforms in the measured loop).
@@ -17,7 +19,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from green_mlops.argtypes import check_whole
 
-DATASETS = ("digits", "cifar10", "synthetic")
+DATASETS = ("digits", "cifar10", "synthetic", "digits50k")
 INPUT_SHAPE = (3, 32, 32)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -189,19 +191,25 @@ def load_data(name: str = "digits", *, data_dir: str | Path | None = None, downl
     """Load a dataset by name as normalised 3×32×32 tensors split into train, validation and inference sets.
 
     Args:
-        name: ``digits`` (default), ``cifar10`` or ``synthetic``.
+        name: ``digits`` (default), ``digits50k``, ``cifar10`` or ``synthetic``.
         data_dir: cifar10 only: the folder holding (or to hold) ``cifar-10-batches-py``.
         download: cifar10 only: download into ``data_dir`` if missing (never done unless asked).
-        seed: digits: the stratified split; synthetic: the random tensors.
-        val_fraction: digits only: share of images held out for validation.
-        inference_repeats: how many times the inference set repeats the validation (digits, default 1)
-            or test set (cifar10, default 5: the paper's 50k inference samples).
-        train_samples, val_samples, inference_samples, pool_size, num_classes: synthetic only.
+        seed: digits, digits50k: the stratified split (and the augmentation); synthetic: the random tensors.
+        val_fraction: digits, digits50k: share of source images held out for validation.
+        inference_repeats: how many times the inference set repeats the validation (digits, default 1;
+            digits50k, default 5) or test set (cifar10, default 5: the paper's 50k inference samples).
+        train_samples, val_samples: synthetic and digits50k (augmented samples per split).
+        inference_samples, pool_size, num_classes: synthetic only.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     repeats = check_whole("inference_repeats", inference_repeats if inference_repeats is not None
-                        else 5 if name == "cifar10" else 1, 1)
+                          else 5 if name in ("cifar10", "digits50k") else 1, 1)
+    if name == "digits50k":
+        from green_mlops.training.digits50k import digits50k
+
+        return digits50k(seed, val_fraction, check_whole("train_samples", train_samples, 1),
+                         check_whole("val_samples", val_samples, 1), repeats)
     if name == "digits":
         return _digits(seed, val_fraction, repeats)
     if name == "cifar10":
