@@ -37,7 +37,7 @@ def test_plain_run_gets_energy_by_second_and_summary(store):
     values = [h.value for h in sorted(hist, key=lambda h: h.step)]
     assert values[0] > 0 and values == sorted(values)
     m = data.data.metrics
-    assert m["energy/run_J"] == pytest.approx(values[-1], rel=1e-6)
+    assert m["energy/run_J"] == pytest.approx(values[-1], abs=1e-3)  # per-step values are rounded to 1 mJ
     assert {"energy/run_cpu_J", "energy/run_dram_J", "co2e/run_g", "energy/run_net_J", "power/total_W"} <= set(m)
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "green_mlops")}
     assert {"green_mlops/run_trace.parquet", "green_mlops/run_energy.png", "green_mlops/run_summary.json"} <= arts

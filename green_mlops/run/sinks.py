@@ -134,20 +134,24 @@ class Sinks:
             except Exception as exc:
                 self._warn_once(f"logging params to {type(lg).__name__}", exc)
 
-    def log_artifacts(self, files: list[Path], fallback_dir: Path) -> Path | None:
-        """Artifacts into each MLflow run; into ``fallback_dir`` when some logger has no artifact store."""
+    def log_artifacts(self, files: list[Path], fallback_dir: Path) -> list[str]:
+        """Artifacts into each MLflow run; into ``fallback_dir`` when some logger has no artifact store.
+
+        Returns where they went, in words (for the end-of-run line)."""
+        where = []
         for r in self.mlflow_runs:
             try:
                 for f in files:
                     r.client.log_artifact(r.run_id, str(f), artifact_path=names.ARTIFACT_DIR)
+                where.append(f"MLflow run {r.run_id} at {r.tracking_uri} (artifacts under {names.ARTIFACT_DIR}/)")
             except Exception as exc:
                 self._warn_once(f"storing artifacts in MLflow run {r.run_id}", exc)
         if self.others or not self.mlflow_runs:
             fallback_dir.mkdir(parents=True, exist_ok=True)
             for f in files:
                 shutil.copyfile(f, fallback_dir / f.name)
-            return fallback_dir
-        return None
+            where.append(f"{fallback_dir.resolve()}/")
+        return where
 
     def close(self) -> None:
         self.flush()
