@@ -31,6 +31,7 @@ def _loop(run, steps_per_epoch=5, epochs=2, fail_at=None):
 
 def test_plain_loop_logs_the_lightning_metrics_at_the_same_steps(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'loop.db'}")
+    mlflow.set_experiment("loop")
     with mlflow.start_run() as active:
         with metered_training(interval=0.02, idle_seconds=0.1) as run:
             _loop(run)
