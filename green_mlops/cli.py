@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from green_mlops.argtypes import interval, nonneg_seconds, positive_int
+from green_mlops import __version__
+from green_mlops.argtypes import interval, nonneg_seconds, port, positive_int
+from green_mlops.extras import MissingExtra, require
 from green_mlops.meter import EnergyMeter, Settings, SettingsError, discover
 from green_mlops.meter.machine import machine_facts
 
@@ -72,7 +75,18 @@ def cmd_measure(args: argparse.Namespace) -> int:
         print("green-mlops measure: missing command; usage: green-mlops measure [--idle S] [--interval S] "
               "[--output FILE] -- CMD ARGS...", file=sys.stderr)
         return 2
-    meter = EnergyMeter(interval=args.interval, name="command")
+    exporters = []
+    if args.prometheus_port is not None:
+        from green_mlops.prometheus import PrometheusExporter
+
+        exporters.append(PrometheusExporter(args.prometheus_port, args.prometheus_addr))
+    try:
+        meter = EnergyMeter(interval=args.interval, name="command", exporters=exporters)
+    except ValueError as exc:
+        print(f"green-mlops measure: {exc}", file=sys.stderr)
+        return 2
+    for exporter in exporters:
+        print(f"green-mlops: serving Prometheus metrics on {exporter.url}", file=sys.stderr)
     if args.idle:
         print(f"green-mlops: measuring idle power for {args.idle:g} s ...", file=sys.stderr)
         meter.measure_idle(args.idle)
@@ -112,11 +126,16 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "result": result.as_dict(),
         "findings": [f.as_dict() for f in meter.findings],
     }
-    _write_json(Path(args.output), payload)
+    if args.output == "-":
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        _write_json(Path(args.output), payload)
     if args.trace:
         meter.export_trace(args.trace)
     print("\n" + result.table(), file=sys.stderr)
-    print(f"green-mlops: wrote {args.output}" + (f" and {args.trace}" if args.trace else ""), file=sys.stderr)
+    written = [f for f in (args.output if args.output != "-" else None, args.trace) if f]
+    if written:
+        print(f"green-mlops: wrote {' and '.join(written)}", file=sys.stderr)
     return exit_code
 
 
@@ -151,11 +170,14 @@ _LAZY = {
     "genai": ("green_mlops.genai.cli", "LLM inference energy per request and per token across request rates"),
 }
 
+_EXTRA = {"report": "analysis", "genai": "genai"}
+
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``selected`` is the command about to run, whose module alone is imported."""
     p = argparse.ArgumentParser(prog="green-mlops", description="Energy of ML training and inference: "
                                 "measured where hardware allows, estimated (and said so) where not.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     h = sub.add_parser("hardware", help="what this machine can measure, and how")
     h.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -165,8 +187,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
                    help="measure idle power for S seconds first; net energy subtracts it (default 0)")
     m.add_argument("--interval", type=interval, default=0.1, metavar="S", help="sampling interval (default 0.1 s)")
     m.add_argument("--output", default="green_mlops_energy.json", metavar="FILE",
-                   help="JSON summary to write (default green_mlops_energy.json)")
+                   help="JSON summary to write, - for stdout (default green_mlops_energy.json)")
     m.add_argument("--trace", default=None, metavar="FILE", help="also write the power trace (.parquet or .csv)")
+    m.add_argument("--prometheus-port", type=port, default=None, metavar="N",
+                   help="serve energy counters and power gauges for Prometheus on port N while the command runs")
+    m.add_argument("--prometheus-addr", default="127.0.0.1", metavar="ADDR",
+                   help="address for --prometheus-port (default 127.0.0.1, this machine only)")
     m.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     m.set_defaults(func=cmd_measure)
     y = sub.add_parser("sync", help="deliver metrics spooled while an MLflow server was unreachable")
@@ -184,6 +210,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     for name, (module, text) in _LAZY.items():
         sp = sub.add_parser(name, help=text, description=text)
         if name == selected:
+            if name in _EXTRA:
+                require(_EXTRA[name])  # a missing extra is named before the command's options are built
             mod = importlib.import_module(module)
             mod.add_arguments(sp)
             sp.set_defaults(func=mod.run)
@@ -192,13 +220,18 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+        args = parser.parse_args(argv)
         return int(args.func(args))
-    except SettingsError as exc:
+    except (SettingsError, MissingExtra) as exc:
         print(f"green-mlops: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): end quietly, as the Python docs advise for SIGPIPE, by
+        # pointing stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

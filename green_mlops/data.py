@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from green_mlops.extras import require
+
 DATASETS = ("digits", "cifar10", "synthetic")
 INPUT_SHAPE = (3, 32, 32)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -81,6 +83,8 @@ def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
 
 def _digits(seed: int, val_fraction: float, inference_repeats: int) -> DataBundle:
     import torch.nn.functional as F
+
+    require("demo")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

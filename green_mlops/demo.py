@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from green_mlops.extras import require
 from green_mlops.meter import EnergyMeter, EnergyResult
 
 
@@ -15,6 +16,8 @@ def run_demo(epochs: int = 5, idle_s: float = 2.0, interval: float = 0.1,
              output: str | Path = "green_mlops_demo", stream=sys.stdout) -> EnergyResult:
     """Train for ``epochs``, print energy per epoch and in total, write the trace and a JSON summary."""
     import torch
+
+    require("demo")
     from sklearn.datasets import load_digits
 
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,11 +69,19 @@ def validate_interval(interval: float) -> float:
     return value
 
 
+class MeterExporter(Protocol):
+    """Something that publishes a meter's readings (e.g. :class:`green_mlops.prometheus.PrometheusExporter`)."""
+
+    def attach(self, meter: EnergyMeter) -> None: ...  # called by the meter's constructor: fail early
+    def close(self) -> None: ...  # called once by stop(), after the final read
+
+
 class EnergyMeter:
     """Meters GPU, CPU and DRAM energy from a background thread; the caller only marks time."""
 
     def __init__(self, interval: float = 0.1, *, sources: Sequence[PowerSource] | None = None,
-                 settings: Settings | None = None, name: str = "run") -> None:
+                 settings: Settings | None = None, name: str = "run",
+                 exporters: Sequence[MeterExporter] = ()) -> None:
         self.interval = validate_interval(interval)
         self.name = name
         self.findings: list[Finding] = []
@@ -95,6 +103,9 @@ class EnergyMeter:
         self.idle: EnergyResult | None = None
         self.windows: list[Window] = []
         self._local = threading.local()
+        self.exporters = list(exporters)
+        for exporter in self.exporters:
+            exporter.attach(self)
 
     # -- life cycle -------------------------------------------------------------------------
     def _ensure_sampling(self) -> None:
@@ -128,6 +139,11 @@ class EnergyMeter:
                 try:
                     s.close()
                 except Exception:  # noqa: BLE001 - closing must not lose the result
+                    pass
+            for exporter in self.exporters:
+                try:
+                    exporter.close()
+                except Exception:  # noqa: BLE001 - an exporter must not lose the result either
                     pass
         return self.result()
 
