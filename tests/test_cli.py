@@ -111,3 +111,40 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "trace.parquet").exists()
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert len(summary["epochs"]) == 2
+
+
+def test_version():
+    from green_mlops import __version__
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"green-mlops {__version__}"
+
+
+def test_closed_pipe_ends_quietly():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line, as `| head -1` is after its line
+    try:
+        r = subprocess.run([sys.executable, "-m", "green_mlops", "hardware", "--json"], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr
+    assert r.returncode == 1  # what the Python docs' recipe exits with
+
+
+def test_measure_output_dash_is_stdout(tmp_path):
+    r = cli("measure", "--interval", "0.05", "--output", "-", "--", sys.executable, "-c", "print('hi')", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "-").exists()
+    text = r.stdout
+    assert text.startswith("hi\n")
+    assert json.loads(text[len("hi\n"):])["exit_code"] == 0
+
+
+def test_missing_extra_names_the_pip_install_line(tmp_path):
+    blocker = tmp_path / "scipy"  # a package that fails to import, as if scipy were not installed
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('No module named scipy')\n")
+    r = cli("report", "--experiment", "x", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert r.returncode == 2
+    assert "pip install 'green-mlops[analysis]'" in r.stderr and "Traceback" not in r.stderr
