@@ -48,12 +48,17 @@ def test_meter_serves_energy_counters_and_power_gauges(monkeypatch):
         scrape(exporter.url)
 
 
-def test_busy_port_is_refused_before_the_run():
+def test_busy_port_is_refused_before_the_run(monkeypatch):
+    install(monkeypatch, [FakeGpu()])
+    first = PrometheusExporter(0)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         with pytest.raises(ValueError, match="choose another port"):
-            PrometheusExporter(taken.getsockname()[1]).attach(None)  # type: ignore[arg-type]
+            EnergyMeter(0.02, sources=discover_nvml(Settings(), env={}).sources,
+                        exporters=[first, PrometheusExporter(taken.getsockname()[1])])
+    with pytest.raises(urllib.error.URLError):  # the one that had started is closed again
+        scrape(first.url)
     with pytest.raises(ValueError, match="1 to 65535"):
         PrometheusExporter(70000)
 

@@ -103,9 +103,15 @@ class EnergyMeter:
         self.idle: EnergyResult | None = None
         self.windows: list[Window] = []
         self._local = threading.local()
-        self.exporters = list(exporters)
-        for exporter in self.exporters:
-            exporter.attach(self)
+        self.exporters: list[MeterExporter] = []
+        for exporter in exporters:
+            try:
+                exporter.attach(self)
+            except BaseException:
+                for attached in self.exporters:  # one that cannot start leaves none of the others serving
+                    attached.close()
+                raise
+            self.exporters.append(exporter)
 
     # -- life cycle -------------------------------------------------------------------------
     def _ensure_sampling(self) -> None:
