@@ -28,3 +28,21 @@ def test_missing_module_names_the_extra(monkeypatch):
     assert require("genai", "aiohttp").__name__ == "aiohttp"
     with pytest.raises(ValueError, match="unknown extra"):
         require("nope")
+
+
+def test_base_modules_import_no_optional_package_at_import_time():
+    """What `pip install green-mlops` gives must import without any extra: optional packages load inside
+    functions, through require(), or in the extras' own packages (analysis/, genai/)."""
+    import ast
+
+    optional = {m.split(".")[0] for _, modules in EXTRAS.values() for m in modules}
+    offenders = []
+    for path in sorted((ROOT / "green_mlops").rglob("*.py")):
+        rel = path.relative_to(ROOT / "green_mlops").parts
+        if rel[0] in ("analysis", "genai"):
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{'/'.join(rel)}: {n}" for n in names if n.split(".")[0] in optional]
+    assert offenders == []
