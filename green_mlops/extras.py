@@ -7,9 +7,10 @@ feature starts, or raises :class:`MissingExtra` naming the line to run instead o
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
-__all__ = ["EXTRAS", "MissingExtra", "install_line", "require"]
+__all__ = ["EXTRAS", "MissingExtra", "check", "install_line", "require"]
 
 #: extra -> (what it adds, the modules it provides). Kept in step with pyproject.toml's optional-dependencies.
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -49,3 +50,12 @@ def require(extra: str, module: str | None = None) -> ModuleType:
                                f"install it with: {install_line(extra)}") from exc
     assert loaded is not None
     return loaded
+
+
+def check(extra: str, module: str) -> None:
+    """Raise MissingExtra unless ``module`` is installed, without importing it (for one a subprocess runs)."""
+    if extra not in EXTRAS:
+        raise ValueError(f"unknown extra {extra!r}; known: {', '.join(sorted(EXTRAS))}")
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(f"{EXTRAS[extra][0]} needs the optional package {module!r}; "
+                           f"install it with: {install_line(extra)}")

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from green_mlops.extras import EXTRAS, MissingExtra, require
+from green_mlops.extras import EXTRAS, MissingExtra, check, require
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -28,6 +28,9 @@ def test_missing_module_names_the_extra(monkeypatch):
     assert require("genai", "aiohttp").__name__ == "aiohttp"
     with pytest.raises(ValueError, match="unknown extra"):
         require("nope")
+    check("transformers", "transformers")
+    with pytest.raises(MissingExtra, match=r"green-mlops\[transformers\]"):
+        check("transformers", "green_mlops_no_such_module")
 
 
 def test_base_modules_import_no_optional_package_at_import_time():
