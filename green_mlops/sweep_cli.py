@@ -13,6 +13,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import MLFlowLogger
 
 from green_mlops.data import DataBundle, load_data
+from green_mlops.extras import require
 from green_mlops.search import (
     DEFAULT_STORAGE,
     MODES,
@@ -159,6 +160,8 @@ class TrainingRunner:
     """
 
     def __init__(self, base: TrainConfig) -> None:
+        if base.dataset == "digits":
+            require("demo")  # the data loads in the first trial: a missing extra is named before the search
         self.base = base
         self._data: DataBundle | None = None
 
