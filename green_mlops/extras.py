@@ -19,7 +19,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
                      ("transformers",)),
     "postgres": ("Optuna studies on PostgreSQL for multi-worker searches", ("psycopg",)),
     "analysis": ("the paper's analysis and `green-mlops report`", ("sklearn", "scipy", "joblib")),
-    "demo": ("the bundled digits data (`green-mlops demo`, `--dataset digits`)", ("sklearn",)),
+    "demo": ("the bundled digits data (`green-mlops demo`, `--dataset digits` or `digits50k`)", ("sklearn",)),
     "prometheus": ("a Prometheus endpoint for the meter (`--prometheus-port`)", ("prometheus_client",)),
     "thop": ("MACs counted by thop (ultralytics-thop, AGPL-3.0) instead of torch.utils.flop_counter",
              ("thop",)),
