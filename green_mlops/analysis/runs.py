@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from green_mlops.analysis import tracking
 from green_mlops.analysis.errors import FIRST_RUN_HINT, NoEnergyMetrics, NoRuns
+from green_mlops.redact import redact_uri
 
 __all__ = ["DOMAINS", "hardware_label", "load_csv", "load_epochs", "load_epochs_csv", "load_runs", "normalise",
            "require_energy"]
@@ -248,7 +249,7 @@ def load_runs(experiment: str, tracking_uri: str | None = None, *, details: bool
     exp = tracking.find_experiment(client, experiment)
     raw, notes = _keep(tracking.search_runs(exp.experiment_id, client.tracking_uri))
     if raw.empty:
-        raise NoRuns(f"experiment {experiment!r} at {client.tracking_uri} has no finished runs to analyse; "
+        raise NoRuns(f"experiment {experiment!r} at {redact_uri(client.tracking_uri)} has no finished runs to analyse; "
                      f"{FIRST_RUN_HINT}")
     det = {rid: _run_details(client, rid, traces) for rid in raw["run_id"]} if details else {}
     df = normalise(raw, det)

@@ -25,6 +25,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from green_mlops.mlflow.context import hardware_tags
+from green_mlops.redact import redact_uri
 from green_mlops.search.budget import EnergyBudget
 from green_mlops.search.objectives import Objective, accuracy_per_kJ
 from green_mlops.search.plot import pareto_plot
@@ -108,7 +109,7 @@ class Sweep:
 
     def _parent_params(self) -> dict[str, Any]:
         s = self.settings
-        return {**self._plan(), "objective": self.objective.describe(), "study": s.study, "storage": s.storage,
+        return {**self._plan(), "objective": self.objective.describe(), "study": s.study, "storage": redact_uri(s.storage),
                 "energy_budget_J": s.energy_budget_J, "inference_samples": self.objective.inference_samples,
                 **s.run_params}
 

@@ -10,6 +10,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from green_mlops.redact import redact_text, redact_uri
+
 ROLE = "green_mlops.sweep.role"
 STUDY = "green_mlops.sweep.study"
 TRIAL = "green_mlops.sweep.trial"
@@ -26,7 +28,8 @@ class SweepTracking:
         try:
             self.experiment_id = self._experiment_id(experiment)
         except Exception as exc:  # noqa: BLE001 - surface any connection problem before training
-            raise ConnectionError(f"cannot reach MLflow tracking at {self.tracking_uri}: {exc}\n"
+            raise ConnectionError(f"cannot reach MLflow tracking at {redact_uri(self.tracking_uri)}: "
+                                  f"{redact_text(str(exc), self.tracking_uri)}\n"
                                   "Start the server (mlflow server ...) or pass --tracking-uri") from None
         self.experiment = experiment
 
@@ -97,7 +100,7 @@ class SweepTracking:
 
     def ui_hint(self, parent_id: str) -> str:
         """How to look at the sweep in the MLflow UI."""
-        uri = self.tracking_uri
+        uri = redact_uri(self.tracking_uri)
         if uri.startswith("http"):
             return f"MLflow UI: {uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{parent_id}"
         return (f"MLflow UI: run `mlflow ui --backend-store-uri {uri}` and open http://127.0.0.1:5000, "
