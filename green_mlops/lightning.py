@@ -49,6 +49,16 @@ def _batch_size(batch: Any) -> int:
     return int(x.shape[0]) if x is not None and x.dim() > 0 else 0
 
 
+def _copy(f: Path) -> Path:
+    """A copy of ``f`` in a temporary folder of its own (each MLflow run's upload removes its folder)."""
+    import shutil
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="green_mlops_")) / f.name
+    shutil.copyfile(f, out)
+    return out
+
+
 class _Sinks:
     """Where step metrics go: MLflow runs through a batched writer, other loggers on the main thread."""
 
@@ -101,13 +111,21 @@ class _Sinks:
             lg.log_hyperparams(params)
 
     def log_artifacts(self, files: list[Path], fallback_dir: Path) -> None:
-        for client, run_id in self.mlflow_runs:
-            for f in files:
-                client.log_artifact(run_id, str(f), artifact_path="green_mlops")
+        """Copies for other loggers first; then MLflow (fast-failing; kept for `green-mlops sync` when down)."""
+        from green_mlops.mlflow.uploads import remove_temp_folders, upload_artifacts
+
         if self.others or not self.mlflow_runs:
             fallback_dir.mkdir(parents=True, exist_ok=True)
             for f in files:
                 (fallback_dir / f.name).write_bytes(f.read_bytes())
+            if not self.mlflow_runs:
+                remove_temp_folders(files)
+        for i, (client, run_id) in enumerate(self.mlflow_runs):
+            last = i == len(self.mlflow_runs) - 1
+            if last:
+                upload_artifacts(client, run_id, files)  # removes the temporary folder
+            else:
+                upload_artifacts(client, run_id, [_copy(f) for f in files])
 
     def close(self) -> None:
         self.flush_main_thread()

@@ -47,10 +47,13 @@ def using_tracking_uri(uri: str | None) -> Iterator[None]:
 
 def find_experiment(client: MlflowClient, name: str) -> Experiment:
     """The experiment called ``name``; else an error listing the experiments that do exist there."""
+    from green_mlops.mlflow.uploads import fast_failing
+
     try:
-        exp = client.get_experiment_by_name(name)
-        if exp is None or exp.lifecycle_stage == "deleted":
-            names = sorted(e.name for e in client.search_experiments(max_results=50))
+        with fast_failing():  # a dead server is refused in seconds, not after MLflow's minutes of retries
+            exp = client.get_experiment_by_name(name)
+            if exp is None or exp.lifecycle_stage == "deleted":
+                names = sorted(e.name for e in client.search_experiments(max_results=50))
     except Exception as exc:  # noqa: BLE001 - a server that is down or a bad URI: say so plainly
         raise AnalysisError(f"cannot read MLflow at {redact_uri(client.tracking_uri)}: {type(exc).__name__}: "
                             f"{redact_text(str(exc), client.tracking_uri)}\n"

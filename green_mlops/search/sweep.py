@@ -335,10 +335,9 @@ class Sweep:
         plot = pareto_plot(table, out / "pareto.png", title=f"{self.study.study_name}: {self.objective.describe()}")
         busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in self.study.get_trials(deepcopy=False))
         if not busy:
-            client = self.tracking.client
-            client.log_artifact(self.parent_id, str(csv))
-            if plot is not None:
-                client.log_artifact(self.parent_id, str(plot))
+            from green_mlops.mlflow.uploads import upload_artifacts
+
+            upload_artifacts(self.tracking.client, self.parent_id, [csv] + ([plot] if plot is not None else []), None)
             done = table[table["state"] == "COMPLETE"]
             best = done.iloc[0] if len(done) else None
             metrics = {"trials_complete": float(len(done)),
