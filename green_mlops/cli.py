@@ -11,16 +11,18 @@ import argparse
 import importlib
 import json
 import signal
-import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from green_mlops.argtypes import interval, nonneg_seconds, positive_int
+from green_mlops.child import SignalGate, spawn, wait_forwarding
 from green_mlops.meter import EnergyMeter, Settings, SettingsError, discover
 from green_mlops.meter.machine import machine_facts
+from green_mlops.outputs import OutputError, writable_file
 
 
 def _wrap_table(rows: list[list[str]], head: list[str], last_width: int = 70) -> str:
@@ -72,52 +74,77 @@ def cmd_measure(args: argparse.Namespace) -> int:
         print("green-mlops measure: missing command; usage: green-mlops measure [--idle S] [--interval S] "
               "[--output FILE] -- CMD ARGS...", file=sys.stderr)
         return 2
-    meter = EnergyMeter(interval=args.interval, name="command")
-    if args.idle:
-        print(f"green-mlops: measuring idle power for {args.idle:g} s ...", file=sys.stderr)
-        meter.measure_idle(args.idle)
-    received: list[int] = []
-    meter.start()
-    try:
-        child = subprocess.Popen(command)
-    except OSError as exc:
-        meter.stop()
-        print(f"green-mlops measure: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
-        return 127 if isinstance(exc, FileNotFoundError) else 126
-
-    def forward(signum: int, _frame: Any) -> None:
-        # Ctrl-C already reached the command (same foreground process group): only note it, so the
-        # command gets one SIGINT, not two. SIGTERM and SIGHUP were sent to us alone: pass them on.
-        received.append(signum)
-        if signum != signal.SIGINT:
-            try:
-                child.send_signal(signum)
-            except ProcessLookupError:
-                pass
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        code = child.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    try:  # every path this command writes, checked before the command runs
+        for path, flag in ((args.output, "--output"), (args.trace, "--trace")):
+            if path:
+                writable_file(path, flag)
+    except OutputError as exc:
+        print(f"green-mlops measure: {exc}", file=sys.stderr)
+        return 2
+    with SignalGate() as gate:  # before the meter's threads start, so that they inherit the blocked signals
+        meter = EnergyMeter(interval=args.interval, name="command")
+        exit_code, interrupted = _run_metered(meter, command, args.idle, gate)
+    if exit_code is None:
+        return 127 if interrupted == "not found" else 126  # the command could not start: said so already
     result = meter.stop()
-    exit_code = code if code >= 0 else 128 - code
     payload = {
         "command": command,
         "exit_code": exit_code,
-        "signals_received": [signal.Signals(s).name for s in received],
+        "signals_received": [signal.Signals(s).name for s in gate.received],
         "interval_s": meter.interval,
         "idle": meter.idle.as_dict() if meter.idle else None,
         "result": result.as_dict(),
         "findings": [f.as_dict() for f in meter.findings],
     }
-    _write_json(Path(args.output), payload)
-    if args.trace:
-        meter.export_trace(args.trace)
+    if interrupted:
+        payload["interrupted"] = interrupted
     print("\n" + result.table(), file=sys.stderr)
-    print(f"green-mlops: wrote {args.output}" + (f" and {args.trace}" if args.trace else ""), file=sys.stderr)
+    try:
+        if args.output:
+            _write_json(Path(args.output), payload)
+        if args.trace:
+            meter.export_trace(args.trace)
+    except (OSError, ImportError, ValueError) as exc:  # the disk filled meanwhile, say: the command's code stands
+        print(f"green-mlops measure: could not write the result: {getattr(exc, 'strerror', None) or exc}",
+              file=sys.stderr)
+        return exit_code
+    written = [p for p in (args.output, args.trace) if p]
+    if written:
+        print(f"green-mlops: wrote {' and '.join(written)}", file=sys.stderr)
     return exit_code
+
+
+def _run_metered(meter: EnergyMeter, command: list[str], idle_s: float,
+                 gate: SignalGate) -> tuple[int | None, str | None]:
+    """Idle baseline (a signal ends it and skips the command), then the command; (exit code, why interrupted).
+
+    The exit code is None when the command could not start ("not found" or "not runnable").
+    """
+    if idle_s:
+        print(f"green-mlops: measuring idle power for {idle_s:g} s ...", file=sys.stderr)
+        done, stop = threading.Event(), threading.Event()
+
+        def idle() -> None:
+            try:
+                meter.measure_idle(idle_s, stop=stop)
+            finally:
+                done.set()
+
+        threading.Thread(target=idle, name="green-mlops-idle", daemon=True).start()
+        signo = gate.wait_for(done)
+        if signo is not None:
+            stop.set()
+            done.wait()
+            meter.start()
+            return 128 + signo, f"{signal.Signals(signo).name} during the idle measurement; the command did not run"
+    meter.start()
+    try:
+        pid = spawn(command)
+    except OSError as exc:
+        print(f"green-mlops measure: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        meter.stop()
+        return None, "not found" if isinstance(exc, FileNotFoundError) else "not runnable"
+    return wait_forwarding(gate, pid), None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
