@@ -262,7 +262,10 @@ def load_runs(experiment: str, tracking_uri: str | None = None, *, details: bool
 def require_energy(df: pd.DataFrame, where: str) -> pd.DataFrame:
     """Keep runs with a training or inference energy, or a GenAI energy per request; none at all is an
     error saying what to run."""
-    has = df["train_energy_J"].notna() | df["inference_energy_J"].notna()
+    has = pd.Series(False, index=df.index)
+    for key in ("train_energy_J", "inference_energy_J"):  # a table from elsewhere may have neither column
+        if key in df:
+            has |= df[key].notna()
     for genai in GENAI_ENERGY_KEYS:
         if genai in df:
             has |= pd.to_numeric(df[genai], errors="coerce").notna()
@@ -324,7 +327,11 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     p = p / "runs.csv" if p.is_dir() else p
     if not p.is_file():
         raise NoRuns(f"no runs table at {p}: write one with `green-mlops report --experiment NAME --output DIR`")
-    df = pd.read_csv(p)
+    try:
+        df = pd.read_csv(p)
+    except (ValueError, OSError) as exc:  # not CSV at all: empty, binary, ragged
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NoRuns(f"{p} is not a runs table ({why}); give a runs.csv written by `green-mlops report`") from None
     if any(c.startswith(_PREFIXES) for c in df.columns) and "train_energy_J" not in df:
         df = normalise(df)
     df.attrs["source"] = str(p)

@@ -43,9 +43,16 @@ def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int
         if not path.parent.exists():
             raise StorageError(f"journal storage folder {str(path.parent)!r} does not exist; create it or "
                                "give another path (the file itself is created)")
+        if not path.parent.is_dir():
+            raise StorageError(f"journal storage {str(path)!r}: {str(path.parent)!r} is a file, not a folder; "
+                               "give another path")
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise StorageError(f"cannot open journal storage {str(path)!r}: {exc.strerror or exc}; "
+                               "give a writable path") from None
     if "://" not in url:
         raise StorageError(f"storage {redact_uri(url)!r} is neither a database URL (sqlite:///study.db, "
                            "postgresql://user:pw@host/db) nor a journal file (journal:/shared/study.log)")

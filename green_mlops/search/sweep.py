@@ -25,6 +25,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from green_mlops.mlflow.context import hardware_tags
+from green_mlops.outputs import writable_dir
 from green_mlops.redact import redact_uri
 from green_mlops.search.budget import EnergyBudget
 from green_mlops.search.objectives import Objective, accuracy_per_kJ
@@ -91,6 +92,7 @@ class Sweep:
     def __init__(self, space: SearchSpace, settings: SweepSettings, runner: TrialRunner,
                  stream: TextIO = sys.stderr) -> None:
         settings.validate()
+        writable_dir(settings.output_dir, "output folder")  # before any store is opened or trial trained
         self.space, self.settings, self.runner, self.stream = space, settings, runner, stream
         self.objective = settings.objective
         self.tracking = SweepTracking(settings.experiment, settings.tracking_uri)
