@@ -51,7 +51,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,255}$")  # MLflow's own rule
 
 def check_run_id(run_id: object) -> str:
     """``run_id`` if it is a valid MLflow run id (so that it cannot name a file outside the spool)."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
         raise ValueError(f"run_id must be an MLflow run id (letters, digits, '_' and '-'); got {run_id!r}")
     return run_id
 
@@ -239,7 +239,7 @@ def spooled_runs(directory: str | Path) -> list[str]:
     """Run ids with a spool file in ``directory``, sorted (files whose name is no run id are left alone)."""
     d = Path(directory)
     names = (p.name[: -len(SUFFIX)] for p in d.glob(f"*{SUFFIX}")) if d.is_dir() else ()
-    return sorted(n for n in names if _RUN_ID.match(n))
+    return sorted(n for n in names if _RUN_ID.fullmatch(n))
 
 
 def make_private_dir(directory: Path) -> None:
