@@ -124,6 +124,45 @@ def test_sigint_to_measures_own_pid_reaches_the_command_once(tmp_path):
     assert data["signals_received"] == ["SIGINT"] and data["exit_code"] == 11
 
 
+def test_ctrl_c_typed_at_a_real_terminal_reaches_the_command_once(tmp_path):
+    """Under a real pseudo-terminal, measure hands the foreground to the command: a typed Ctrl-C reaches it once."""
+    import pty
+    import select
+
+    out = tmp_path / "energy.json"
+    child = ("import signal, sys, time\n"
+             "hits = []\n"
+             "signal.signal(signal.SIGINT, lambda *a: hits.append(1))\n"
+             "print('ready', flush=True)\n"
+             "end = time.time() + 8\n"
+             "while time.time() < end and not hits: time.sleep(0.01)\n"
+             "time.sleep(0.3)\n"
+             "sys.exit(10 + len(hits))\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: measure, with the pty as its controlling terminal
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "green_mlops", "measure", "--output", str(out), "--",
+                                  sys.executable, "-c", child])
+    seen, deadline = b"", time.monotonic() + 60
+    while b"ready" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                seen += os.read(fd, 1024)
+            except OSError:
+                break
+    time.sleep(0.3)
+    os.write(fd, b"\x03")  # Ctrl-C typed at the terminal
+    while True:
+        try:
+            if not os.read(fd, 1024):
+                break
+        except OSError:
+            break
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 11, seen
+    assert json.loads(out.read_text())["exit_code"] == 11
+
+
 def test_sigterm_during_idle_still_writes_the_json(tmp_path):
     """Issue 15, item 8: a SIGTERM while idle power is measured ends the idle, skips the command, writes the JSON."""
     out, marker = tmp_path / "energy.json", tmp_path / "ran"
