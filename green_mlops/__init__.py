@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         PowerSource,
         Settings,
         SettingsError,
+        SettingsWarning,
         SourceEnergy,
         SourceInfo,
         Window,
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Settings", "SettingsError",
-    "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
+    "SettingsWarning", "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
 ]
 _FROM_METER = frozenset(__all__) - {"__version__"}
 
