@@ -15,26 +15,34 @@ class OutputError(ValueError):
     """An output path cannot be written; the message names it, why, and what to do."""
 
 
-def writable_file(path: str | Path, what: str = "output") -> Path:
-    """``path`` as a Path, after checking that a file can be written there (its folder is created)."""
+def writable_file(path: str | Path, what: str = "output", create: bool = True) -> Path:
+    """``path`` as a Path, after checking that a file can be written there (its folder created if ``create``)."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise OutputError(f"{what} {p} is a folder; give a file name")
-    _probe(p.parent, what, p)
+    _probe(p.parent, what, p, create)
     return p
 
 
-def writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """``path`` as a Path, after creating it (if needed) and checking that files can be written in it."""
+def writable_dir(path: str | Path, what: str = "output folder", create: bool = True) -> Path:
+    """``path`` as a Path, after checking that files can be written in it (created if ``create``).
+
+    Without ``create`` a missing folder is only checked to be creatable, and nothing is left behind.
+    """
     p = Path(path).expanduser()
-    _probe(p, what, p)
+    _probe(p, what, p, create)
     return p
 
 
-def _probe(folder: Path, what: str, shown: Path) -> None:
+def _probe(folder: Path, what: str, shown: Path, create: bool) -> None:
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise OutputError(f"{what} {shown}: {existing} is a file, not a folder; choose another path")
+    if existing is not None and existing != folder and not create:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {shown}: cannot create folders in {existing}: permission denied; "
+                              "choose another path")
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".green_mlops_probe_", dir=folder)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from green_mlops.outputs import OutputError, writable_dir
 
     try:
-        writable_dir(args.output, "--output")  # before reading any run
+        writable_dir(args.output, "--output", create=False)  # before reading any run; creates nothing
         report = write_report(args.experiment, args.output, args.format, args.tracking_uri, runs_csv=args.runs,
                               log=not args.no_log, traces=not args.no_traces)
     except (AnalysisError, OutputError) as exc:
