@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         PowerSource,
         Settings,
         SettingsError,
+        SettingsWarning,
         SourceEnergy,
         SourceInfo,
         Window,
@@ -29,7 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EnergyMeter", "EnergyResult", "Finding", "MissingExtra", "PowerSource", "PrometheusExporter", "Settings",
-    "SettingsError", "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
+    "SettingsError", "SettingsWarning", "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
 ]
 _HOME = {"MissingExtra": "green_mlops.extras", "PrometheusExporter": "green_mlops.prometheus"}
 _FROM_METER = frozenset(__all__) - {"__version__", *_HOME}

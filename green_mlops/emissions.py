@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 from green_mlops.carbon_live import live_or_table
@@ -119,7 +120,13 @@ def _valid_intensity(value: object, name: str) -> float:
     if not ok:
         raise ValueError(f"{name}: carbon intensity must be 0 or more g CO2e/kWh, a finite number (e.g. 369 for "
                          f"the US grid); got {value!r}")
+    if value > MAX_USUAL_INTENSITY:  # type: ignore[operator]
+        warnings.warn(f"{name}={value!r} g CO2e/kWh is above any grid's ({MAX_USUAL_INTENSITY} for pure coal "
+                      "is the most); using it as given, but check the unit", UserWarning, stacklevel=3)
     return float(value)  # type: ignore[arg-type]
+
+
+MAX_USUAL_INTENSITY = 1200  # g CO2e/kWh: coal-fired generation, the dirtiest grids come close
 
 
 def _code(country: str) -> str:

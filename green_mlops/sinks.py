@@ -13,6 +13,16 @@ import pytorch_lightning as pl
 from green_mlops.stream import StepMetrics
 
 
+def _copy(f: Path) -> Path:
+    """A copy of ``f`` in a temporary folder of its own (each MLflow run's upload removes its folder)."""
+    import shutil
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="green_mlops_")) / f.name
+    shutil.copyfile(f, out)
+    return out
+
+
 class Sinks:
     """Where step metrics go: MLflow runs through a batched writer, other loggers on the main thread."""
 
@@ -65,17 +75,25 @@ class Sinks:
             lg.log_hyperparams(params)
 
     def log_artifacts(self, files: list[Path], fallback_dir: Path) -> list[str]:
-        """Attach the files to each MLflow run, else copy them to ``fallback_dir``; say where they went."""
+        """Copies for other loggers first; then each MLflow run (fast-failing; kept for `green-mlops sync` when
+        the server is down). Returns where the files went, for the end-of-run line."""
+        from green_mlops.mlflow.uploads import remove_temp_folders, upload_artifacts
+        from green_mlops.redact import redact_uri
+
         where = []
-        for client, run_id in self.mlflow_runs:
-            for f in files:
-                client.log_artifact(run_id, str(f), artifact_path="green_mlops")
-            where.append(f"MLflow run {run_id} at {client.tracking_uri} (artifacts under green_mlops/)")
         if self.others or not self.mlflow_runs:
             fallback_dir.mkdir(parents=True, exist_ok=True)
             for f in files:
                 (fallback_dir / f.name).write_bytes(f.read_bytes())
             where.append(f"{fallback_dir.resolve()}/")
+            if not self.mlflow_runs:
+                remove_temp_folders(files)
+        for i, (client, run_id) in enumerate(self.mlflow_runs):
+            last = i == len(self.mlflow_runs) - 1
+            kept = upload_artifacts(client, run_id, files if last else [_copy(f) for f in files])  # removes its folder
+            uri = redact_uri(str(client.tracking_uri))
+            where.append(f"MLflow run {run_id} at {uri} (artifacts under green_mlops/)" if kept is None
+                         else f"{kept}/ (MLflow at {uri} unreachable; `green-mlops sync` uploads them)")
         return where
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from green_mlops.data import DATASETS, INPUT_SHAPE, DataBundle, load_data
 from green_mlops.lightning import EnergyCallback
 from green_mlops.meter.meter import validate_interval
 from green_mlops.meter.result import J_PER_WH
+from green_mlops.redact import redact_uri
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -429,7 +430,7 @@ def format_outcome(o: TrainOutcome, tracking_uri: str | None = None) -> str:
              f"{o.inference_samples} samples ({fmt(o.inference_energy_J, '.1f')} J, {fmt(o.inference_time_s, '.1f')} s)"),
             ("provenance", "; ".join(f"{d}: {m}" for d, m in o.methods.items()) or "nothing metered")]
     if o.run_id:
-        rows.append(("MLflow run", f"{o.run_id}" + (f" (mlflow ui --backend-store-uri {tracking_uri})"
+        rows.append(("MLflow run", f"{o.run_id}" + (f" (mlflow ui --backend-store-uri {redact_uri(tracking_uri)})"
                                                     if tracking_uri else "")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -5,10 +5,10 @@ Imports no ML framework; a new power source is one module here plus a line in ``
 from green_mlops.meter.discovery import discover
 from green_mlops.meter.meter import EnergyMeter, Window
 from green_mlops.meter.result import EnergyResult, SourceEnergy
-from green_mlops.meter.settings import Settings, SettingsError
+from green_mlops.meter.settings import Settings, SettingsError, SettingsWarning
 from green_mlops.meter.source import Discovery, Finding, PowerSource, Reading, SourceError, SourceInfo, Tick
 
 __all__ = [
     "Discovery", "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Reading", "Settings",
-    "SettingsError", "SourceEnergy", "SourceError", "SourceInfo", "Tick", "Window", "discover",
+    "SettingsError", "SettingsWarning", "SourceEnergy", "SourceError", "SourceInfo", "Tick", "Window", "discover",
 ]

@@ -164,8 +164,8 @@ class EnergyMeter:
             self._sampler.stop()
 
     # -- idle baseline and windows --------------------------------------------------------------
-    def measure_idle(self, seconds: float) -> EnergyResult | None:
-        """Sample for ``seconds`` with nothing else running; its mean power becomes the baseline.
+    def measure_idle(self, seconds: float, stop: threading.Event | None = None) -> EnergyResult | None:
+        """Sample for ``seconds`` (less if ``stop`` is set) with nothing else running; its mean power becomes the baseline.
 
         Net energy of any span is then gross − idle power × duration (the paper's Eq. 1, 2).
         """
@@ -179,7 +179,10 @@ class EnergyMeter:
             return None
         self._ensure_sampling()
         t0 = self._sampler.tick_now()
-        time.sleep(seconds)
+        if stop is None:
+            time.sleep(seconds)
+        else:
+            stop.wait(seconds)
         t1 = self._sampler.tick_now()
         self.idle = self._span(t0, t1, "idle", with_idle=False)
         return self.idle

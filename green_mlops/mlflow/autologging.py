@@ -168,9 +168,10 @@ def _finish(run_id: str, status: str) -> None:
                "carbon_intensity": vars(_config.intensity), "pue": _config.pue}
     try:
         metered.writer.log_many(end, int(result.duration_s), int(time.time() * 1000))
-        client = mlflow.MlflowClient()
-        for f in write_run_artifacts(metered.meter, metered.steps, summary, "run", xlabel="seconds"):
-            client.log_artifact(run_id, str(f), artifact_path="green_mlops")
+        from green_mlops.mlflow.uploads import upload_artifacts
+
+        files = write_run_artifacts(metered.meter, metered.steps, summary, "run", xlabel="seconds")
+        upload_artifacts(mlflow.MlflowClient(), run_id, files)  # fails fast; kept for `green-mlops sync`
     except Exception as exc:  # noqa: BLE001 - what was measured is still delivered below
         log.warning("green_mlops: could not log the energy summary of run %s: %s", run_id, exc)
     finally:

@@ -52,16 +52,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from green_mlops.mlflow import skinny
-from green_mlops.mlflow.spool import Record, SpoolFile, SyncReport, default_spool_dir, spooled_runs
+from green_mlops.mlflow.spool import Record, SpoolFile, SyncReport, check_run_id, default_spool_dir, spooled_runs
+from green_mlops.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
-REQUEST_TIMEOUT_S = 5  # what one request to a dead or hung server may cost the delivery process
+REQUEST_TIMEOUT_S = 5  # what one request to a dead or hung server may cost the delivery process, at first
+MAX_REQUEST_TIMEOUT_S = 30  # after timeouts (a slow, just-restarted server), the timeout doubles up to this
 FIRST_RETRY_S = 0.5
 MAX_RETRY_S = 5.0
-MAX_RESTARTS = 3  # delivery processes started again after an unexpected exit; then spool only
+MAX_RESTARTS = 3  # delivery processes started again at once after an unexpected exit; then after a pause
+RESTART_PAUSE_S = 30.0  # the pause, doubling up to MAX_RESTART_PAUSE_S while the process keeps dying
+MAX_RESTART_PAUSE_S = 600.0
 SPILL = 50 * MAX_BATCH  # a backlog larger than this, in the delivery process, waits on disk
+IN_MEMORY = 4 * SPILL  # with an unusable spool and no server, the newest this many metrics wait in memory
 _CLIENT_ERRORS_TO_RETRY = {401, 403, 408, 429}  # 4xx that say nothing about the metrics themselves
 
 
@@ -90,8 +95,7 @@ class MetricWriter:
 
     def __init__(self, run_id: str, tracking_uri: str | None = None, *, spool_dir: str | Path | None = None,
                  flush_interval: float = 1.0, max_batch: int = MAX_BATCH) -> None:
-        if not run_id or not isinstance(run_id, str):
-            raise ValueError(f"run_id must be an MLflow run id; got {run_id!r}")
+        check_run_id(run_id)  # it names the spool file: no path may escape the spool folder
         if not 1 <= max_batch <= MAX_BATCH:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH} (MLflow's limit per log_batch); "
                              f"got {max_batch}")
@@ -123,6 +127,10 @@ class MetricWriter:
         self._proc: subprocess.Popen | None = None
         self._gen = 0
         self._restarts = 0
+        self._restart_at = 0.0  # monotonic time of the next restart after MAX_RESTARTS quick ones; 0: none due
+        self._restart_pause = RESTART_PAUSE_S
+        self.lost = 0  # metrics that could neither be delivered nor spooled (no server and an unusable spool)
+        self._spool_warned = False
         self._skinny = skinny.lean_for(self.tracking_uri)  # the delivery process imports MLflow without pandas
         self._failing = False
         self._stopping = False  # close() has begun: no restarts
@@ -219,6 +227,13 @@ class MetricWriter:
             if self._closed:
                 return
             self._closed = True
+        try:
+            self._close(timeout)
+        except Exception as exc:  # noqa: BLE001 - the add-on must never fail a finished training run
+            log.warning("green_mlops: closing the metric writer of run %s failed: %s", self.run_id,
+                        redact_text(f"{type(exc).__name__}: {exc}", self.tracking_uri))
+
+    def _close(self, timeout: float | None) -> None:
         # the delivery process stops delivering a second before our timeout, to spool the rest and answer
         marker = _Marker("close", None if timeout is None else time.time() + max(timeout - 1.0, 0.0))
         self._queue.append(marker)
@@ -250,11 +265,17 @@ class MetricWriter:
             if item.__class__ is not _Marker:
                 leftover.append(item)
         self._spool_here(leftover)
-        self._spooled = self.spool.count()
+        try:
+            self._spooled = self.spool.count()
+        except OSError:
+            self._spooled = 0
         if self._spooled:
             log.warning("green_mlops: %d metrics of run %s were not delivered to %s (%s); they wait in %s: run "
                         "`green-mlops sync` when the server is back", self._spooled, self.run_id,
-                        self.tracking_uri, self.last_error or "close() timed out", self.spool.path)
+                        redact_uri(self.tracking_uri), self.last_error or "close() timed out", self.spool.path)
+        if self.lost:
+            log.warning("green_mlops: %d metrics of run %s could be neither delivered to %s nor spooled in %s",
+                        self.lost, self.run_id, redact_uri(self.tracking_uri), self.spool.directory)
 
     def __enter__(self) -> MetricWriter:
         return self
@@ -311,7 +332,10 @@ class MetricWriter:
             if records:
                 with self._cond:
                     self._unacked[seq] = records
-            if self._proc is None:  # no delivery process (could not start, or gave up): straight to disk
+            if self._proc is None and self._restart_at and time.monotonic() >= self._restart_at and not self._stopping:
+                self._restart_at, self._restarts = 0.0, 0  # the pause after repeated exits is over: try again
+                self._start_child()
+            if self._proc is None:  # no delivery process (could not start, or pausing): straight to disk
                 self._spool_here(records or [])
                 with self._cond:
                     self._unacked.pop(seq, None)
@@ -337,6 +361,7 @@ class MetricWriter:
             log.warning("green_mlops: could not start the metric delivery process (%s); metrics of run %s go "
                         "to %s: run `green-mlops sync` to deliver them", exc, self.run_id, self.spool.path)
             self._proc = None
+            self._pause_restarts()
             return
         self._gen += 1
         self._proc = proc
@@ -349,11 +374,14 @@ class MetricWriter:
                 msg = pickle.load(proc.stdout)  # type: ignore[arg-type]
                 if msg[0] == "ack":
                     self._on_ack(*msg[1:])
+                elif msg[0] == "spool":  # the delivery process could not spool: it holds metrics in memory
+                    self._spool_unusable(msg[1])
         except Exception:  # noqa: BLE001 - EOF: the process exited (close) or died
             pass
         self._child_lost(gen)
 
-    def _on_ack(self, seq: int, delivered: int, spooled: int, rejected: int, error: str | None) -> None:
+    def _on_ack(self, seq: int, delivered: int, spooled: int, rejected: int, error: str | None,
+                lost: int = 0) -> None:
         with self._cond:
             rejected_before = self.rejected
             for s in [s for s in self._unacked if s <= seq]:
@@ -363,18 +391,29 @@ class MetricWriter:
             self.rejected = self._base[1] + rejected
             self._spooled = spooled
             self.last_error = error
+            self.lost += lost
             self._cond.notify_all()
         if self.rejected > rejected_before:
             log.warning("green_mlops: MLflow refused %d metrics of run %s as invalid; they are kept, with the "
                         "reason, in %s", self.rejected - rejected_before, self.run_id, self.spool.rejected_path)
         if error and not self._failing:
             self._failing = True
+            where = "memory" if self._spool_warned else str(self.spool.path)
             log.warning("green_mlops: cannot deliver metrics of run %s to %s (%s); they wait in %s and are "
-                        "retried in the background", self.run_id, self.tracking_uri, error, self.spool.path)
+                        "retried in the background", self.run_id, redact_uri(self.tracking_uri), error, where)
         elif self._failing and not error and not spooled:
             self._failing = False
-            log.info("green_mlops: %s answers again; spooled metrics of run %s delivered", self.tracking_uri,
-                     self.run_id)
+            log.info("green_mlops: %s answers again; spooled metrics of run %s delivered",
+                     redact_uri(self.tracking_uri), self.run_id)
+
+    def _spool_unusable(self, reason: str) -> None:
+        """Say once that the spool cannot be used, and why; delivery to the tracking store goes on."""
+        if self._spool_warned:
+            return
+        self._spool_warned = True
+        log.warning("green_mlops: the metric spool %s cannot be used (%s); metrics of run %s still go to %s, "
+                    "and wait in memory while it does not answer: set GREEN_MLOPS_SPOOL_DIR to a writable "
+                    "folder", self.spool.directory, reason, self.run_id, redact_uri(self.tracking_uri))
 
     def _child_lost(self, gen: int) -> None:
         """The delivery process exited: spool what it had not acknowledged; restart it unless closing."""
@@ -409,8 +448,14 @@ class MetricWriter:
                 self._start_child()
             else:
                 log.warning("green_mlops: the metric delivery process of run %s exited (code %s) %d times; "
-                            "metrics now go to %s: run `green-mlops sync` to deliver them", self.run_id, code,
-                            MAX_RESTARTS + 1, self.spool.path)
+                            "metrics go to %s meanwhile, and delivery starts again in %.0f s", self.run_id, code,
+                            MAX_RESTARTS + 1, self.spool.path, self._restart_pause)
+                self._pause_restarts()
+
+    def _pause_restarts(self) -> None:
+        """Start the delivery process again later (call with _io held): the pause doubles while it keeps dying."""
+        self._restart_at = time.monotonic() + self._restart_pause
+        self._restart_pause = min(self._restart_pause * 2, MAX_RESTART_PAUSE_S)
 
     def _spool_here(self, records: list[Record]) -> None:
         if not records:
@@ -418,8 +463,9 @@ class MetricWriter:
         try:
             self.spool.append(records)
         except OSError as exc:
-            log.error("green_mlops: could not spool %d metrics of run %s to %s: %s", len(records), self.run_id,
-                      self.spool.path, exc)
+            self._spool_unusable(exc.strerror or str(exc))
+            with self._cond:
+                self.lost += len(records)
             return
         with self._cond:
             self._spooled += len(records)
@@ -493,9 +539,12 @@ class _Delivery:
         self.pending: list[Record] = []
         self.delivered = 0
         self.rejected = 0
+        self.lost = 0  # dropped from memory: no server and an unusable spool (see spool_error)
         self.last_error: str | None = None
+        self.spool_error: str | None = None  # why the spool cannot be used, while it cannot
         self.spooled = spool.count()
         self._client: Any = None
+        self._timeout = REQUEST_TIMEOUT_S
         self._retry_at = 0.0
         self._backoff = FIRST_RETRY_S
 
@@ -513,8 +562,12 @@ class _Delivery:
         n = self.max_batch
         while self.pending:
             if len(self.pending) > SPILL or self._late():
-                self.spool_pending()
-                return not self._late() and self._drain()
+                if self.spool_pending():
+                    return not self._late() and self._drain()
+                if self._late():
+                    return False
+            if self.last_error and not force and time.monotonic() < self._retry_at:
+                return False  # the spool is unusable and the store did not answer: wait in memory
             left = self._send(self.pending[:n])
             if left:
                 self.pending[:n] = left
@@ -525,11 +578,22 @@ class _Delivery:
                 self.pending.extend(self.absorb())
         return True
 
-    def spool_pending(self) -> None:
-        if self.pending:
+    def spool_pending(self) -> bool:
+        """Move what is pending to the spool; False (pending kept in memory, up to IN_MEMORY) when it is unusable."""
+        if not self.pending:
+            return True
+        try:
             self.spool.append(self.pending)
-            self.spooled += len(self.pending)
-            self.pending = []
+        except OSError as exc:
+            self.spool_error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            if len(self.pending) > IN_MEMORY:
+                self.lost += len(self.pending) - IN_MEMORY
+                del self.pending[:len(self.pending) - IN_MEMORY]
+            return False
+        self.spooled += len(self.pending)
+        self.pending = []
+        self.spool_error = None
+        return True
 
     def _late(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -565,7 +629,7 @@ class _Delivery:
                         self.progress()  # everything received so far is delivered or on disk: say so
             self.spool.remove()
             self.spooled = 0
-        log.info("green_mlops: spooled metrics of run %s delivered to %s", self.run_id, self.tracking_uri)
+        log.info("green_mlops: spooled metrics of run %s delivered to %s", self.run_id, redact_uri(self.tracking_uri))
         return True
 
     def _send(self, batch: list[Record]) -> list[Record]:
@@ -584,14 +648,22 @@ class _Delivery:
                                 len(bad), self.run_id, reason, self.spool.rejected_path)
                     good = [r for i, r in enumerate(batch) if i not in bad]
                     return self._send(good) if good else []
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self.last_error = redact_text(f"{type(exc).__name__}: {str(exc)[:300]}", self.tracking_uri)
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, MAX_RETRY_S)
+            if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
+                self._set_timeout(self._timeout * 2)  # a slow (just restarted, loaded) server: give it longer
             return batch
         self.delivered += len(batch)
         self.last_error = None
         self._backoff = FIRST_RETRY_S
         return []
+
+    def _set_timeout(self, seconds: float) -> None:
+        """MLflow reads its request timeout from the environment per request; this process's copy is ours."""
+        self._timeout = int(min(max(seconds, 1), MAX_REQUEST_TIMEOUT_S))
+        if os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == "0":  # only in our delivery process
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self._timeout)
 
     def connect(self) -> None:
         """Import MLflow and make the client now (seconds of CPU), not when the first batch waits.
@@ -725,20 +797,24 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
             pass
         return records
 
-    def answer() -> None:
-        """Acknowledge every message received so far (call only when nothing is pending in memory)."""
+    def tell(msg: tuple) -> None:
         try:
-            out.write(pickle.dumps(("ack", state["seq"], d.delivered, d.spooled, d.rejected, d.last_error),
-                                   pickle.HIGHEST_PROTOCOL))
+            out.write(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
             out.flush()
         except (OSError, ValueError):
             pass
+
+    def answer() -> None:
+        """Acknowledge every message received so far (call only when nothing is pending in memory)."""
+        lost, d.lost = d.lost, 0
+        tell(("ack", state["seq"], d.delivered, d.spooled, d.rejected, d.last_error, lost))
 
     spool = SpoolFile(cfg["spool_dir"], cfg["run_id"], cfg["tracking_uri"])
     d = _Delivery(cfg["run_id"], cfg["tracking_uri"], spool, cfg["max_batch"], absorb=take, progress=answer)
     interval = cfg["flush_interval"]
     next_due = time.monotonic() + interval
     answered = None
+    noted = None
 
     try:
         d.connect()  # MLflow's imports before the first batch: a flush answered now means delivery is ready
@@ -756,6 +832,9 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
             if not d.pending and (now != answered or controls):
                 answer()
                 answered = now
+            if d.spool_error and d.spool_error != noted:
+                noted = d.spool_error
+                tell(("spool", noted))
             if state["eof"] or any(c[0] == "close" for c in controls):
                 return
             controls.clear()
@@ -779,7 +858,7 @@ def _sync_here(directory: Path, tracking_uri: str | None) -> SyncReport:
         try:
             ok = d.deliver(force=True)
         except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
-            ok, d.last_error = False, f"{type(exc).__name__}: {exc}"
+            ok, d.last_error = False, redact_text(f"{type(exc).__name__}: {exc}", uri)
         report.delivered += d.delivered
         report.rejected += d.rejected
         if not ok:
