@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from green_mlops.extras import MissingExtra
     from green_mlops.integrations.loop import metered_training
     from green_mlops.meter import (
         EnergyMeter,
@@ -18,28 +19,29 @@ if TYPE_CHECKING:
         PowerSource,
         Settings,
         SettingsError,
+        SettingsWarning,
         SourceEnergy,
         SourceInfo,
         Window,
         discover,
     )
+    from green_mlops.prometheus import PrometheusExporter
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Settings", "SettingsError",
-    "SourceEnergy", "SourceInfo", "Window", "__version__", "discover", "metered_training",
+    "EnergyMeter", "EnergyResult", "Finding", "MissingExtra", "PowerSource", "PrometheusExporter", "Settings",
+    "SettingsError", "SettingsWarning", "SourceEnergy", "SourceInfo", "Window", "__version__", "discover",
+    "metered_training",
 ]
-_FROM_METER = frozenset(__all__) - {"__version__", "metered_training"}
+_HOME = {"MissingExtra": "green_mlops.extras", "PrometheusExporter": "green_mlops.prometheus",
+         "metered_training": "green_mlops.integrations.loop"}
+_FROM_METER = frozenset(__all__) - {"__version__", *_HOME}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "metered_training":
-        from green_mlops.integrations.loop import metered_training
-
-        return metered_training
-    if name in _FROM_METER:
-        value = getattr(importlib.import_module("green_mlops.meter"), name)
+    if name in _FROM_METER or name in _HOME:
+        value = getattr(importlib.import_module(_HOME.get(name, "green_mlops.meter")), name)
         globals()[name] = value  # later look-ups are plain attribute reads
         return value
     raise AttributeError(f"module 'green_mlops' has no attribute {name!r}")

@@ -64,6 +64,17 @@ def interval(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def port(text: str) -> int:
+    """argparse type: a TCP port, 1–65535, or 0 for a free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (e.g. 9464)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535 (0 picks a free one), got {text!r}")
+    return value
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows every option's default: appended as "(default: …)" unless the help already says it.
 

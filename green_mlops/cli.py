@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
+from green_mlops import __version__
 from green_mlops.argtypes import DefaultsHelpFormatter
+from green_mlops.extras import MissingExtra, require
 
 COMMANDS = {
     "hardware": "what this machine can measure, and how",
@@ -22,6 +25,7 @@ COMMANDS = {
     "report": "the paper's analysis of an MLflow experiment, as HTML or Markdown",
     "genai": "LLM inference energy per request and per token across request rates",
 }
+_EXTRA = {"report": "analysis", "genai": "genai"}  # commands that need an extra: named before their options load
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -29,10 +33,13 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="green-mlops", description="Energy of ML training and inference: "
                                 "measured where hardware allows, estimated (and said so) where not.",
                                 formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, text in COMMANDS.items():
         sp = sub.add_parser(name, help=text, description=text, formatter_class=DefaultsHelpFormatter)
         if name == selected:
+            if name in _EXTRA:
+                require(_EXTRA[name])
             mod = importlib.import_module(f"green_mlops.commands.{name}")
             mod.add_arguments(sp)
             sp.set_defaults(func=mod.run)
@@ -41,16 +48,20 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
-    args = parser.parse_args(argv)
     from green_mlops.meter import SettingsError
 
     try:
+        parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+        args = parser.parse_args(argv)
         return int(args.func(args))
-    except SettingsError as exc:
+    except (SettingsError, MissingExtra) as exc:
         print(f"green-mlops: {exc}", file=sys.stderr)
         return 2
-
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): end quietly, as the Python docs advise for SIGPIPE, by
+        # pointing stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,8 +29,10 @@ def postgres_bin() -> Path | None:
 class PostgresServer:
     """``with PostgresServer() as pg: pg.url`` — a fresh cluster and database, removed afterwards."""
 
-    def __init__(self) -> None:
-        self.url = os.environ.get("GREEN_MLOPS_TEST_POSTGRES")
+    def __init__(self, password: str | None = None) -> None:
+        """``password``: the cluster requires it (scram-sha-256) and ``url`` carries it."""
+        self.password = password
+        self.url = os.environ.get("GREEN_MLOPS_TEST_POSTGRES") if password is None else None
         self._dir: Path | None = None
         self._bin = postgres_bin()
         self._user: str | None = None
@@ -43,7 +45,8 @@ class PostgresServer:
         cmd = [str(self._bin / args[0]), *args[1:]]
         if self._user:
             cmd = ["runuser", "-u", self._user, "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        env = {**os.environ, **({"PGPASSWORD": self.password} if self.password else {})}
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, env=env)
 
     def __enter__(self) -> PostgresServer:
         if self.url:
@@ -58,12 +61,22 @@ class PostgresServer:
             os.chown(self._dir, pw.pw_uid, pw.pw_gid)
         data = self._dir / "data"
         port = free_port()
-        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "green", "--no-sync")
+        if self.password:
+            pwfile = self._dir / "pw"
+            pwfile.write_text(self.password + "\n")
+            if self._user:
+                pw = pwd.getpwnam(self._user)
+                os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+            self._run("initdb", "-D", str(data), "-A", "scram-sha-256", f"--pwfile={pwfile}", "-U", "green",
+                      "--no-sync")
+        else:
+            self._run("initdb", "-D", str(data), "-A", "trust", "-U", "green", "--no-sync")
         self._run("pg_ctl", "-D", str(data), "-l", str(self._dir / "pg.log"), "-w", "-o",
                   f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
         self._run("createdb", "-h", "127.0.0.1",
                   "-p", str(port), "-U", "green", "sweeps")
-        self.url = f"postgresql://green@127.0.0.1:{port}/sweeps"
+        auth = f"green:{self.password}" if self.password else "green"
+        self.url = f"postgresql://{auth}@127.0.0.1:{port}/sweeps"
         return self
 
     def __exit__(self, *exc: object) -> None:

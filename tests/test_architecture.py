@@ -10,8 +10,8 @@ PKG = Path(__file__).resolve().parents[1] / "green_mlops"
 
 #: Layer of each part (docs/architecture.md): a module may import its own layer and the ones below.
 LAYERS = {
-    "names": 0, "meter": 0,
-    "argtypes": 1, "metrics": 1, "mlflow": 1,
+    "names": 0, "meter": 0, "redact": 0, "extras": 0, "outputs": 0,
+    "argtypes": 1, "prometheus": 1, "metrics": 1, "mlflow": 1,
     "run": 2,
     "integrations": 3,
     "training": 4, "search": 4, "genai": 4, "analysis": 4,

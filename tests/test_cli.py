@@ -128,6 +128,105 @@ def test_ctrl_c_reaches_the_command_once_and_results_are_written(tmp_path):
     assert data["signals_received"] == ["SIGINT"] and data["exit_code"] == 11
 
 
+def test_sigint_to_measures_own_pid_reaches_the_command_once(tmp_path):
+    """Issue 15, item 8: `kill -INT <measure's pid>` (not the group) is passed on; the command sees one SIGINT."""
+    out = tmp_path / "energy.json"
+    child = ("import signal, sys, time\n"
+             "hits = []\n"
+             "signal.signal(signal.SIGINT, lambda *a: hits.append(1))\n"
+             "end = time.time() + 5\n"
+             "while time.time() < end and not hits: time.sleep(0.01)\n"
+             "time.sleep(0.3)\n"
+             "sys.exit(10 + len(hits))\n")
+    p = subprocess.Popen([sys.executable, "-m", "green_mlops", "measure", "--output", str(out), "--",
+                          sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 11, err
+    data = json.loads(out.read_text())
+    assert data["signals_received"] == ["SIGINT"] and data["exit_code"] == 11
+
+
+def test_ctrl_c_typed_at_a_real_terminal_reaches_the_command_once(tmp_path):
+    """Under a real pseudo-terminal, measure hands the foreground to the command: a typed Ctrl-C reaches it once."""
+    import pty
+    import select
+
+    out = tmp_path / "energy.json"
+    child = ("import signal, sys, time\n"
+             "hits = []\n"
+             "signal.signal(signal.SIGINT, lambda *a: hits.append(1))\n"
+             "print('ready', flush=True)\n"
+             "end = time.time() + 8\n"
+             "while time.time() < end and not hits: time.sleep(0.01)\n"
+             "time.sleep(0.3)\n"
+             "sys.exit(10 + len(hits))\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: measure, with the pty as its controlling terminal
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "green_mlops", "measure", "--output", str(out), "--",
+                                  sys.executable, "-c", child])
+    seen, deadline = b"", time.monotonic() + 60
+    while b"ready" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                seen += os.read(fd, 1024)
+            except OSError:
+                break
+    time.sleep(0.3)
+    os.write(fd, b"\x03")  # Ctrl-C typed at the terminal
+    while True:
+        try:
+            if not os.read(fd, 1024):
+                break
+        except OSError:
+            break
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 11, seen
+    assert json.loads(out.read_text())["exit_code"] == 11
+
+
+def test_sigterm_during_idle_still_writes_the_json(tmp_path):
+    """Issue 15, item 8: a SIGTERM while idle power is measured ends the idle, skips the command, writes the JSON."""
+    out, marker = tmp_path / "energy.json", tmp_path / "ran"
+    p = subprocess.Popen([sys.executable, "-m", "green_mlops", "measure", "--idle", "30", "--interval", "0.05",
+                          "--output", str(out), "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(2.5)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    data = json.loads(out.read_text())
+    assert data["signals_received"] == ["SIGTERM"] and data["exit_code"] == 143
+    assert "idle" in data["interrupted"] and data["idle"]["duration_s"] > 0.2
+    assert not marker.exists()
+
+
+def test_measure_output_paths_checked_before_the_command_runs(tmp_path):
+    """Issue 15, item 3: an --output or --trace that cannot be written is refused in one line before the command runs.
+
+    We run as root, for whom a read-only folder is writable; a path under a regular FILE fails for root too
+    (ENOTDIR), which is the case the issue reported (the output's parent is a file)."""
+    blocker, marker = tmp_path / "a_file", tmp_path / "ran"
+    blocker.write_text("not a folder")
+    command = ["--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    for flag in ("--output", "--trace"):
+        r = cli("measure", flag, str(blocker / "x.json"), *command)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and flag in lines[0] and "is a file, not a folder" in lines[0], r.stderr
+        assert not marker.exists()
+    # The folder disappears while the command runs (the disk fills, say): the command's exit code still stands.
+    folder = tmp_path / "out"
+    r = cli("measure", "--output", str(folder / "x.json"), "--", sys.executable, "-c",
+            f"import shutil, sys; shutil.rmtree({str(folder)!r}); open({str(folder)!r}, 'w'); sys.exit(3)")
+    assert r.returncode == 3, r.stderr
+    assert "could not write the result" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.timeout(600)
 def test_demo_runs_end_to_end(tmp_path):
     r = cli("demo", "--meter-only", "--epochs", "2", "--idle", "0.5", "--output", str(tmp_path / "demo"))
@@ -136,3 +235,40 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "trace.parquet").exists()
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert len(summary["epochs"]) == 2
+
+
+def test_version():
+    from green_mlops import __version__
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"green-mlops {__version__}"
+
+
+def test_closed_pipe_ends_quietly():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line, as `| head -1` is after its line
+    try:
+        r = subprocess.run([sys.executable, "-m", "green_mlops", "hardware", "--json"], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr
+    assert r.returncode == 1  # what the Python docs' recipe exits with
+
+
+def test_measure_output_dash_is_stdout(tmp_path):
+    r = cli("measure", "--interval", "0.05", "--output", "-", "--", sys.executable, "-c", "print('hi')", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "-").exists()
+    text = r.stdout
+    assert text.startswith("hi\n")
+    assert json.loads(text[len("hi\n"):])["exit_code"] == 0
+
+
+def test_missing_extra_names_the_pip_install_line(tmp_path):
+    blocker = tmp_path / "scipy"  # a package that fails to import, as if scipy were not installed
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('No module named scipy')\n")
+    r = cli("report", "--experiment", "x", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert r.returncode == 2
+    assert "pip install 'green-mlops[analysis]'" in r.stderr and "Traceback" not in r.stderr

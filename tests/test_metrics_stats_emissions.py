@@ -37,8 +37,9 @@ def test_model_stats_counts_and_leaves_the_model_alone():
     assert s.total_params == 8 * 4 + 4 + 4 + 4 + 4 * 2 + 2
     assert s.trainable_params == s.total_params - 8
     assert s.buffer_bytes == (4 + 4) * 4 + 8  # running mean/var float32, num_batches_tracked int64
-    # thop: in×out per Linear, and 4 per BatchNorm feature in eval mode (normalise, scale, shift)
-    assert s.macs == 8 * 4 + 4 * 2 + 4 * 4
+    assert s.macs == 8 * 4 + 4 * 2  # flop_counter: in×out per Linear; BatchNorm is element-wise, not counted
+    # thop (chosen): also 4 per BatchNorm feature in eval mode (normalise, scale, shift)
+    assert model_stats(model, torch.randn(16, 8), mac_counter="thop").macs == 8 * 4 + 4 * 2 + 4 * 4
     assert s.flops == 2 * (8 * 4 + 4 * 2)  # torch's counter: matmuls only, forward, one sample
     assert s.input_shape == (1, 8) and s.as_params()["input_shape"] == "1x8"
     assert model.training and set(model.state_dict()) == keys

@@ -1,5 +1,7 @@
 """Model characteristics: parameter and buffer counts by hand, MACs/FLOPs of one sample, the user's model untouched."""
+import copy
 import dataclasses
+import sys
 
 import pytest
 import torch
@@ -50,11 +52,14 @@ def test_cnn_counts_buffers_and_macs_by_hand():
     bn_macs = out * 4  # thop: normalise (2) and the affine scale/shift (×2) per element
     pool_macs = 8 * (8 * 8 + 1)  # thop: a kernel of 64 adds and one divide per output
     fc_macs = 8 * 10
-    assert s.macs == conv_macs + bn_macs + pool_macs + fc_macs
-    assert s.flops == 2 * conv_macs + 2 * fc_macs  # torch counts the conv and the matmul
+    assert s.macs == conv_macs + fc_macs  # flop_counter: the conv and the matmul only
+    assert s.flops == 2 * conv_macs + 2 * fc_macs
     assert s.as_params() == {"total_params": 330, "trainable_params": 330, "buffer_bytes": 72,
-                             "model_size_bytes": 1392, "macs": s.macs, "flops": s.flops,
-                             "input_shape": "1x3x8x8"}
+                             "model_size_bytes": 1392, "macs": s.macs, "macs_counter": "torch.utils.flop_counter",
+                             "flops": s.flops, "input_shape": "1x3x8x8"}
+    t = model_stats(_cnn(), torch.randn(4, 3, 8, 8), mac_counter="thop")
+    assert t.macs == conv_macs + bn_macs + pool_macs + fc_macs and t.as_params()["macs_counter"] == "thop"
+    assert t.flops == s.flops
 
 
 def test_frozen_layers_and_shared_weights():
@@ -119,8 +124,8 @@ def test_profiling_failure_gives_none_and_a_note_never_an_exception():
 
     s = model_stats(Broken(), torch.randn(3, 4))
     assert s.macs is None and s.flops is None and s.total_params == 10
-    assert any("MACs not counted" in n and "unusual" in n for n in s.notes)
-    assert any("FLOPs not counted" in n for n in s.notes)
+    assert any("FLOPs not counted" in n and "unusual" in n for n in s.notes)
+    assert any("MACs not counted" in n for n in s.notes)
     wrong = model_stats(_mlp(), torch.randn(3, 7))  # input of the wrong width
     assert wrong.macs is None and wrong.flops is None and wrong.notes
 
@@ -140,12 +145,12 @@ def test_layer_without_a_thop_rule_is_noted():
         def forward(self, x):
             return x * self.w
 
-    s = model_stats(nn.Sequential(nn.Linear(6, 6), Scale()), torch.randn(2, 6))
+    s = model_stats(nn.Sequential(nn.Linear(6, 6), Scale()), torch.randn(2, 6), mac_counter="thop")
     assert s.macs == 36 and any("Scale" in n and "undercounted" in n for n in s.notes)
 
 
 def test_thop_is_quiet(capsys):
-    model_stats(nn.Sequential(_mlp(), nn.GELU()), torch.randn(2, 10))
+    model_stats(nn.Sequential(_mlp(), nn.GELU()), torch.randn(2, 10), mac_counter="thop")
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
 
@@ -162,3 +167,40 @@ def test_gpu_model_profiled_on_a_cpu_copy():
     model = _cnn().cuda().train()
     s = model_stats(model, torch.randn(8, 3, 8, 8, device="cuda"))
     assert s.macs and s.flops and all(p.is_cuda for p in model.parameters()) and model.training
+
+
+def test_mac_counter_chosen_by_environment_and_bad_choices_are_noted(monkeypatch):
+    monkeypatch.setenv("GREEN_MLOPS_MAC_COUNTER", "thop")
+    assert model_stats(_cnn(), torch.randn(1, 3, 8, 8)).macs_counter == "thop"
+    monkeypatch.setenv("GREEN_MLOPS_MAC_COUNTER", "fvcore")
+    s = model_stats(_cnn(), torch.randn(1, 3, 8, 8))
+    assert s.macs is None and s.flops and any("flop_counter, thop" in n for n in s.notes)
+    monkeypatch.delenv("GREEN_MLOPS_MAC_COUNTER")
+    monkeypatch.setitem(sys.modules, "thop", None)  # as if the thop extra were not installed
+    s = model_stats(_cnn(), torch.randn(1, 3, 8, 8), mac_counter="thop")
+    assert s.macs is None and any("pip install 'green-mlops[thop]'" in n for n in s.notes)
+    assert model_stats(_cnn(), torch.randn(1, 3, 8, 8)).macs  # the default never needs thop
+
+
+@pytest.mark.parametrize("arch", ["lenet", "mobilenet"])
+def test_counters_agree_on_zoo_models_up_to_thops_element_wise_rules(arch):
+    """The documented difference, checked: with thop's rules for every layer but convolutions and linear
+    layers set to zero, thop's MACs are flop_counter's FLOPs / 2."""
+    thop = pytest.importorskip("thop")
+    from thop.vision.basic_hooks import zero_ops
+
+    from green_mlops.zoo import build_model
+
+    model = build_model(arch).eval()
+    x = torch.randn(1, 3, 32, 32)
+    ours = model_stats(model, x)
+    matmul_only = {type(m): zero_ops for m in model.modules()
+                   if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    with torch.no_grad():
+        thop_matmul = thop.profile(copy.deepcopy(model), inputs=(x,), custom_ops=matmul_only, verbose=False)[0]
+    full = model_stats(model, x, mac_counter="thop").macs
+    assert ours.macs == ours.flops // 2 == pytest.approx(thop_matmul, rel=1e-9)
+    if arch == "lenet":  # functional ReLU and max-pooling: thop has nothing more to count
+        assert full == ours.macs
+    else:  # thop's BatchNorm and average-pooling rules add to the same conv/linear work
+        assert full > ours.macs

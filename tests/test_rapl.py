@@ -245,3 +245,52 @@ def test_meter_on_a_live_powercap_tree_with_wraps(tmp_path: Path) -> None:
     assert run.source("cpu0").mean_power_W == pytest.approx(50.0, rel=0.05)
     assert run.source("dram0").mean_power_W == pytest.approx(5.0, rel=0.05)
     assert all(s.info.provenance == "measured" for s in run.sources)
+
+
+def test_starved_sampler_adds_no_phantom_wraps_and_counts_a_real_stall(tmp_path: Path) -> None:
+    """Issue 15, item 7: a two-socket tree with 50 J counters at 20 W, read by a sampler deliberately
+    starved (reads 2 ms apart that catch a whole 1 J update, then gaps of 0.3–0.5 s, as on a loaded
+    machine). One interval's power (here 500 W) once added phantom wraps (4,381 J read for 280 J
+    written); the mean over seconds, bounded by the zone's limit, adds none. A real 3 s stall
+    (60 J: one wrap) is counted exactly once, and the warning names real numbers."""
+    root = tmp_path / "powercap"
+    root.mkdir()
+    range_uj = 50_000_000
+    for n in (0, 1):
+        z = zone(root, f"intel-rapl:{n}", f"package-{n}", 0, range_uj)
+        (z / "constraint_0_max_power_uw").write_text("120000000\n")  # the package's stated maximum: 120 W
+    zones = by_name(root)
+    watts, written, t, true_uj = 20.0, 0.0, 0.0, 0
+    for z in zones.values():
+        z.read(Tick(t=0.0, full=True))
+    # The starved pattern: each gap is followed by a read 2 ms later that sees a 1 J counter update.
+    gaps = [0.3, 0.002, 0.5, 0.002, 0.4, 0.002] * 12 + [3.0] + [0.3, 0.002, 0.5, 0.002] * 3
+    for gap in gaps:
+        t += gap
+        joules = 1.0 if gap == 0.002 else watts * gap - (1.0 if gap < 3 else 0.0)
+        true_uj += int(joules * 1e6)
+        written += joules
+        for z in zones.values():
+            set_energy(z, true_uj % range_uj)
+            r = z.read(Tick(t=t, full=True))
+    for name in ("cpu0", "cpu1"):
+        z = zones[name]
+        assert z.max_power_W == pytest.approx(120.0)
+        assert z.extra_wraps == 1  # the 3 s stall (60 J through a 50 J counter), nothing else
+        assert z._energy_J == pytest.approx(written, rel=1e-6)
+        assert len(z.warnings) == 1
+        assert "assumed 1 extra wrap" in z.warnings[0] and "3 s between reads" in z.warnings[0]
+        assert "(50 J)" in z.warnings[0] and " 0 W" not in z.warnings[0] and "(0 J)" not in z.warnings[0]
+    assert r.energy_J == pytest.approx(written, rel=1e-6)
+
+
+def test_no_wrap_guessed_when_no_power_could_fill_a_range(tmp_path: Path) -> None:
+    """A short interval after a wild one: at the zone's maximum the counter could not wrap, so no estimate."""
+    zone(tmp_path, "intel-rapl:0", "package-0", 0, RANGE_UJ)
+    src = by_name(tmp_path)["cpu0"]
+    src.read(Tick(t=0.0, full=True))
+    set_energy(src, 5_000_000)
+    src.read(Tick(t=0.001, full=True))  # 5 kW for a millisecond
+    set_energy(src, 6_000_000)
+    src.read(Tick(t=5.0, full=True))
+    assert src.extra_wraps == 0 and src.warnings == []

@@ -78,3 +78,27 @@ def test_two_workers_share_one_study_and_survive_a_killed_worker(services, tmp_p
     assert killed.info.status == "FAILED" and "heartbeat" in killed.data.tags["green_mlops.sweep.error"]
     history = client.get_metric_history(killed.info.run_id, "energy/total_J")
     assert history and history[-1].value > 0  # the energy measured before the kill is in MLflow
+
+
+def test_two_workers_released_together_on_a_fresh_mlflow_sqlite_store(tmp_path):
+    """Issue 15, item 4: two real sweep workers, released at the same instant on fresh SQLite files (MLflow's
+    store and Optuna's study). MLflow creates its schema on first use and two processes doing so at once
+    collide (``duplicate column name: step``); the loser now waits for the winner and retries, so both join
+    the one study and agree on its parent run, with no traceback. (Slow: MLflow's migrations take ~25 s on
+    two busy cores, twice over when they race.)"""
+    storage, tracking, go = f"sqlite:///{tmp_path}/study.db", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.first_use_worker", storage, tracking,
+                               str(tmp_path / f"{w}.ready"), str(go)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+             for w in "ab"]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"{w}.ready").exists() for w in "ab") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0 and "Traceback" not in out, out[-3000:]
+    parents = {line.split()[1] for out in outs for line in out.splitlines() if line.startswith("parent ")}
+    assert len(parents) == 1, outs
+    run = MlflowClient(tracking).get_run(parents.pop())
+    assert run.data.tags["green_mlops.sweep.role"] == "parent"

@@ -14,6 +14,7 @@ from green_mlops.analysis.correlation import Correlations
 from green_mlops.analysis.regression import EnergyPredictor
 from green_mlops.analysis.render import render_html, render_markdown, report_meta
 from green_mlops.analysis.runs import load_csv, load_epochs, load_epochs_csv, load_runs
+from green_mlops.redact import redact_uri
 
 __all__ = ["FORMATS", "Report", "write_report"]
 
@@ -65,7 +66,7 @@ def write_report(experiment: str | None = None, output: str | Path = "green_mlop
     else:
         runs = load_runs(experiment, tracking_uri, traces=traces)
         epochs = load_epochs(runs)
-        source = f"MLflow experiment {experiment!r} at {runs.attrs['tracking_uri']}"
+        source = f"MLflow experiment {experiment!r} at {redact_uri(runs.attrs['tracking_uri'])}"
     a = analyse(runs, epochs)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

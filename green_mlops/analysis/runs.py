@@ -35,6 +35,7 @@ from green_mlops.analysis import tracking
 from green_mlops.analysis.canonical import ACCURACY_KEYS, INFERENCE_STAGES, canonical, hardware_label
 from green_mlops.analysis.errors import FIRST_RUN_HINT, NoEnergyMetrics, NoRuns
 from green_mlops.analysis.schema import DOMAINS, from_export, is_export
+from green_mlops.redact import redact_uri
 
 __all__ = ["DOMAINS", "hardware_label", "load_csv", "load_epochs", "load_epochs_csv", "load_runs", "normalise",
            "require_energy"]
@@ -156,7 +157,7 @@ def load_runs(experiment: str, tracking_uri: str | None = None, *, details: bool
     exp = tracking.find_experiment(client, experiment)
     raw, notes = _keep(tracking.search_runs(exp.experiment_id, client.tracking_uri))
     if raw.empty:
-        raise NoRuns(f"experiment {experiment!r} at {client.tracking_uri} has no finished runs to analyse; "
+        raise NoRuns(f"experiment {experiment!r} at {redact_uri(client.tracking_uri)} has no finished runs to analyse; "
                      f"{FIRST_RUN_HINT}")
     det = {rid: _run_details(client, rid, traces) for rid in raw["run_id"]} if details else {}
     df = normalise(raw, det)
@@ -169,7 +170,10 @@ def load_runs(experiment: str, tracking_uri: str | None = None, *, details: bool
 def require_energy(df: pd.DataFrame, where: str) -> pd.DataFrame:
     """Keep runs with a training or inference energy, or a GenAI energy per request; none at all is an
     error saying what to run."""
-    has = df["train_energy_J"].notna() | df["inference_energy_J"].notna()
+    has = pd.Series(False, index=df.index)
+    for key in ("train_energy_J", "inference_energy_J"):  # a table from elsewhere may have neither column
+        if key in df:
+            has |= df[key].notna()
     for genai in GENAI_ENERGY_KEYS:
         if genai in df:
             has |= pd.to_numeric(df[genai], errors="coerce").notna()
@@ -231,7 +235,11 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     p = p / "runs.csv" if p.is_dir() else p
     if not p.is_file():
         raise NoRuns(f"no runs table at {p}: write one with `green-mlops report --experiment NAME --output DIR`")
-    df = pd.read_csv(p)
+    try:
+        df = pd.read_csv(p)
+    except (ValueError, OSError) as exc:  # not CSV at all: empty, binary, ragged
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NoRuns(f"{p} is not a runs table ({why}); give a runs.csv written by `green-mlops report`") from None
     if is_export(df):
         df = normalise(from_export(df))
     elif any(c.startswith(_PREFIXES) for c in df.columns) and "train_energy_J" not in df:

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from green_mlops import names
 from green_mlops.analysis.errors import FIRST_RUN_HINT, AnalysisError, ExperimentNotFound
+from green_mlops.redact import redact_text, redact_uri
 
 __all__ = ["REPORT_ROLE", "ROLE_TAG", "SWEEP_ROLE_TAG", "artifact_names", "find_experiment", "history",
            "log_report", "read_summary", "read_utilisation", "search_runs", "using_tracking_uri"]
@@ -47,16 +48,20 @@ def using_tracking_uri(uri: str | None) -> Iterator[None]:
 
 def find_experiment(client: MlflowClient, name: str) -> Experiment:
     """The experiment called ``name``; else an error listing the experiments that do exist there."""
+    from green_mlops.mlflow.uploads import fast_failing
+
     try:
-        exp = client.get_experiment_by_name(name)
-        if exp is None or exp.lifecycle_stage == "deleted":
-            names = sorted(e.name for e in client.search_experiments(max_results=50))
+        with fast_failing():  # a dead server is refused in seconds, not after MLflow's minutes of retries
+            exp = client.get_experiment_by_name(name)
+            if exp is None or exp.lifecycle_stage == "deleted":
+                names = sorted(e.name for e in client.search_experiments(max_results=50))
     except Exception as exc:  # a server that is down or a bad URI: say so plainly
-        raise AnalysisError(f"cannot read MLflow at {client.tracking_uri}: {type(exc).__name__}: {exc}\n"
+        raise AnalysisError(f"cannot read MLflow at {redact_uri(client.tracking_uri)}: {type(exc).__name__}: "
+                            f"{redact_text(str(exc), client.tracking_uri)}\n"
                             "Start the tracking server, or pass --tracking-uri (e.g. sqlite:///mlflow.db)") from None
     if exp is None or exp.lifecycle_stage == "deleted":
         known = ", ".join(repr(n) for n in names if n != "Default") or "none"
-        raise ExperimentNotFound(f"no MLflow experiment named {name!r} at {client.tracking_uri} "
+        raise ExperimentNotFound(f"no MLflow experiment named {name!r} at {redact_uri(client.tracking_uri)} "
                                  f"(experiments there: {known}).\nCheck the name or --tracking-uri, or {FIRST_RUN_HINT}")
     return exp
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from green_mlops.argtypes import interval, nonneg_seconds, positive_int
+from green_mlops.extras import require
 from green_mlops.meter import EnergyMeter, EnergyResult
 
 _METER_ONLY = {"epochs": 5, "idle": 2.0, "interval": 0.1}  # ``demo --meter-only`` options and their defaults
@@ -76,6 +77,8 @@ def run_demo(epochs: int = 5, idle_s: float = 2.0, interval: float = 0.1,
              output: str | Path = "green_mlops_demo", stream=sys.stdout) -> EnergyResult:
     """Train for ``epochs``, print energy per epoch and in total, write the trace and a JSON summary."""
     import torch
+
+    require("demo")
     from sklearn.datasets import load_digits
 
     torch.manual_seed(0)

@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--idle-seconds", type=nonneg_seconds, default=10.0, metavar="S",
                       help="idle baseline before the first level (default 10; 0 for gross energy only)")
     load.add_argument("--cooldown", type=nonneg_seconds, default=2.0, metavar="S", help="pause between levels (default 2)")
-    load.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-request timeout (default 120)")
+    load.add_argument("--timeout", type=float, default=None, metavar="S", help="per-request timeout (default 120; "
+                      "given, it also bounds the first probing request, which otherwise waits up to 180 s)")
     load.add_argument("--seed", type=int, default=0, help="seed of arrivals and prompt order (default 0)")
     load.add_argument("--interval", type=float, default=0.1, metavar="S", help="meter sampling interval (default 0.1)")
     load.add_argument("--meter", choices=("local", "none"), default="local",
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                                  requests=args.requests, warmup_s=args.warmup, steady_min_s=args.steady_min,
                                  arrival=args.arrival, max_tokens=args.max_tokens,
                                  api=args.api, idle_s=args.idle_seconds, cooldown_s=args.cooldown,
-                                 timeout_s=args.timeout, seed=args.seed, interval_s=args.interval,
+                                 timeout_s=120.0 if args.timeout is None else args.timeout,
+                                 probe_timeout_s=args.timeout, seed=args.seed, interval_s=args.interval,
                                  sampling={k: getattr(args, f"sampling_{k}") for k in PAPER_SAMPLING},
                                  model_parameters=args.model_parameters, model_bytes=args.model_bytes)
             prompts = load_prompts(args.prompts)

@@ -30,10 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; 0 on success, 2 with a message saying what to do when the input cannot be analysed."""
+    from green_mlops.outputs import OutputError, writable_dir
+
     try:
+        writable_dir(args.output, "--output", create=False)  # before reading any run; creates nothing
         report = write_report(args.experiment, args.output, args.format, args.tracking_uri, runs_csv=args.runs,
                               log=not args.no_log, traces=not args.no_traces)
-    except AnalysisError as exc:
+    except (AnalysisError, OutputError) as exc:
         print(f"green-mlops report: {exc}", file=sys.stderr)
         return 2
     a = report.analysis

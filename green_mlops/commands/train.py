@@ -7,6 +7,7 @@ import sys
 from pytorch_lightning.loggers import MLFlowLogger
 
 from green_mlops.commands.common import quiet_lightning
+from green_mlops.redact import redact_uri
 from green_mlops.training.data import DATASETS, load_data
 from green_mlops.training.train import ACCELERATORS, TrainConfig, TrainOutcome, arch_name, train_and_measure
 
@@ -80,7 +81,7 @@ def format_outcome(o: TrainOutcome, tracking_uri: str | None = None) -> str:
              f"{o.inference_samples} samples ({fmt(o.inference_energy_J, '.1f')} J, {fmt(o.inference_time_s, '.1f')} s)"),
             ("provenance", "; ".join(f"{d}: {m}" for d, m in o.methods.items()) or "nothing metered")]
     if o.run_id:
-        rows.append(("MLflow run", f"{o.run_id}" + (f" (mlflow ui --backend-store-uri {tracking_uri})"
+        rows.append(("MLflow run", f"{o.run_id}" + (f" (mlflow ui --backend-store-uri {redact_uri(tracking_uri)})"
                                                     if tracking_uri else "")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

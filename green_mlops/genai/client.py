@@ -14,10 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import aiohttp
-
+from green_mlops.extras import require
 from green_mlops.genai.config import Endpoint
 from green_mlops.genai.prompts import Prompt
+
+aiohttp = require("genai", "aiohttp")
 
 
 @dataclass

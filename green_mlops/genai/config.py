@@ -140,6 +140,7 @@ class SweepConfig:
     idle_s: float = 10.0
     cooldown_s: float = 2.0
     timeout_s: float = 120.0
+    probe_timeout_s: float | None = None  # None: max(timeout_s, 180 s), for a server's slow first request
     seed: int = 0
     interval_s: float = 0.1
     sampling: dict[str, float] = field(default_factory=lambda: dict(PAPER_SAMPLING))

@@ -16,12 +16,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
+from green_mlops.extras import require
 from green_mlops.genai.client import RequestRecord, request_body, send
 from green_mlops.genai.config import STEADY_LATENCY_FACTOR, WARMUP_LATENCY_FACTOR, WARMUP_MIN_S, Endpoint
 from green_mlops.genai.cpu_share import CpuClock, cpu_clock
 from green_mlops.genai.prompts import Prompt
+
+aiohttp = require("genai", "aiohttp")
 
 #: Lead time before the first send, so the first request is not late by the cost of setting up the level.
 LEAD_S = 0.05

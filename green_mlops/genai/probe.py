@@ -11,11 +11,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
+from green_mlops.extras import require
 from green_mlops.genai.client import RequestRecord, request_body, send
 from green_mlops.genai.config import OPTIONAL_FIELDS, Endpoint
 from green_mlops.genai.prompts import Prompt
+
+aiohttp = require("genai", "aiohttp")
 
 PROBE_MAX_TOKENS = 4
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from green_mlops.extras import require
+
 #: Shapes of Llama 3.2 1B and 3B (tied embeddings, 128,256-token vocabulary), and a tiny one for tests.
 SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -40,6 +42,7 @@ class BuiltModel:
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 0):
     """A word-level fast tokenizer learnt from ``texts``, padded with filler words to ``vocab_size`` (0: no padding)."""
+    require("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -74,6 +77,8 @@ def build_random_llama(path: str | Path, shape: str = "tiny", *, texts: Iterable
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
     import torch
+
+    require("transformers")
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if texts is None:

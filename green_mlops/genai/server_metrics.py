@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
+from green_mlops.extras import require
+
+aiohttp = require("genai", "aiohttp")
+text_string_to_metric_families = require("genai", "prometheus_client.parser").text_string_to_metric_families
 
 COUNTERS = (("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),
             ("vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries_total"))

@@ -164,7 +164,7 @@ async def _drive(config: SweepConfig, prompts: PromptSet, meter: EnergyMeter | N
     async with new_session() as session:
         if config.probe:
             found = await probe(session, target, config.model, prompts.prompts[order[0]], config.sampling,
-                                max(config.timeout_s, PROBE_TIMEOUT_S))
+                                config.probe_timeout_s or max(config.timeout_s, PROBE_TIMEOUT_S))
             progress.dropped = found.dropped
             log(f"endpoint answers ({found.latency_s:.2f} s for a short request); output tokens from "
                 f"{found.tokens_source}" + (f"; dropped {', '.join(found.dropped)}" if found.dropped else ""))

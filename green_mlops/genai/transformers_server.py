@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from green_mlops.extras import check
+
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1",
                "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -32,6 +34,7 @@ class TransformersServer:
     def __init__(self, model_dir: str | Path, *, port: int | None = None, device: str = "cpu", dtype: str = "auto",
                  continuous_batching: bool = True, extra_args: tuple[str, ...] = (), log_path: str | Path | None = None,
                  start_timeout_s: float = 300.0, env: dict[str, str] | None = None) -> None:
+        check("transformers", "transformers")  # the server is a subprocess: no need to import it here
         self.model = str(model_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"

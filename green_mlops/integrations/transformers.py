@@ -17,9 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from green_mlops import names
+from green_mlops.extras import require
 from green_mlops.meter import EnergyResult, PowerSource, Settings
 from green_mlops.run.core import MeterConfig, MeteredRun, NullRun
 from green_mlops.run.figures import find_accuracy, model_params, training_figures
@@ -74,7 +73,7 @@ def _reducer(args: Any) -> Any:
     return reduce
 
 
-class EnergyCallback(TrainerCallback):
+class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[misc]
     """Meters ``Trainer.train()`` and logs energy per optimiser step, per epoch and at the end.
 
     Args: as :class:`green_mlops.lightning.EnergyCallback`; plus ``tracking_uri`` / ``experiment``: an

@@ -9,7 +9,7 @@ from green_mlops.meter.machine import machine_facts
 from green_mlops.meter.meter import EnergyMeter, Window, validate_interval
 from green_mlops.meter.nvml import discover_nvml
 from green_mlops.meter.result import J_PER_WH, EnergyResult, SourceEnergy
-from green_mlops.meter.settings import Settings, SettingsError
+from green_mlops.meter.settings import Settings, SettingsError, SettingsWarning
 from green_mlops.meter.source import (
     DOMAINS,
     Discovery,
@@ -24,6 +24,6 @@ from green_mlops.meter.superchip import upgrade_superchips
 
 __all__ = [
     "DOMAINS", "J_PER_WH", "Discovery", "EnergyMeter", "EnergyResult", "Finding", "PowerSource", "Reading",
-    "Settings", "SettingsError", "SourceEnergy", "SourceError", "SourceInfo", "Tick", "Window", "discover",
+    "Settings", "SettingsError", "SettingsWarning", "SourceEnergy", "SourceError", "SourceInfo", "Tick", "Window", "discover",
     "discover_nvml", "machine_facts", "memory_total_bytes", "upgrade_superchips", "usable_cpus", "validate_interval",
 ]

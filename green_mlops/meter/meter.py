@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,11 +69,19 @@ def validate_interval(interval: float) -> float:
     return value
 
 
+class MeterExporter(Protocol):
+    """Something that publishes a meter's readings (e.g. :class:`green_mlops.prometheus.PrometheusExporter`)."""
+
+    def attach(self, meter: EnergyMeter) -> None: ...  # called by the meter's constructor: fail early
+    def close(self) -> None: ...  # called once by stop(), after the final read
+
+
 class EnergyMeter:
     """Meters GPU, CPU and DRAM energy from a background thread; the caller only marks time."""
 
     def __init__(self, interval: float = 0.1, *, sources: Sequence[PowerSource] | None = None,
-                 settings: Settings | None = None, name: str = "run") -> None:
+                 settings: Settings | None = None, name: str = "run",
+                 exporters: Sequence[MeterExporter] = ()) -> None:
         self.interval = validate_interval(interval)
         self.name = name
         self.findings: list[Finding] = []
@@ -95,6 +103,15 @@ class EnergyMeter:
         self.idle: EnergyResult | None = None
         self.windows: list[Window] = []
         self._local = threading.local()
+        self.exporters: list[MeterExporter] = []
+        for exporter in exporters:
+            try:
+                exporter.attach(self)
+            except BaseException:
+                for attached in self.exporters:  # one that cannot start leaves none of the others serving
+                    attached.close()
+                raise
+            self.exporters.append(exporter)
 
     # -- life cycle -------------------------------------------------------------------------
     def _ensure_sampling(self) -> None:
@@ -129,6 +146,11 @@ class EnergyMeter:
                     s.close()
                 except Exception:  # closing must not lose the result
                     pass
+            for exporter in self.exporters:
+                try:
+                    exporter.close()
+                except Exception:  # an exporter must not lose the result either
+                    pass
         return self.result()
 
     def __enter__(self) -> EnergyMeter:
@@ -142,8 +164,8 @@ class EnergyMeter:
             self._sampler.stop()
 
     # -- idle baseline and windows --------------------------------------------------------------
-    def measure_idle(self, seconds: float) -> EnergyResult | None:
-        """Sample for ``seconds`` with nothing else running; its mean power becomes the baseline.
+    def measure_idle(self, seconds: float, stop: threading.Event | None = None) -> EnergyResult | None:
+        """Sample for ``seconds`` (less if ``stop`` is set) with nothing else running; its mean power becomes the baseline.
 
         Net energy of any span is then gross − idle power × duration (the paper's Eq. 1, 2).
         """
@@ -157,7 +179,10 @@ class EnergyMeter:
             return None
         self._ensure_sampling()
         t0 = self._sampler.tick_now()
-        time.sleep(seconds)
+        if stop is None:
+            time.sleep(seconds)
+        else:
+            stop.wait(seconds)
         t1 = self._sampler.tick_now()
         self.idle = self._span(t0, t1, "idle", with_idle=False)
         return self.idle

@@ -6,12 +6,16 @@ package and ``intel-rapl-mmio`` repeats it, so reading them would double count; 
 whole platform. AMD kernels expose the same ``intel-rapl`` names and are handled identically.
 
 ``energy_uj`` is a µJ counter that wraps to 0 after ``max_energy_range_uj`` (about 262 kJ: some
-minutes at hundreds of watts). Each read adds ``(raw - previous) mod range``; when the sampler
-stalled for longer than a whole range, the wraps it could not see are estimated from the last
-known power and reported in ``extra_wraps`` and ``warnings``.
+minutes at hundreds of watts). Each read adds ``(raw - previous) mod range``. Only when the sampler
+stalled long enough for the counter to wrap whole ranges even at the zone's plausible maximum power
+(its ``constraint_*_max_power_uw`` or power limits when the zone has them, else :data:`MAX_POWER_W`)
+are the wraps it could not see estimated, from the mean power over the last seconds of ordinary
+reads (never one interval's, which a jittery or starved sampler makes wild), bounded by that
+maximum; they are reported in ``extra_wraps`` and ``warnings``.
 """
 from __future__ import annotations
 
+import collections
 import math
 import re
 from dataclasses import dataclass
@@ -31,6 +35,9 @@ from green_mlops.meter.source import (
 
 METHOD = "rapl"
 
+MAX_POWER_W = {"cpu": 1000.0, "dram": 500.0}  # above any package or DRAM zone, when the zone states no limit
+TRUST_WINDOW_S = 10.0  # the wrap estimate uses the mean power of ordinary reads over this many seconds
+MIN_TRUSTED_S = 1.0  # ... and needs at least this much of them
 _ZONE_RE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
 _PACKAGE_RE = re.compile(r"^package-(\d+)$")
 
@@ -65,16 +72,17 @@ class RaplZone(PowerSource):
     """One RAPL zone: cumulative energy since the first read, and power between reads."""
 
     def __init__(self, path: Path, zone_id: str, zone_name: str, domain: Domain, socket: int,
-                 range_uj: int) -> None:
+                 range_uj: int, max_power_W: float | None = None) -> None:
         self.path = path
         self.range_uj = range_uj
+        self.max_power_W = max_power_W or _max_power_W(path) or MAX_POWER_W[domain]
         self.info = SourceInfo(f"{domain}{socket}", domain, "measured", METHOD,
                                f"powercap {zone_id} ({zone_name})")
         self.extra_wraps = 0
         self.warnings: list[str] = []
         self._last_raw: int | None = None
         self._last_t = math.nan
-        self._last_power_W = math.nan
+        self._recent: collections.deque[tuple[float, float]] = collections.deque()  # (dt, J) of ordinary reads
         self._energy_J = 0.0
 
     def read(self, tick: Tick) -> Reading:
@@ -87,32 +95,70 @@ class RaplZone(PowerSource):
             return Reading(power_W=math.nan, energy_J=0.0)
         dt = tick.t - self._last_t
         delta_J = ((raw - self._last_raw) % self.range_uj) / 1e6
-        delta_J += self._missed_wraps(dt, delta_J) * self.range_uj / 1e6
+        k = self._missed_wraps(dt, delta_J)
+        if k == 0 and dt > 0:
+            self._trust(dt, delta_J)
+        delta_J += k * self.range_uj / 1e6
         self._energy_J += delta_J
         power = delta_J / dt if dt > 0 else math.nan
-        if math.isfinite(power):
-            self._last_power_W = power
         self._last_raw, self._last_t = raw, tick.t
         return Reading(power_W=power, energy_J=self._energy_J)
 
-    def _missed_wraps(self, dt: float, naive_J: float) -> int:
-        """Whole wraps the modulo cannot see, estimated from the last power × elapsed time.
+    def _trust(self, dt: float, joules: float) -> None:
+        """Keep an ordinary read for the mean power: the last TRUST_WINDOW_S seconds of them."""
+        self._recent.append((dt, joules))
+        span = sum(d for d, _ in self._recent)
+        while len(self._recent) > 1 and span - self._recent[0][0] >= TRUST_WINDOW_S:
+            span -= self._recent.popleft()[0]
 
-        Only needed when the sampler stalled for about a full counter range or longer (minutes at
-        hundreds of watts; k stays 0 below half a range). It is an estimate, so it is counted in
+    def trusted_power_W(self) -> float | None:
+        """Mean power over the last seconds of ordinary reads, bounded by the zone's maximum; None before a second."""
+        span = sum(d for d, _ in self._recent)
+        if span < MIN_TRUSTED_S:
+            return None
+        return min(sum(j for _, j in self._recent) / span, self.max_power_W)
+
+    def _missed_wraps(self, dt: float, naive_J: float) -> int:
+        """Whole wraps the modulo cannot see, after a real stall, from the trusted mean power × elapsed time.
+
+        A stall is real when even the zone's maximum power could have filled a whole range in ``dt``;
+        the estimate never exceeds what that maximum allows. It is an estimate, so it is counted in
         ``extra_wraps`` and reported in ``warnings``.
         """
         range_J = self.range_uj / 1e6
-        if not math.isfinite(self._last_power_W) or dt <= 0:
+        if dt <= 0 or self.max_power_W * dt - naive_J < range_J / 2:
+            return 0  # no power the zone can draw wraps the counter a whole range in this time
+        power = self.trusted_power_W()
+        if power is None:
+            if dt < 3 * MIN_TRUSTED_S:  # the first reads of a fast-wrapping counter: ordinary, not a stall
+                return 0
+            self.warnings.append(
+                f"{self.info.name}: {dt:.3g} s between reads of {self.path / 'energy_uj'}, long enough for "
+                f"the counter to wrap ({range_J:.4g} J range) unseen, but no power is known yet to estimate "
+                "it; wraps in this interval, if any, are not counted")
             return 0
-        k = max(0, round((self._last_power_W * dt - naive_J) / range_J))
+        most = max(0, math.floor((self.max_power_W * dt - naive_J) / range_J))
+        k = min(max(0, round((power * dt - naive_J) / range_J)), most)
         if k:
             self.extra_wraps += k
             self.warnings.append(
-                f"{self.info.name}: {dt:.1f} s between reads of {self.path / 'energy_uj'}, longer than "
-                f"the counter's range ({range_J:.0f} J) at {self._last_power_W:.0f} W; assumed {k} "
-                "extra wrap(s) from the last known power, so this interval's energy is estimated")
+                f"{self.info.name}: {dt:.3g} s between reads of {self.path / 'energy_uj'}, longer than the "
+                f"counter's range ({range_J:.4g} J) lasts at the mean {power:.4g} W of the last seconds; "
+                f"assumed {k} extra wrap(s), so this interval's energy is estimated")
         return k
+
+
+def _max_power_W(path: Path) -> float | None:
+    """The highest power the zone's constraints state (max power or power limit), in W; None without any."""
+    found = []
+    for f in path.glob("constraint_*_*_uw"):
+        if f.name.endswith(("_max_power_uw", "_power_limit_uw")):
+            try:
+                found.append(_read_int(f) / 1e6)
+            except (OSError, ValueError):
+                continue
+    found = [w for w in found if 0 < w < 100_000]
+    return max(found) if found else None
 
 
 def _zone_dirs(root: Path) -> dict[str, Path]:

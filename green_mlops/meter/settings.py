@@ -5,13 +5,19 @@ in the environment or in code, and every source reads them from here.
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any
 
 
 class SettingsError(ValueError):
     """A setting has a value the meter cannot use; the message names the setting and the fix."""
+
+
+class SettingsWarning(UserWarning):
+    """A setting is possible but unlikely (a typo, say); the number is used as given."""
 
 
 _ENV = {
@@ -67,9 +73,30 @@ def _parse(name: str, origin: str, raw: str, typ: str) -> Any:
     except ValueError:
         kind = "a whole number" if typ.startswith("int") else "a number"
         raise SettingsError(f"{origin}={raw!r} is not {kind}; set it to e.g. {_EXAMPLES[name]}") from None
-    if not value > 0:
-        raise SettingsError(f"{origin}={raw!r} must be greater than 0; set it to e.g. {_EXAMPLES[name]}")
+    if not math.isfinite(value) or not value > 0:
+        raise SettingsError(f"{origin}={raw!r} must be a finite number greater than 0; set it to e.g. "
+                            f"{_EXAMPLES[name]}")
+    low, high, limit = _PLAUSIBLE[name]
+    if value > limit:
+        raise SettingsError(f"{origin}={raw!r} is impossible here (above {limit:g}); set it to e.g. "
+                            f"{_EXAMPLES[name]}")
+    if not low <= value <= high:
+        warnings.warn(f"{origin}={raw!r} is outside the usual {low:g}–{high:g}; using it as given, but check it "
+                      f"(e.g. {_EXAMPLES[name]})", SettingsWarning, stacklevel=3)
     return value
+
+
+# setting -> (usual low, usual high: outside warns; hard limit: above it is refused). Physically
+# motivated: no CPU package draws 10 kW, no DIMM runs at 5 V, a counter read a day apart is no meter.
+_PLAUSIBLE: dict[str, tuple[float, float, float]] = {
+    "cpu_tdp_w": (1.0, 1000.0, 10_000.0),
+    "cpu_threads_per_package": (1, 1024, 65_536),
+    "dram_dimms": (1, 96, 4096),
+    "dram_voltage_v": (0.5, 2.0, 5.0),
+    "dram_mt_s": (100.0, 16_000.0, 100_000.0),
+    "dram_w_per_gb": (0.01, 2.0, 100.0),
+    "gpu_counter_interval": (0.01, 60.0, 3600.0),
+}
 
 
 _EXAMPLES = {

@@ -7,6 +7,9 @@ Which intensity (first that applies):
 3. the environment: ``GREEN_MLOPS_CARBON_INTENSITY`` (a number, g CO2e/kWh), else ``GREEN_MLOPS_COUNTRY``;
 4. the world average, and the result's ``source`` says so.
 
+Where 2–4 would read the table, ``$ELECTRICITYMAPS_API_TOKEN`` asks Electricity Maps for the grid's
+live figure first, the table staying the offline fallback (:mod:`green_mlops.metrics.carbon_live`).
+
 The table is a yearly national average of the generation mix: good for a first estimate, not for a
 grid that changes by the hour or a data centre with its own power contract. Pass your own number then.
 """
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
+
+from green_mlops.metrics.carbon_live import live_or_table
 
 __all__ = [
     "COUNTRY_INTENSITY_G_PER_KWH",
@@ -75,7 +81,7 @@ def carbon_intensity(country: str | None = None, g_per_kwh: float | None = None)
         region = _code(country) if country is not None else None
         return CarbonIntensity(_valid_intensity(g_per_kwh, "g_per_kwh"), "set by the user", region)
     if country is not None:
-        return _from_table(country, "country")
+        return live_or_table(_code(country), lambda: _from_table(country, "country"))
     env_value = os.environ.get(ENV_INTENSITY, "").strip()
     if env_value:
         try:
@@ -87,10 +93,11 @@ def carbon_intensity(country: str | None = None, g_per_kwh: float | None = None)
         return CarbonIntensity(_valid_intensity(value, ENV_INTENSITY), ENV_INTENSITY, region)
     env_country = os.environ.get(ENV_COUNTRY, "").strip()
     if env_country:
-        return _from_table(env_country, ENV_COUNTRY)
+        return live_or_table(_code(env_country), lambda: _from_table(env_country, ENV_COUNTRY))
     world = COUNTRY_INTENSITY_G_PER_KWH["WORLD"]
-    return CarbonIntensity(float(world), f"world average ({DATA_SOURCE}); pass country= or g_per_kwh= "
-                           f"or set {ENV_COUNTRY} for your grid", "WORLD")
+    return live_or_table(None, lambda: CarbonIntensity(  # no zone: Electricity Maps locates the caller by IP
+        float(world), f"world average ({DATA_SOURCE}); pass country= or g_per_kwh= or set {ENV_COUNTRY} for your "
+        "grid", "WORLD"))
 
 
 def co2e_g(energy_J: float, intensity: CarbonIntensity, pue: float = 1.0) -> float:
@@ -113,7 +120,13 @@ def _valid_intensity(value: object, name: str) -> float:
     if not ok:
         raise ValueError(f"{name}: carbon intensity must be 0 or more g CO2e/kWh, a finite number (e.g. 369 for "
                          f"the US grid); got {value!r}")
+    if value > MAX_USUAL_INTENSITY:  # type: ignore[operator]
+        warnings.warn(f"{name}={value!r} g CO2e/kWh is above any grid's ({MAX_USUAL_INTENSITY} for pure coal "
+                      "is the most); using it as given, but check the unit", UserWarning, stacklevel=3)
     return float(value)  # type: ignore[arg-type]
+
+
+MAX_USUAL_INTENSITY = 1200  # g CO2e/kWh: coal-fired generation, the dirtiest grids come close
 
 
 def _code(country: str) -> str:

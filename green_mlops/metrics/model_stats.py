@@ -3,8 +3,9 @@
 * ``model_size_bytes`` is "the model ... loaded in the VRAM. It includes both the parameters and
   buffers": the bytes of every parameter and buffer tensor, each shared tensor counted once.
 * ``trainable_params`` are those with ``requires_grad`` (frozen layers are not trainable).
-* ``macs`` come from ``thop`` (ultralytics-thop) and ``flops`` from ``torch.utils.flop_counter``
-  (forward pass only), both for ONE sample: a batch of 1 shaped like ``example_input[0:1]``.
+* ``flops`` come from ``torch.utils.flop_counter`` (forward pass only) and ``macs`` from the same count
+  by default, or from thop when chosen (:mod:`green_mlops.metrics.macs` says how they differ), both for ONE
+  sample: a batch of 1 shaped like ``example_input[0:1]``.
 
 Counting runs on a CPU copy of the model in eval mode under ``torch.no_grad`` and a forked CPU RNG,
 so the user's model gets no hooks or buffers, keeps its training flag and device, and the global
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from green_mlops.metrics.macs import count_macs
+
 __all__ = ["ModelStats", "model_stats"]
 
 
@@ -38,6 +41,7 @@ class ModelStats:
     flops: int | None = None
     input_shape: tuple[int, ...] | None = None  # the one-sample shape profiled, e.g. (1, 3, 32, 32)
     notes: tuple[str, ...] = ()  # why something is None, or may be undercounted
+    macs_counter: str | None = None  # which counter gave ``macs``: torch.utils.flop_counter or thop
 
     def as_params(self) -> dict[str, int | str]:
         """Stable names for logging as run parameters; values that could not be counted are left out."""
@@ -49,6 +53,8 @@ class ModelStats:
         }
         if self.macs is not None:
             out["macs"] = self.macs
+            if self.macs_counter is not None:
+                out["macs_counter"] = self.macs_counter
         if self.flops is not None:
             out["flops"] = self.flops
         if self.input_shape is not None:
@@ -56,10 +62,12 @@ class ModelStats:
         return out
 
 
-def model_stats(model: torch.nn.Module, example_input: torch.Tensor | None = None) -> ModelStats:
+def model_stats(model: torch.nn.Module, example_input: torch.Tensor | None = None, *,
+                mac_counter: str | None = None) -> ModelStats:
     """Count parameters and buffers; given an example input (any batch size), MACs and FLOPs of one sample too.
 
     Never raises on a model it cannot profile: ``macs``/``flops`` are then None and ``notes`` says why.
+    ``mac_counter``: ``flop_counter`` (default) or ``thop``; None reads $GREEN_MLOPS_MAC_COUNTER.
     """
     notes: list[str] = []
     total = trainable = param_bytes = 0
@@ -74,35 +82,35 @@ def model_stats(model: torch.nn.Module, example_input: torch.Tensor | None = Non
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers()
                        if not isinstance(b, torch.nn.parameter.UninitializedBuffer))
 
-    macs = flops = None
-    shape = None
+    macs = flops = shape = counter = None
     if example_input is not None:
-        macs, flops, shape = _profile(model, example_input, notes)
+        macs, flops, shape, counter = _profile(model, example_input, notes, mac_counter)
     return ModelStats(total_params=total, trainable_params=trainable, param_bytes=param_bytes,
                       buffer_bytes=buffer_bytes, model_size_bytes=param_bytes + buffer_bytes,
-                      macs=macs, flops=flops, input_shape=shape, notes=tuple(dict.fromkeys(notes)))
+                      macs=macs, flops=flops, input_shape=shape, notes=tuple(dict.fromkeys(notes)),
+                      macs_counter=counter)
 
 
-def _profile(model: torch.nn.Module, example_input: torch.Tensor,
-             notes: list[str]) -> tuple[int | None, int | None, tuple[int, ...] | None]:
+def _profile(model: torch.nn.Module, example_input: torch.Tensor, notes: list[str], mac_counter: str | None
+             ) -> tuple[int | None, int | None, tuple[int, ...] | None, str | None]:
     if not isinstance(example_input, torch.Tensor):
         notes.append(f"MACs and FLOPs not counted: example_input is a {type(example_input).__name__}, "
                      "not a tensor; pass one batch tensor")
-        return None, None, None
+        return None, None, None, None
     if example_input.dim() == 0 or example_input.shape[0] == 0:
         notes.append(f"MACs and FLOPs not counted: example_input of shape {tuple(example_input.shape)} has no "
                      "sample along its first (batch) dimension")
-        return None, None, None
+        return None, None, None, None
     try:
         x = example_input[0:1].detach().to("cpu")
         probe = _cpu_copy(model).eval()
-    except Exception as exc:  # e.g. a meta-device model or an attribute deepcopy refuses
+    except Exception as exc:  # noqa: BLE001 - e.g. a meta-device model or an attribute deepcopy refuses
         notes.append(f"MACs and FLOPs not counted: could not copy the model to the CPU ({_why(exc)})")
-        return None, None, None
+        return None, None, None, None
     shape = tuple(x.shape)
 
-    # FLOPs first: FlopCounterMode leaves the copy as it was; thop then borrows it for its hooks.
-    flops = macs = None
+    # FLOPs first: FlopCounterMode leaves the copy as it was; thop, when chosen, then borrows it for its hooks.
+    flops = None
     try:
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -110,23 +118,10 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor,
         with _quiet(), torch.no_grad(), counter:
             probe(x)
         flops = int(counter.get_total_flops())
-    except Exception as exc:  # unusual layers: say why, keep going
+    except Exception as exc:  # noqa: BLE001 - unusual layers: say why, keep going
         notes.append(f"FLOPs not counted: {_why(exc)}")
-    try:
-        import thop
-        from thop.profile import register_hooks
-
-        with _quiet() as thop_warnings, torch.no_grad():
-            macs = int(round(thop.profile(probe, inputs=(x,), verbose=False)[0]))
-        notes.extend(f"thop: {w}" for w in thop_warnings)
-        unruled = sorted({type(m).__name__ for m in probe.modules()
-                          if m._parameters and not any(t in register_hooks for t in type(m).__mro__)})
-        if unruled:
-            notes.append("MACs may be undercounted: thop has no rule for " + ", ".join(unruled)
-                         + " (their matmul/linear/einsum calls are still counted)")
-    except Exception as exc:
-        notes.append(f"MACs not counted: {_why(exc)}")
-    return macs, flops, shape
+    macs, macs_counter = count_macs(probe, x, flops, notes, mac_counter)
+    return macs, flops, shape, macs_counter
 
 
 def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:

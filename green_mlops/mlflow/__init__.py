@@ -12,6 +12,7 @@ _NAMES = {
     "autolog": "green_mlops.integrations.autolog",
     "MetricWriter": "green_mlops.mlflow.writer",
     "sync": "green_mlops.mlflow.launch",
+    "sync_artifacts": "green_mlops.mlflow.uploads",
     "SyncReport": "green_mlops.mlflow.spool",
     "default_spool_dir": "green_mlops.mlflow.spool",
     "GreenMlopsRunContext": "green_mlops.mlflow.context",

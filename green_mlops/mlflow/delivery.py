@@ -19,15 +19,20 @@ from typing import IO, Any
 
 from green_mlops.mlflow import skinny
 from green_mlops.mlflow.spool import Record, SpoolFile, SyncReport, spooled_runs
+from green_mlops.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
-REQUEST_TIMEOUT_S = 5  # what one request to a dead or hung server may cost the delivery process
+REQUEST_TIMEOUT_S = 5  # what one request to a dead or hung server may cost the delivery process, at first
+MAX_REQUEST_TIMEOUT_S = 30  # after timeouts (a slow, just-restarted server), the timeout doubles up to this
 FIRST_RETRY_S = 0.5
 MAX_RETRY_S = 5.0
-MAX_RESTARTS = 3  # delivery processes started again after an unexpected exit; then spool only
+MAX_RESTARTS = 3  # delivery processes started again at once after an unexpected exit; then after a pause
+RESTART_PAUSE_S = 30.0  # the pause, doubling up to MAX_RESTART_PAUSE_S while the process keeps dying
+MAX_RESTART_PAUSE_S = 600.0
 SPILL = 50 * MAX_BATCH  # a backlog larger than this, in the delivery process, waits on disk
+IN_MEMORY = 4 * SPILL  # with an unusable spool and no server, the newest this many metrics wait in memory
 _CLIENT_ERRORS_TO_RETRY = {401, 403, 408, 429}  # 4xx that say nothing about the metrics themselves
 
 
@@ -50,9 +55,12 @@ class _Delivery:
         self.pending: list[Record] = []
         self.delivered = 0
         self.rejected = 0
+        self.lost = 0  # dropped from memory: no server and an unusable spool (see spool_error)
         self.last_error: str | None = None
+        self.spool_error: str | None = None  # why the spool cannot be used, while it cannot
         self.spooled = spool.count()
         self._client: Any = None
+        self._timeout = REQUEST_TIMEOUT_S
         self._retry_at = 0.0
         self._backoff = FIRST_RETRY_S
 
@@ -70,8 +78,12 @@ class _Delivery:
         n = self.max_batch
         while self.pending:
             if len(self.pending) > SPILL or self._late():
-                self.spool_pending()
-                return not self._late() and self._drain()
+                if self.spool_pending():
+                    return not self._late() and self._drain()
+                if self._late():
+                    return False
+            if self.last_error and not force and time.monotonic() < self._retry_at:
+                return False  # the spool is unusable and the store did not answer: wait in memory
             left = self._send(self.pending[:n])
             if left:
                 self.pending[:n] = left
@@ -82,11 +94,22 @@ class _Delivery:
                 self.pending.extend(self.absorb())
         return True
 
-    def spool_pending(self) -> None:
-        if self.pending:
+    def spool_pending(self) -> bool:
+        """Move what is pending to the spool; False (pending kept in memory, up to IN_MEMORY) when it is unusable."""
+        if not self.pending:
+            return True
+        try:
             self.spool.append(self.pending)
-            self.spooled += len(self.pending)
-            self.pending = []
+        except OSError as exc:
+            self.spool_error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            if len(self.pending) > IN_MEMORY:
+                self.lost += len(self.pending) - IN_MEMORY
+                del self.pending[:len(self.pending) - IN_MEMORY]
+            return False
+        self.spooled += len(self.pending)
+        self.pending = []
+        self.spool_error = None
+        return True
 
     def _late(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -122,7 +145,7 @@ class _Delivery:
                         self.progress()  # everything received so far is delivered or on disk: say so
             self.spool.remove()
             self.spooled = 0
-        log.info("green_mlops: spooled metrics of run %s delivered to %s", self.run_id, self.tracking_uri)
+        log.info("green_mlops: spooled metrics of run %s delivered to %s", self.run_id, redact_uri(self.tracking_uri))
         return True
 
     def _send(self, batch: list[Record]) -> list[Record]:
@@ -141,14 +164,22 @@ class _Delivery:
                                 len(bad), self.run_id, reason, self.spool.rejected_path)
                     good = [r for i, r in enumerate(batch) if i not in bad]
                     return self._send(good) if good else []
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self.last_error = redact_text(f"{type(exc).__name__}: {str(exc)[:300]}", self.tracking_uri)
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, MAX_RETRY_S)
+            if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
+                self._set_timeout(self._timeout * 2)  # a slow (just restarted, loaded) server: give it longer
             return batch
         self.delivered += len(batch)
         self.last_error = None
         self._backoff = FIRST_RETRY_S
         return []
+
+    def _set_timeout(self, seconds: float) -> None:
+        """MLflow reads its request timeout from the environment per request; this process's copy is ours."""
+        self._timeout = int(min(max(seconds, 1), MAX_REQUEST_TIMEOUT_S))
+        if os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == "0":  # only in our delivery process
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self._timeout)
 
     def connect(self) -> None:
         """Import MLflow and make the client now (seconds of CPU), not when the first batch waits.
@@ -282,20 +313,24 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
             pass
         return records
 
-    def answer() -> None:
-        """Acknowledge every message received so far (call only when nothing is pending in memory)."""
+    def tell(msg: tuple) -> None:
         try:
-            out.write(pickle.dumps(("ack", state["seq"], d.delivered, d.spooled, d.rejected, d.last_error),
-                                   pickle.HIGHEST_PROTOCOL))
+            out.write(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
             out.flush()
         except (OSError, ValueError):
             pass
+
+    def answer() -> None:
+        """Acknowledge every message received so far (call only when nothing is pending in memory)."""
+        lost, d.lost = d.lost, 0
+        tell(("ack", state["seq"], d.delivered, d.spooled, d.rejected, d.last_error, lost))
 
     spool = SpoolFile(cfg["spool_dir"], cfg["run_id"], cfg["tracking_uri"])
     d = _Delivery(cfg["run_id"], cfg["tracking_uri"], spool, cfg["max_batch"], absorb=take, progress=answer)
     interval = cfg["flush_interval"]
     next_due = time.monotonic() + interval
     answered = None
+    noted = None
 
     try:
         d.connect()  # MLflow's imports before the first batch: a flush answered now means delivery is ready
@@ -313,6 +348,9 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
             if not d.pending and (now != answered or controls):
                 answer()
                 answered = now
+            if d.spool_error and d.spool_error != noted:
+                noted = d.spool_error
+                tell(("spool", noted))
             if state["eof"] or any(c[0] == "close" for c in controls):
                 return
             controls.clear()
@@ -336,7 +374,7 @@ def _sync_here(directory: Path, tracking_uri: str | None) -> SyncReport:
         try:
             ok = d.deliver(force=True)
         except Exception as exc:  # one bad run must not stop the others
-            ok, d.last_error = False, f"{type(exc).__name__}: {exc}"
+            ok, d.last_error = False, redact_text(f"{type(exc).__name__}: {exc}", uri)
         report.delivered += d.delivered
         report.rejected += d.rejected
         if not ok:

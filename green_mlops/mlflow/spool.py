@@ -7,6 +7,12 @@ any process::
     {"run_id": "…", "tracking_uri": "http://…", "key": "energy/total_J", "value": 12.5,
      "timestamp": 1700000000000, "step": 42}
 
+The spool is private: the folder is created 0700 and every file in it 0600. A line names the
+tracking URI with its credentials redacted (:func:`green_mlops.redact.redact_uri`); where the URI
+carries a password, ``sync`` needs it, so the full URI is kept once, in ``<run_id>.jsonl.uri``
+(0600), and never printed. Nothing touches the folder until something must be spooled: a missing or
+unusable spool costs nothing while the tracking store answers.
+
 ``timestamp`` is in milliseconds since the epoch, as MLflow stores it; values are always finite
 (the writer never spools NaN or infinity). Once every line of a file is delivered the file is
 removed. Metrics MLflow itself declares invalid (a bad key, say) cannot ever be delivered; they
@@ -22,11 +28,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from green_mlops.redact import redact_uri
 
 try:
     import fcntl
@@ -35,6 +44,16 @@ except ImportError:  # pragma: no cover - Windows: one process per spool is all 
 
 Record = tuple[str, float, int, int]  # key, value, timestamp in ms, step
 SUFFIX = ".jsonl"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,255}$")  # MLflow's own rule for run ids
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it is a valid MLflow run id (so that it cannot name a file outside the spool)."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run_id must be an MLflow run id (letters, digits, '_' and '-'); got {run_id!r}")
+    return run_id
 
 
 def default_spool_dir() -> Path:
@@ -54,7 +73,8 @@ class SyncReport:
 
 
 def encode(run_id: str, tracking_uri: str, records: Iterable[Record]) -> bytes:
-    return "".join(json.dumps({"run_id": run_id, "tracking_uri": tracking_uri, "key": k, "value": v,
+    uri = redact_uri(tracking_uri)
+    return "".join(json.dumps({"run_id": run_id, "tracking_uri": uri, "key": k, "value": v,
                                "timestamp": ts, "step": s}) + "\n" for k, v, ts, s in records).encode()
 
 
@@ -72,9 +92,10 @@ class SpoolFile:
 
     def __init__(self, directory: str | Path, run_id: str, tracking_uri: str = "") -> None:
         self.directory = Path(directory)
-        self.run_id = run_id
+        self.run_id = check_run_id(run_id)
         self.tracking_uri = tracking_uri
         self.path = self.directory / f"{run_id}{SUFFIX}"
+        self.uri_path = self.path.with_name(self.path.name + ".uri")
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.rejected_path = self.path.with_name(self.path.name + ".rejected")
         self._tlock = threading.RLock()
@@ -91,9 +112,9 @@ class SpoolFile:
                 finally:
                     self._depth -= 1
                 return
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.directory)
             while True:  # the lock file is removed with the spool: make sure we locked the live one
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
                     st, cur = os.fstat(fd), os.stat(self.lock_path)
@@ -121,7 +142,9 @@ class SpoolFile:
             return
         data = encode(self.run_id, self.tracking_uri, records)
         with self.locked():
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            if redact_uri(self.tracking_uri) != self.tracking_uri and not self.uri_path.exists():
+                _write_private(self.uri_path, self.tracking_uri.encode())  # sync needs the credentials
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
             try:
                 size = os.fstat(fd).st_size
                 if size:
@@ -136,7 +159,9 @@ class SpoolFile:
                 os.close(fd)
 
     def count(self) -> int:
-        """Lines waiting (a torn line counts too; it is skipped on delivery)."""
+        """Lines waiting (a torn line counts too; it is skipped on delivery); touches nothing when there are none."""
+        if not self.path.exists():
+            return 0
         with self.locked():
             try:
                 with self.path.open("rb") as fh:
@@ -145,7 +170,14 @@ class SpoolFile:
                 return 0
 
     def first_tracking_uri(self) -> str | None:
+        """The URI to deliver to: the private copy with credentials if kept, else the first line's."""
+        if not self.path.exists():
+            return None
         with self.locked():
+            try:
+                return self.uri_path.read_text().strip() or None
+            except FileNotFoundError:
+                pass
             try:
                 with self.path.open("rb") as fh:
                     for line in fh:
@@ -173,7 +205,7 @@ class SpoolFile:
         fh.seek(offset)
         tmp = self.path.with_name(self.path.name + ".tmp")
         kept = len(head)
-        with tmp.open("wb") as out:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as out:
             out.write(encode(self.run_id, self.tracking_uri, head))
             for line in fh:
                 if line.strip():
@@ -192,17 +224,32 @@ class SpoolFile:
         """Delete the spool (its lock file goes when the lock is released)."""
         with self.locked():
             self.path.unlink(missing_ok=True)
+            self.uri_path.unlink(missing_ok=True)
 
     def reject(self, records: list[Record], reason: str) -> None:
         """Set aside metrics MLflow refuses as invalid, with the reason, so that nothing is silently lost."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with self.locked(), self.rejected_path.open("ab") as fh:
+        with self.locked(), os.fdopen(os.open(self.rejected_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                              FILE_MODE), "ab") as fh:
             for k, v, ts, s in records:
-                fh.write((json.dumps({"run_id": self.run_id, "tracking_uri": self.tracking_uri, "key": k,
+                fh.write((json.dumps({"run_id": self.run_id, "tracking_uri": redact_uri(self.tracking_uri), "key": k,
                                       "value": v, "timestamp": ts, "step": s, "error": reason}) + "\n").encode())
 
 
 def spooled_runs(directory: str | Path) -> list[str]:
-    """Run ids with a spool file in ``directory``, sorted."""
+    """Run ids with a spool file in ``directory``, sorted (files whose name is no run id are left alone)."""
     d = Path(directory)
-    return sorted(p.name[: -len(SUFFIX)] for p in d.glob(f"*{SUFFIX}")) if d.is_dir() else []
+    names = (p.name[: -len(SUFFIX)] for p in d.glob(f"*{SUFFIX}")) if d.is_dir() else ()
+    return sorted(n for n in names if _RUN_ID.fullmatch(n))
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) with the folder itself 0700; an existing folder is left as it is."""
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        os.chmod(directory, DIR_MODE)  # mkdir's mode is masked by the umask
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from green_mlops.mlflow import skinny
-from green_mlops.mlflow.delivery import MAX_BATCH, MAX_RESTARTS
+from green_mlops.mlflow.delivery import MAX_BATCH, RESTART_PAUSE_S
+from green_mlops.mlflow.events import DeliveryEvents
 from green_mlops.mlflow.launch import absolute_uri, spawn
-from green_mlops.mlflow.spool import Record, SpoolFile, default_spool_dir
+from green_mlops.mlflow.spool import Record, SpoolFile, check_run_id, default_spool_dir
+from green_mlops.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class _Marker:
         self.deadline = deadline  # close: time.time() by which the delivery process must stop and spool
 
 
-class MetricWriter:
+class MetricWriter(DeliveryEvents):
     """Queue metrics from any thread in microseconds; a background process delivers them to ``run_id``.
 
     ``delivered``, ``spooled`` (waiting on disk), ``skipped`` (not finite or not a number) and
@@ -52,8 +54,7 @@ class MetricWriter:
 
     def __init__(self, run_id: str, tracking_uri: str | None = None, *, spool_dir: str | Path | None = None,
                  flush_interval: float = 1.0, max_batch: int = MAX_BATCH) -> None:
-        if not run_id or not isinstance(run_id, str):
-            raise ValueError(f"run_id must be an MLflow run id; got {run_id!r}")
+        check_run_id(run_id)  # it names the spool file: no path may escape the spool folder
         if not 1 <= max_batch <= MAX_BATCH:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH} (MLflow's limit per log_batch); "
                              f"got {max_batch}")
@@ -85,6 +86,10 @@ class MetricWriter:
         self._proc: subprocess.Popen | None = None
         self._gen = 0
         self._restarts = 0
+        self._restart_at = 0.0  # monotonic time of the next restart after MAX_RESTARTS quick ones; 0: none due
+        self._restart_pause = RESTART_PAUSE_S
+        self.lost = 0  # metrics that could neither be delivered nor spooled (no server and an unusable spool)
+        self._spool_warned = False
         self._skinny = skinny.lean_for(self.tracking_uri)  # the delivery process imports MLflow without pandas
         self._failing = False
         self._stopping = False  # close() has begun: no restarts
@@ -181,6 +186,13 @@ class MetricWriter:
             if self._closed:
                 return
             self._closed = True
+        try:
+            self._close(timeout)
+        except Exception as exc:  # the add-on must never fail a finished training run
+            log.warning("green_mlops: closing the metric writer of run %s failed: %s", self.run_id,
+                        redact_text(f"{type(exc).__name__}: {exc}", self.tracking_uri))
+
+    def _close(self, timeout: float | None) -> None:
         # the delivery process stops delivering a second before our timeout, to spool the rest and answer
         marker = _Marker("close", None if timeout is None else time.time() + max(timeout - 1.0, 0.0))
         self._queue.append(marker)
@@ -212,11 +224,17 @@ class MetricWriter:
             if item.__class__ is not _Marker:
                 leftover.append(item)
         self._spool_here(leftover)
-        self._spooled = self.spool.count()
+        try:
+            self._spooled = self.spool.count()
+        except OSError:
+            self._spooled = 0
         if self._spooled:
             log.warning("green_mlops: %d metrics of run %s were not delivered to %s (%s); they wait in %s: run "
                         "`green-mlops sync` when the server is back", self._spooled, self.run_id,
-                        self.tracking_uri, self.last_error or "close() timed out", self.spool.path)
+                        redact_uri(self.tracking_uri), self.last_error or "close() timed out", self.spool.path)
+        if self.lost:
+            log.warning("green_mlops: %d metrics of run %s could be neither delivered to %s nor spooled in %s",
+                        self.lost, self.run_id, redact_uri(self.tracking_uri), self.spool.directory)
 
     def __enter__(self) -> MetricWriter:
         return self
@@ -273,7 +291,10 @@ class MetricWriter:
             if records:
                 with self._cond:
                     self._unacked[seq] = records
-            if self._proc is None:  # no delivery process (could not start, or gave up): straight to disk
+            if self._proc is None and self._restart_at and time.monotonic() >= self._restart_at and not self._stopping:
+                self._restart_at, self._restarts = 0.0, 0  # the pause after repeated exits is over: try again
+                self._start_child()
+            if self._proc is None:  # no delivery process (could not start, or pausing): straight to disk
                 self._spool_here(records or [])
                 with self._cond:
                     self._unacked.pop(seq, None)
@@ -299,6 +320,7 @@ class MetricWriter:
             log.warning("green_mlops: could not start the metric delivery process (%s); metrics of run %s go "
                         "to %s: run `green-mlops sync` to deliver them", exc, self.run_id, self.spool.path)
             self._proc = None
+            self._pause_restarts()
             return
         self._gen += 1
         self._proc = proc
@@ -311,68 +333,11 @@ class MetricWriter:
                 msg = pickle.load(proc.stdout)  # type: ignore[arg-type]
                 if msg[0] == "ack":
                     self._on_ack(*msg[1:])
+                elif msg[0] == "spool":  # the delivery process could not spool: it holds metrics in memory
+                    self._spool_unusable(msg[1])
         except Exception:  # EOF: the process exited (close) or died
             pass
         self._child_lost(gen)
-
-    def _on_ack(self, seq: int, delivered: int, spooled: int, rejected: int, error: str | None) -> None:
-        with self._cond:
-            rejected_before = self.rejected
-            for s in [s for s in self._unacked if s <= seq]:
-                del self._unacked[s]
-            self._acked = max(self._acked, seq)
-            self.delivered = self._base[0] + delivered
-            self.rejected = self._base[1] + rejected
-            self._spooled = spooled
-            self.last_error = error
-            self._cond.notify_all()
-        if self.rejected > rejected_before:
-            log.warning("green_mlops: MLflow refused %d metrics of run %s as invalid; they are kept, with the "
-                        "reason, in %s", self.rejected - rejected_before, self.run_id, self.spool.rejected_path)
-        if error and not self._failing:
-            self._failing = True
-            log.warning("green_mlops: cannot deliver metrics of run %s to %s (%s); they wait in %s and are "
-                        "retried in the background", self.run_id, self.tracking_uri, error, self.spool.path)
-        elif self._failing and not error and not spooled:
-            self._failing = False
-            log.info("green_mlops: %s answers again; spooled metrics of run %s delivered", self.tracking_uri,
-                     self.run_id)
-
-    def _child_lost(self, gen: int) -> None:
-        """The delivery process exited: spool what it had not acknowledged; restart it unless closing."""
-        with self._io:
-            if gen != self._gen or self._proc is None:
-                return
-            proc, self._proc = self._proc, None
-            with self._cond:
-                pending = [self._unacked[s] for s in sorted(self._unacked)]
-                self._unacked.clear()
-                self._base = (self.delivered, self.rejected)
-            for records in pending:
-                self._spool_here(records)
-            with self._cond:
-                self._acked = self._seq  # everything handed over so far is delivered or on disk
-                self._cond.notify_all()
-            if self._stopping:
-                return
-            try:
-                code = proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                code = None
-            if code == skinny.EXIT_NEEDS_FULL_IMPORTS and self._skinny:
-                self._skinny = False  # a store plugin needs pandas or numpy: not a failure, no restart counted
-                log.info("green_mlops: the MLflow store of run %s needs MLflow's optional imports; delivering "
-                         "with all of them", self.run_id)
-                self._start_child()
-            elif self._restarts < MAX_RESTARTS:
-                self._restarts += 1
-                log.warning("green_mlops: the metric delivery process of run %s exited (code %s); starting it "
-                            "again", self.run_id, code)
-                self._start_child()
-            else:
-                log.warning("green_mlops: the metric delivery process of run %s exited (code %s) %d times; "
-                            "metrics now go to %s: run `green-mlops sync` to deliver them", self.run_id, code,
-                            MAX_RESTARTS + 1, self.spool.path)
 
     def _spool_here(self, records: list[Record]) -> None:
         if not records:
@@ -380,8 +345,9 @@ class MetricWriter:
         try:
             self.spool.append(records)
         except OSError as exc:
-            log.error("green_mlops: could not spool %d metrics of run %s to %s: %s", len(records), self.run_id,
-                      self.spool.path, exc)
+            self._spool_unusable(exc.strerror or str(exc))
+            with self._cond:
+                self.lost += len(records)
             return
         with self._cond:
             self._spooled += len(records)

@@ -23,6 +23,15 @@ from green_mlops.run.stream import StepMetrics
 log = logging.getLogger(__name__)
 
 
+def _copy(f: Path) -> Path:
+    """A copy of ``f`` in a temporary folder of its own (each MLflow run's upload removes its folder)."""
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="green_mlops_")) / f.name
+    shutil.copyfile(f, out)
+    return out
+
+
 class Logger(Protocol):
     """Anything that takes metrics by step and params: Lightning's loggers have exactly these two methods."""
 
@@ -135,22 +144,29 @@ class Sinks:
                 self._warn_once(f"logging params to {type(lg).__name__}", exc)
 
     def log_artifacts(self, files: list[Path], fallback_dir: Path) -> list[str]:
-        """Artifacts into each MLflow run; into ``fallback_dir`` when some logger has no artifact store.
+        """Copies for other loggers first; then each MLflow run (fast-failing; kept for ``green-mlops sync`` when
+        the server is down). Returns where the files went, for the end-of-run line."""
+        from green_mlops.mlflow.uploads import remove_temp_folders, upload_artifacts
+        from green_mlops.redact import redact_uri
 
-        Returns where they went, in words (for the end-of-run line)."""
         where = []
-        for r in self.mlflow_runs:
-            try:
-                for f in files:
-                    r.client.log_artifact(r.run_id, str(f), artifact_path=names.ARTIFACT_DIR)
-                where.append(f"MLflow run {r.run_id} at {r.tracking_uri} (artifacts under {names.ARTIFACT_DIR}/)")
-            except Exception as exc:
-                self._warn_once(f"storing artifacts in MLflow run {r.run_id}", exc)
         if self.others or not self.mlflow_runs:
             fallback_dir.mkdir(parents=True, exist_ok=True)
             for f in files:
                 shutil.copyfile(f, fallback_dir / f.name)
             where.append(f"{fallback_dir.resolve()}/")
+            if not self.mlflow_runs:
+                remove_temp_folders(files)
+        for i, r in enumerate(self.mlflow_runs):
+            last = i == len(self.mlflow_runs) - 1
+            try:
+                kept = upload_artifacts(r.client, r.run_id, files if last else [_copy(f) for f in files])
+            except Exception as exc:
+                self._warn_once(f"storing artifacts in MLflow run {r.run_id}", exc)
+                continue
+            uri = redact_uri(r.tracking_uri)
+            where.append(f"MLflow run {r.run_id} at {uri} (artifacts under {names.ARTIFACT_DIR}/)" if kept is None
+                         else f"{kept}/ (MLflow at {uri} unreachable; `green-mlops sync` uploads them)")
         return where
 
     def close(self) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
+from green_mlops.redact import redact_text, redact_uri
+
 DEFAULT_STORAGE = "sqlite:///green_mlops_sweep.db"
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
@@ -41,11 +43,18 @@ def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int
         if not path.parent.exists():
             raise StorageError(f"journal storage folder {str(path.parent)!r} does not exist; create it or "
                                "give another path (the file itself is created)")
+        if not path.parent.is_dir():
+            raise StorageError(f"journal storage {str(path)!r}: {str(path.parent)!r} is a file, not a folder; "
+                               "give another path")
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise StorageError(f"cannot open journal storage {str(path)!r}: {exc.strerror or exc}; "
+                               "give a writable path") from None
     if "://" not in url:
-        raise StorageError(f"storage {url!r} is neither a database URL (sqlite:///study.db, "
+        raise StorageError(f"storage {redact_uri(url)!r} is neither a database URL (sqlite:///study.db, "
                            "postgresql://user:pw@host/db) nor a journal file (journal:/shared/study.log)")
     if url.startswith("sqlite:///"):
         folder = Path(url.removeprefix("sqlite:///")).parent
@@ -59,11 +68,11 @@ def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int
                                               engine_kwargs=_engine_kwargs(url),
                                               heartbeat_stale_trial_callback=on_stale_trial)
     except ImportError as exc:
-        raise StorageError(f"storage {_safe(url)}: the database driver is missing ({exc}); for PostgreSQL "
+        raise StorageError(f"storage {redact_uri(url)}: the database driver is missing ({exc}); for PostgreSQL "
                            "run `pip install 'psycopg[binary]'`") from None
     except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
-        raise StorageError(f"cannot open study storage {_safe(url)}: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+        first = redact_text(str(exc).splitlines()[0] if str(exc) else "", url)
+        raise StorageError(f"cannot open study storage {redact_uri(url)}: {type(exc).__name__}: {first}\n"
                            "Check that the database server is running and reachable, and the URL "
                            "(user, password, host, port, database name).") from None
 
@@ -77,12 +86,3 @@ def _engine_kwargs(url: str) -> dict:
     if url.startswith("postgresql"):
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     return {}
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url

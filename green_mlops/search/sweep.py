@@ -27,6 +27,8 @@ from optuna.trial import FrozenTrial, TrialState
 from green_mlops import names
 from green_mlops.argtypes import check_whole
 from green_mlops.mlflow.context import hardware_tags
+from green_mlops.outputs import writable_dir
+from green_mlops.redact import redact_uri
 from green_mlops.search.budget import EnergyBudget
 from green_mlops.search.objectives import Objective, accuracy_per_kJ
 from green_mlops.search.plot import pareto_plot
@@ -91,6 +93,7 @@ class Sweep:
     def __init__(self, space: SearchSpace, settings: SweepSettings, runner: TrialRunner,
                  stream: TextIO | None = None) -> None:
         settings.validate()
+        writable_dir(settings.output_dir, "output folder")  # before any store is opened or trial trained
         self.space, self.settings, self.runner = space, settings, runner
         self.stream = stream if stream is not None else sys.stderr  # looked up now: sys.stderr can be replaced
         self.objective = settings.objective
@@ -115,7 +118,7 @@ class Sweep:
 
     def _parent_params(self) -> dict[str, Any]:
         s = self.settings
-        return {**self._plan(), "study": s.study, "storage": s.storage}
+        return {**self._plan(), "study": s.study, "storage": redact_uri(s.storage)}
 
     def _open_study(self) -> tuple[optuna.Study, bool]:
         s = self.settings
@@ -343,10 +346,9 @@ class Sweep:
         plot = pareto_plot(table, out / "pareto.png", title=f"{self.study.study_name}: {self.objective.describe()}")
         busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in self.study.get_trials(deepcopy=False))
         if not busy:
-            client = self.tracking.client
-            client.log_artifact(self.parent_id, str(csv))
-            if plot is not None:
-                client.log_artifact(self.parent_id, str(plot))
+            from green_mlops.mlflow.uploads import upload_artifacts
+
+            upload_artifacts(self.tracking.client, self.parent_id, [csv] + ([plot] if plot is not None else []), None)
             done = table[table["state"] == "COMPLETE"]
             best = done.iloc[0] if len(done) else None
             metrics = {"trials_complete": float(len(done)),

@@ -1,10 +1,16 @@
 """MLflow runs of a sweep: one parent run per study, shared by every worker; one nested run per trial."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
+import re
+import subprocess
+import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import optuna
 from mlflow.entities import Metric, Param, RunTag
@@ -12,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from green_mlops import names
+from green_mlops.redact import redact_text, redact_uri
 
 ROLE = names.SWEEP_ROLE
 STUDY = names.SWEEP_STUDY
@@ -22,19 +29,34 @@ PROJECT_RUN = names.SWEEP_PROJECT_RUN
 SWEEP_EXPERIMENT = names.SWEEP_EXPERIMENT
 SWEEP_PARENT = names.SWEEP_PARENT_RUN
 log = logging.getLogger(__name__)
+FIRST_USE_WAIT_S = 180.0  # MLflow's migrations take ~25 s on two busy cores; a racing worker waits this long at most
+STILL_S = 15.0  # a half-migrated schema unchanged this long has no one migrating it: finish it
+# what SQLite says when another worker is creating MLflow's schema in the same fresh file at the same moment
+_SCHEMA_RACE = re.compile(r"duplicate column name|already exists|database is locked|no such table|no such column|"
+                          r"online migration expected", re.IGNORECASE)
+_STALE_SCHEMA = re.compile(r"out-of-date database schema", re.IGNORECASE)
+T = TypeVar("T")
 
 
 class SweepTracking:
     """Creates and finds the sweep's MLflow runs. ``tracking_uri`` None means MLflow's default."""
 
     def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
-        self.client = MlflowClient(tracking_uri)
-        self.tracking_uri = self.client.tracking_uri
+        import mlflow
+
+        from green_mlops.mlflow.uploads import fast_failing
+
+        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         try:
-            self.experiment_id = self._experiment_id(experiment)
+            with fast_failing():  # a dead server is refused in seconds, not after MLflow's minutes of retries
+                self.client = first_use(lambda: MlflowClient(tracking_uri), self.tracking_uri)  # opens the store
+                self.tracking_uri = self.client.tracking_uri
+                self.experiment_id = first_use(lambda: self._experiment_id(experiment), self.tracking_uri)
         except Exception as exc:  # surface any connection problem before training
-            raise ConnectionError(f"cannot reach MLflow tracking at {self.tracking_uri}: {exc}\n"
-                                  "Start the server (mlflow server ...) or pass --tracking-uri") from None
+            why = redact_text(str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "", self.tracking_uri)
+            raise ConnectionError(f"cannot reach MLflow tracking at {redact_uri(self.tracking_uri)} "
+                                  f"({type(exc).__name__}: {why}); start the server (mlflow server ...) or pass "
+                                  "--tracking-uri") from None
         self.experiment = experiment
 
     def _experiment_id(self, name: str) -> str:
@@ -135,8 +157,62 @@ class SweepTracking:
 
     def ui_hint(self, parent_id: str) -> str:
         """How to look at the sweep in the MLflow UI."""
-        uri = self.tracking_uri
+        uri = redact_uri(self.tracking_uri)
         if uri.startswith("http"):
             return f"MLflow UI: {uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{parent_id}"
         return (f"MLflow UI: run `mlflow ui --backend-store-uri {uri}` and open http://127.0.0.1:5000, "
                 f"experiment {self.experiment!r}, run 'sweep …' (its trials are nested under it)")
+
+
+def first_use(call: Callable[[], T], tracking_uri: str) -> T:
+    """``call()``, retried while another worker creates MLflow's schema in the same fresh SQLite file.
+
+    MLflow creates its tables and runs its migrations the first time a process opens an empty
+    database; two processes doing so at once make one fail (``duplicate column name: step``), then
+    see a half-migrated schema until the other is done. So: wait and try again; should the schema
+    stay half-migrated (both failed), finish it with ``mlflow db upgrade``, as MLflow's message asks.
+    """
+    deadline = time.monotonic() + FIRST_USE_WAIT_S
+    raced, revision, since, attempt = False, None, time.monotonic(), 0
+    while True:
+        try:
+            return call()
+        except Exception as exc:  # only the schema race is retried; the rest is re-raised
+            stale = raced and _matches(exc, _STALE_SCHEMA)
+            if not (str(tracking_uri).startswith("sqlite") and (stale or _matches(exc, _SCHEMA_RACE))) \
+                    or time.monotonic() > deadline:
+                raise
+            raced = True
+            if stale:
+                now = _schema_revision(tracking_uri)
+                if now != revision:
+                    revision, since = now, time.monotonic()
+                elif time.monotonic() - since > STILL_S:
+                    subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", tracking_uri],
+                                   capture_output=True, timeout=300, check=False)
+                    since = time.monotonic()
+            attempt += 1
+            time.sleep(0.5 + random.random() * min(attempt, 4))
+
+
+def _matches(exc: BaseException, pattern: re.Pattern) -> bool:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if pattern.search(str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _schema_revision(sqlite_uri: str) -> str | None:
+    """The alembic revision MLflow's schema is at in a SQLite file (None when unreadable)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(sqlite_uri.removeprefix("sqlite:///"), timeout=1)) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+    except sqlite3.Error:
+        return None

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from green_mlops.argtypes import check_whole
+from green_mlops.extras import require
 
 DATASETS = ("digits", "cifar10", "synthetic", "digits50k")
 INPUT_SHAPE = (3, 32, 32)
@@ -79,6 +80,8 @@ def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
 
 def _digits(seed: int, val_fraction: float, inference_repeats: int) -> DataBundle:
     import torch.nn.functional as F
+
+    require("demo")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

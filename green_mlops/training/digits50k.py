@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from green_mlops.extras import require
 from green_mlops.training.data import INPUT_SHAPE, DataBundle, RepeatedDataset
 
 #: Augmentation ranges: rotation ±degrees, scale factor range, shift as a share of the image side, shear ±degrees.
@@ -26,6 +27,7 @@ _CHUNK = 8192
 
 def _sources(seed: int, held_out_fraction: float) -> tuple[list[int], list[int], torch.Tensor, torch.Tensor]:
     """Indices of the training and held-out source images (stratified by class), and all of them at 32×32."""
+    require("demo")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
