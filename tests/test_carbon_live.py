@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from green_mlops.emissions import COUNTRY_INTENSITY_G_PER_KWH, ENV_COUNTRY, ENV_INTENSITY, carbon_intensity
 
-from green_mlops import carbon_live
+from green_mlops.metrics import carbon_live
 
 
 class FakeElectricityMaps(BaseHTTPRequestHandler):
