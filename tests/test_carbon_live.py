@@ -7,9 +7,9 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from green_mlops.emissions import COUNTRY_INTENSITY_G_PER_KWH, ENV_COUNTRY, ENV_INTENSITY, carbon_intensity
 
 from green_mlops.metrics import carbon_live
+from green_mlops.metrics.emissions import COUNTRY_INTENSITY_G_PER_KWH, ENV_COUNTRY, ENV_INTENSITY, carbon_intensity
 
 
 class FakeElectricityMaps(BaseHTTPRequestHandler):

@@ -93,7 +93,15 @@ class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._loop_energy: dict[str, float] = {}
         self._stats_pending = False
 
-    # the metered run's parts, for code that reads them (EnergyBudget, tests)
+    # the settings and the metered run's parts, for code that reads them (EnergyBudget, tests)
+    @property
+    def intensity(self) -> Any:
+        return self.config.intensity
+
+    @property
+    def pue(self) -> float:
+        return self.config.pue
+
     @property
     def meter(self) -> Any:
         return getattr(self.run, "meter", None)

@@ -1,7 +1,7 @@
 """Live grid carbon intensity from Electricity Maps, used where a token is set; the fixed table otherwise.
 
 With ``$ELECTRICITYMAPS_API_TOKEN`` set (a token from api-portal.electricitymaps.com), every intensity
-that would come from :data:`green_mlops.emissions.COUNTRY_INTENSITY_G_PER_KWH` is asked of Electricity
+that would come from :data:`green_mlops.metrics.emissions.COUNTRY_INTENSITY_G_PER_KWH` is asked of Electricity
 Maps first, as CodeCarbon and Zeus do::
 
     GET {base}/carbon-intensity/latest?zone=DE      header  auth-token: <token>
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from green_mlops.emissions import CarbonIntensity
+    from green_mlops.metrics.emissions import CarbonIntensity
 
 __all__ = ["DEFAULT_URL", "ENV_TOKEN", "ENV_URL", "TIMEOUT_S", "LiveIntensityError", "latest", "live_or_table"]
 
@@ -68,7 +68,7 @@ def latest(zone: str | None, token: str, base_url: str | None = None,
 
 def live_or_table(zone: str | None, table: Callable[[], CarbonIntensity]) -> CarbonIntensity:
     """Electricity Maps' latest intensity for ``zone`` when a token is set, else (or on failure) ``table()``."""
-    from green_mlops.emissions import CarbonIntensity
+    from green_mlops.metrics.emissions import CarbonIntensity
 
     token = os.environ.get(ENV_TOKEN, "").strip()
     if not token or zone == "WORLD":  # the world average is the table's own figure

@@ -45,7 +45,7 @@ def count_macs(probe: torch.nn.Module, x: torch.Tensor, flops: int | None, notes
 
 
 def _thop(probe: torch.nn.Module, x: torch.Tensor, notes: list[str]) -> int | None:
-    from green_mlops.model_stats import _quiet, _why
+    from green_mlops.metrics.model_stats import _quiet, _why
 
     try:
         import thop
