@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from green_mlops.mlflow import MetricWriter, sync
+from green_mlops.mlflow import MetricWriter, delivery, sync
 from green_mlops.mlflow import writer as writer_module
 from green_mlops.mlflow.spool import SpoolFile
 from green_mlops.mlflow.uploads import upload_artifacts
@@ -236,7 +236,7 @@ def test_delivery_restarts_after_a_pause_instead_of_stopping_for_good(tmp_path, 
     w = MetricWriter(run_id, uri, flush_interval=0.2)
     w.log(KEY, 0.0, 0)
     assert w.flush(timeout=60)
-    for _ in range(writer_module.MAX_RESTARTS + 1):
+    for _ in range(delivery.MAX_RESTARTS + 1):
         proc = w._proc
         assert proc is not None
         proc.kill()
