@@ -172,7 +172,7 @@ def children_memory() -> list[dict[str, Any]]:
             with child.oneshot():
                 cmd = child.cmdline()
                 mem = child.memory_full_info()
-            if any("green_mlops.mlflow.writer" in c for c in cmd):
+            if any("green_mlops.mlflow.delivery" in c for c in cmd):
                 what = "green_mlops MLflow delivery process"
             else:
                 what = next((Path(c).name for c in cmd[1:] if c.endswith(".py")), " ".join(cmd)[:80] or child.name())
