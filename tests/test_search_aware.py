@@ -1,0 +1,72 @@
+"""The energy-aware search on digits: the pruner against the front, and what the search itself cost.
+
+Real parts: an Optuna SQLite study, a MLflow SQLite store, Lightning training of small MLPs on digits
+(tests/search_runner.py). Deferrals by the predictor are tested on recorded results, where energies are
+known exactly (tests/test_search_efficiency.py).
+"""
+from __future__ import annotations
+
+import io
+import json
+from functools import partial
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from green_mlops.search import Sweep, SweepSettings, build_space
+from green_mlops.search.pruning import FrontPoint, ParetoPruning, check_margin, judge, project_J
+from tests.search_runner import check_arch, run_trial
+
+
+def settings(tmp_path, **kw):
+    return SweepSettings(study="aware", storage=f"sqlite:///{tmp_path}/study.db", experiment="aware",
+                         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", output_dir=tmp_path / "out",
+                         progress=False, **kw)
+
+
+def test_judge_prunes_only_what_a_cheaper_front_point_beats_even_with_the_margin():
+    front = [FrontPoint(0, 0.90, 100.0), FrontPoint(1, 0.97, 1000.0)]
+    v = judge(front, 5, 0.50, 150.0, 0.05)
+    assert v.prune and v.dominated_by == 0 and v.best_case_accuracy == pytest.approx(0.55)
+    assert not judge(front, 5, 0.50, 90.0, 0.05).prune  # cheaper than every front point
+    assert not judge(front, 5, 0.86, 150.0, 0.05).prune  # 0.86 + margin reaches 0.90
+    assert judge(front, 5, 0.91, 2000.0, 0.05).dominated_by == 1
+    assert project_J(10.0, 5, 50) == 100.0 and project_J(10.0, 5, None) == 10.0
+    with pytest.raises(ValueError, match="--prune-margin"):
+        check_margin(1.5)
+    with pytest.raises(ValueError, match="--prune-every"):
+        ParetoPruning(lambda *a: False, every=0)
+
+
+def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up(tmp_path):
+    # grid order: (64, 0.5) forms the front; (16, 0.5) is accurate though dearer: kept; (16, 1e-4) learns
+    # little in an epoch and its 88 steps/epoch cost about 4× the front's: pruned at its first report.
+    space = build_space("mlp16", "64,16", lrs="0.5,0.0001", check_arch=check_arch)
+    err = io.StringIO()
+    report = Sweep(space, settings(tmp_path, prune=True), partial(run_trial, epochs=2), stream=err).run()
+    study = optuna.load_study(study_name="aware", storage=f"sqlite:///{tmp_path}/study.db")
+    by_point = {(t.params["batch_size"], t.params["lr"]): t for t in study.trials}
+    front, kept, dominated = by_point[(64, 0.5)], by_point[(16, 0.5)], by_point[(16, 0.0001)]
+    assert front.state == optuna.trial.TrialState.COMPLETE
+    assert kept.state == optuna.trial.TrialState.COMPLETE, err.getvalue()
+    assert kept.user_attrs["fidelity_reports"] and not any(r["prune"] for r in kept.user_attrs["fidelity_reports"])
+    assert dominated.state == optuna.trial.TrialState.PRUNED, err.getvalue()
+    reports = dominated.user_attrs["fidelity_reports"]
+    assert len(reports) == 1 and reports[0]["prune"] and reports[0]["dominated_by"] == front.number
+    assert dominated.user_attrs["steps"] < kept.user_attrs["steps"]  # stopped after its first epoch
+    table = report.table
+    assert table.loc[table["trial"] == dominated.number, "note"].iloc[0].startswith("pruned at step")
+
+    # the search's own energy: every trial's spent energy (fit + inference measured), pruned ones included
+    spent = [t.user_attrs["spent_J"] for t in study.trials]
+    assert all(s > 0 for s in spent)
+    assert report.cost.total_J == pytest.approx(sum(spent))
+    pruned = [t.user_attrs["spent_J"] for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert report.cost.pruned_J == pytest.approx(sum(pruned)) and report.cost.trials_pruned == len(pruned) >= 1
+    parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(report.parent_run_id)
+    assert parent.data.metrics["search/total_J"] == pytest.approx(sum(spent))
+    assert parent.data.metrics["search/front_J"] == pytest.approx(report.cost.front_J)
+    saved = json.loads((tmp_path / "out" / "search_cost.json").read_text())
+    assert saved["cost"]["total_J"] == pytest.approx(sum(spent))
+    assert "search cost:" in Sweep.summary(Sweep.__new__(Sweep), report)
