@@ -3,7 +3,7 @@
 The paper's energy predictor (``green-mlops report``'s Lasso, :class:`EnergyPredictor`) is refit on the
 study's completed trials — model characteristics (MACs, parameters, size) and batch size → training energy per
 sample, and → inference energy per sample — each time a worker picks its next point. Untried points run
-cheapest-predicted first (before six trials exist to fit on, fewest MACs first, larger batches first), so a
+cheapest-predicted first (before six trials exist to fit on: largest batch first, then fewest MACs), so a
 front forms early and pruning has something to compare against.
 
 Deferral rule (``margin`` m, accuracy margin a): a point is deferred — never trained in this study — when a
@@ -100,12 +100,13 @@ class Planner:
                 "predicted_train_samples": float(samples)}
 
     def rank_key(self, params: dict[str, Any]) -> tuple[float, float]:
-        """Sort key: predicted lifecycle energy; before a predictor exists, MACs then larger batch first."""
+        """Sort key: predicted lifecycle energy; before a predictor exists, the largest batch (the cheapest per
+        sample) of every architecture first, fewest MACs first: the cheap end of the front, and varied MACs to fit on."""
         p = self.predict(params)
         if p is not None:
             return (p["predicted_lifecycle_J"], 0.0)
         macs = self.characteristics(params).get("macs")
-        return (float(macs) if macs is not None else float("inf"), -float(params["batch_size"]))
+        return (-float(params["batch_size"]), float(macs) if macs is not None else float("inf"))
 
     def deferral(self, number: int, params: dict[str, Any], points: list[FrontPoint]) -> dict[str, Any] | None:
         """The deferral record for a point predicted dominated by the margin, or None to train it."""

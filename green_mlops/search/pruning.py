@@ -133,7 +133,7 @@ class ParetoPruning(pl.Callback):
         if self.every < 1:
             trainer.val_check_interval = self.every
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.pruned:
             return
         acc = trainer.callback_metrics.get(self.accuracy_key)
