@@ -147,7 +147,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     settings = SweepSettings(study=f"search-efficiency-{mode}-{seed}", storage=f"sqlite:///{out}/study.db",
                              experiment=f"search-efficiency-{mode}", tracking_uri=f"sqlite:///{out}/mlflow.db",
                              objective=Objective("pareto", n_inf), seed=seed, output_dir=out, progress=False,
-                             prune=True, prune_margin=args.prune_margin, prune_every=args.prune_every,
+                             prune=not args.no_prune, prune_margin=args.prune_margin, prune_every=args.prune_every,
                              defer_margin=args.defer_margin, run_params={"benchmark_mode": mode})
     t0 = time.time()
     sweep = Sweep(space, settings, runner, stream=sys.stderr)
@@ -168,7 +168,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             "missed": [f"{a}/{int(b)} ({states.get((a, int(b)), 'not tried')})" for a, b in
                        zip(gfront["arch"], gfront["batch_size"]) if (a, int(b)) not in found],
             "search_front": front[["arch", "batch_size", "accuracy", "lifecycle_J"]].to_dict("records"),
-            "cost": report.cost.metrics(), "settings": {"prune_margin": args.prune_margin,
+            "cost": report.cost.metrics(), "settings": {"prune": not args.no_prune, "prune_margin": args.prune_margin,
                                                         "prune_every": args.prune_every,
                                                         "defer_margin": args.defer_margin,
                                                         "replay_reports": args.replay_reports if args.replay else None},
@@ -179,7 +179,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 # -- output ----------------------------------------------------------------------------------------------------
 def summarise(results: list[dict[str, Any]], grid: pd.DataFrame, out: Path) -> str:
     """The per-seed table (printed last) and a plot of both fronts."""
-    rows = [{"mode": r["mode"], "seed": r["seed"], "energy share of grid": f"{r['energy_share']:.1%}",
+    rows = [{"mode": r["mode"], "seed": r["seed"], "pruning": "on" if r["settings"].get("prune", True) else "off",
+             "deferred": int(r["cost"].get("search/trials_deferred", 0)), "energy share of grid": f"{r['energy_share']:.1%}",
              "search J": f"{r['search_energy_J']:.4g}", "grid J": f"{r['grid_energy_J']:.4g}",
              "hypervolume ratio": f"{r['hypervolume_ratio']:.3f}" if r["hypervolume_ratio"] is not None else "-",
              "missed front points": ", ".join(r["missed"]) or "none"} for r in results]
@@ -221,6 +222,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replay", action="store_true", help="no training: replay the grid's recorded results")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of this call")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="no search: summarise seed-*.json of earlier calls")
+    p.add_argument("--no-prune", action="store_true", help="the predictor alone (an ablation)")
     p.add_argument("--prune-margin", type=float, default=0.05, help="optimistic accuracy gain of the pruner")
     p.add_argument("--prune-every", type=float, default=0.25, help="validate and report every this fraction of "
                    "an epoch (live mode)")

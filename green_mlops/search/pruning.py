@@ -132,6 +132,8 @@ class ParetoPruning(pl.Callback):
         self._planned = int(planned) if math.isfinite(planned) else None
         if self.every < 1:
             trainer.val_check_interval = self.every
+        if trainer.fit_loop.min_epochs == 1 and not trainer.fit_loop.min_steps:
+            trainer.fit_loop.min_epochs = 0  # Lightning's implicit minimum would ignore a stop in the first epoch
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.pruned:
