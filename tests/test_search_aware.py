@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from green_mlops.search import Sweep, SweepSettings, build_space
 from green_mlops.search.pruning import FrontPoint, ParetoPruning, check_margin, judge, project_J
+from tests.mlflow_server import MlflowServer
+from tests.postgres import PostgresServer
 from tests.search_runner import check_arch, run_trial
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def settings(tmp_path, **kw):
@@ -72,3 +81,46 @@ def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up
     saved = json.loads((tmp_path / "out" / "search_cost.json").read_text())
     assert saved["cost"]["total_J"] == pytest.approx(sum(spent))
     assert "search cost:" in Sweep.summary(Sweep.__new__(Sweep), report)
+
+
+@pytest.mark.skipif(not PostgresServer().available, reason="PostgreSQL is not installed (.ci/run installs it)")
+def test_two_pruning_workers_on_one_postgres_study_agree_on_the_front(tmp_path):
+    with PostgresServer() as db, MlflowServer(tmp_path / "mlflow") as server:
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", db.url, server.uri, str(tmp_path / w),
+                                   "prune"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}) for w in ("a", "b")]
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+        study = optuna.load_study(study_name="shared-prune", storage=db.url)
+        points = [(t.params["batch_size"], t.params["lr"]) for t in study.trials]
+        assert len(points) == len(set(points)) == 4  # each point once, across both workers
+        assert all(t.state.is_finished() for t in study.trials)
+    a, b = (json.loads((tmp_path / w / "search_cost.json").read_text()) for w in ("a", "b"))
+    ranks = [pd.read_csv(tmp_path / w / "ranking.csv") for w in ("a", "b")]
+    fronts = [sorted(r.loc[r["pareto_rank"] == 1, "trial"]) for r in ranks]
+    assert fronts[0] == fronts[1] and fronts[0]
+    assert a["cost"] == b["cost"]  # the same total, front and pruned energy seen by both workers
+    assert a["cost"]["total_J"] == pytest.approx(sum(t.user_attrs["spent_J"] for t in study.trials))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prune", "--prune-margin", "1.5"], "--prune-margin"),
+    (["--prune", "--prune-every", "0"], "--prune-every"),
+    (["--predict-defer-margin", "-1"], "--predict-defer-margin"),
+])
+def test_energy_aware_options_are_refused_before_any_training(tmp_path, capsys, argv, message):
+    from green_mlops.cli import main
+
+    rc = main(["sweep", "--archs", "lenet", "--batch-sizes", "32", *argv, "--storage", f"sqlite:///{tmp_path}/s.db",
+               "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--output", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s.db").exists()
+
+
+def test_help_shows_the_defaults_of_the_energy_aware_options(capsys):
+    from green_mlops.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--prune-margin" in text and "(default 0.05)" in text and "(default: off)" in text

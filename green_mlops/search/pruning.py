@@ -123,6 +123,13 @@ class ParetoPruning(pl.Callback):
         self._planned: int | None = None
         self.pruned = False
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # before on_fit_start: the first read of estimated_stepping_batches fixes the validation schedule
+        if stage == "fit" and self.every < 1:
+            trainer.val_check_interval = self.every
+        if stage == "fit" and trainer.fit_loop.min_epochs == 1 and not trainer.fit_loop.min_steps:
+            trainer.fit_loop.min_epochs = 0  # Lightning's implicit minimum would ignore a stop in the first epoch
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         found = [cb for cb in trainer.callbacks if isinstance(cb, EnergyCallback)]
         if not found:
@@ -130,10 +137,6 @@ class ParetoPruning(pl.Callback):
         self._energy = found[0]
         planned = trainer.estimated_stepping_batches
         self._planned = int(planned) if math.isfinite(planned) else None
-        if self.every < 1:
-            trainer.val_check_interval = self.every
-        if trainer.fit_loop.min_epochs == 1 and not trainer.fit_loop.min_steps:
-            trainer.fit_loop.min_epochs = 0  # Lightning's implicit minimum would ignore a stop in the first epoch
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.pruned:
