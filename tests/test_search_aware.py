@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -85,10 +86,23 @@ def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up
 
 @pytest.mark.skipif(not PostgresServer().available, reason="PostgreSQL is not installed (.ci/run installs it)")
 def test_two_pruning_workers_on_one_postgres_study_agree_on_the_front(tmp_path):
+    def start(w: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", db.url, server.uri, str(tmp_path / w),
+                                 "prune"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+
     with PostgresServer() as db, MlflowServer(tmp_path / "mlflow") as server:
-        procs = [subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", db.url, server.uri, str(tmp_path / w),
-                                   "prune"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)}) for w in ("a", "b")]
+        procs = [start("a")]
+        # the second worker joins once the first has created Optuna's tables: two workers creating them on an
+        # empty database at the same instant collide in PostgreSQL (a race in table creation, not in the search)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and procs[0].poll() is None:
+            try:
+                optuna.load_study(study_name="shared-prune", storage=db.url)
+                break
+            except KeyError:
+                time.sleep(0.5)
+        procs.append(start("b"))
         outs = [p.communicate(timeout=300)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
         study = optuna.load_study(study_name="shared-prune", storage=db.url)
