@@ -6,6 +6,9 @@ synthetic CIFAR-shaped samples, inference over 50k (the paper's 5× replicated t
 MLflow store, the study, and a CSV of time, energy, energy per sample, MACs and parameters per run.
 
     PYTHONPATH=. python3 benchmarks/zoo_h100.py --part archs     # then --part batches; --part csv to export
+
+Kept as the record of the H100 runs (scripts/h100_runs_csv.py reads its COLUMNS). New runs: benchmarks/zoo.py
+(digits50k, repeats in interleaved rounds, net energy per device).
 """
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from green_mlops.argtypes import interval, nonneg_seconds, positive_int
+from green_mlops.argtypes import DefaultsHelpFormatter, interval, nonneg_seconds, positive_int
 from green_mlops.meter import EnergyMeter, Settings, SettingsError, discover
+from green_mlops.meter.host import memory_total_bytes
 from green_mlops.meter.machine import machine_facts
 
 
@@ -45,7 +46,8 @@ def cmd_hardware(args: argparse.Namespace) -> int:
         return 0
     vm = "yes" if facts["virtual_machine"] == "true" else "no"
     gpus = facts.get("gpu_names", "none")
-    print(f"machine: {facts['cpu_model']}, {facts['cpu_count']} usable CPUs, {facts['ram_gb']} GB RAM, "
+    ram_gib = memory_total_bytes() / 2**30  # GiB, as the DRAM model counts it: one unit in this output
+    print(f"machine: {facts['cpu_model']}, {facts['cpu_count']} usable CPUs, {ram_gib:.1f} GiB RAM, "
           f"virtual machine: {vm}, GPUs: {facts['gpu_count']} ({gpus})"
           + (f", driver {facts['gpu_driver']}" if "gpu_driver" in facts else ""))
     print()
@@ -64,7 +66,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    """Meter any command; print and save its energy; exit with the command's exit code."""
+    """Meter any command; print its energy (and save it with --output); exit with the command's exit code."""
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -112,23 +114,39 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "result": result.as_dict(),
         "findings": [f.as_dict() for f in meter.findings],
     }
-    _write_json(Path(args.output), payload)
+    written = []
+    if args.output:
+        _write_json(Path(args.output), payload)
+        written.append(args.output)
     if args.trace:
         meter.export_trace(args.trace)
+        written.append(args.trace)
     print("\n" + result.table(), file=sys.stderr)
-    print(f"green-mlops: wrote {args.output}" + (f" and {args.trace}" if args.trace else ""), file=sys.stderr)
+    print(f"green-mlops: wrote {' and '.join(written)}" if written else
+          "green-mlops: nothing written (--output FILE for the JSON summary, --trace FILE for the power trace)",
+          file=sys.stderr)
     return exit_code
+
+
+_METER_ONLY = {"epochs": 5, "idle": 2.0, "interval": 0.1}  # ``demo --meter-only`` options and their defaults
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The demo search on digits (no download); ``--meter-only``: one metered run, epoch by epoch."""
     if not args.meter_only:
+        given = [f"--{k}" for k in _METER_ONLY if getattr(args, k) is not None]
+        if given:
+            print(f"green-mlops demo: {', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only with "
+                  "--meter-only (the demo search has fixed settings); add --meter-only or drop "
+                  f"{'it' if len(given) == 1 else 'them'}", file=sys.stderr)
+            return 2
         from green_mlops.sweep_cli import demo
 
         return demo(args.output)
     from green_mlops.demo import run_demo
 
-    run_demo(epochs=args.epochs, idle_s=args.idle, interval=args.interval, output=args.output)
+    opts = {k: v if (v := getattr(args, k)) is not None else default for k, default in _METER_ONLY.items()}
+    run_demo(epochs=opts["epochs"], idle_s=opts["idle"], interval=opts["interval"], output=args.output)
     return 0
 
 
@@ -155,34 +173,38 @@ _LAZY = {
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``selected`` is the command about to run, whose module alone is imported."""
     p = argparse.ArgumentParser(prog="green-mlops", description="Energy of ML training and inference: "
-                                "measured where hardware allows, estimated (and said so) where not.")
+                                "measured where hardware allows, estimated (and said so) where not.",
+                                formatter_class=DefaultsHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    h = sub.add_parser("hardware", help="what this machine can measure, and how")
+    h = sub.add_parser("hardware", formatter_class=DefaultsHelpFormatter, help="what this machine can measure, and how")
     h.add_argument("--json", action="store_true", help="print machine-readable JSON")
     h.set_defaults(func=cmd_hardware)
-    m = sub.add_parser("measure", help="meter any command: green-mlops measure [opts] -- CMD ARGS...")
+    m = sub.add_parser("measure", formatter_class=DefaultsHelpFormatter, help="meter any command: green-mlops measure [opts] -- CMD ARGS...")
     m.add_argument("--idle", type=nonneg_seconds, default=0.0, metavar="S",
                    help="measure idle power for S seconds first; net energy subtracts it (default 0)")
     m.add_argument("--interval", type=interval, default=0.1, metavar="S", help="sampling interval (default 0.1 s)")
-    m.add_argument("--output", default="green_mlops_energy.json", metavar="FILE",
-                   help="JSON summary to write (default green_mlops_energy.json)")
+    m.add_argument("--output", default=None, metavar="FILE",
+                   help="also write the JSON summary (command, exit code, idle, result, findings) to FILE "
+                   "(default: none written; the summary is printed)")
     m.add_argument("--trace", default=None, metavar="FILE", help="also write the power trace (.parquet or .csv)")
     m.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     m.set_defaults(func=cmd_measure)
-    y = sub.add_parser("sync", help="deliver metrics spooled while an MLflow server was unreachable")
+    y = sub.add_parser("sync", formatter_class=DefaultsHelpFormatter, help="deliver metrics spooled while an MLflow server was unreachable")
     y.add_argument("--spool-dir", default=None, help="spool folder (default $GREEN_MLOPS_SPOOL_DIR or "
                    "~/.cache/green_mlops/spool)")
     y.add_argument("--tracking-uri", default=None, help="deliver to this server instead of the one recorded")
     y.set_defaults(func=cmd_sync)
-    d = sub.add_parser("demo", help="a small energy-aware search on bundled digits data (no download)")
+    d = sub.add_parser("demo", formatter_class=DefaultsHelpFormatter, help="a small energy-aware search on bundled digits data (no download)")
     d.add_argument("--meter-only", action="store_true", help="instead: meter one small MLP run, epoch by epoch")
-    d.add_argument("--epochs", type=positive_int, default=5, help="--meter-only: epochs (default 5)")
-    d.add_argument("--idle", type=nonneg_seconds, default=2.0, metavar="S", help="idle baseline seconds (default 2)")
-    d.add_argument("--interval", type=interval, default=0.1, metavar="S")
+    d.add_argument("--epochs", type=positive_int, default=None, help=f"--meter-only: epochs (default {_METER_ONLY['epochs']})")
+    d.add_argument("--idle", type=nonneg_seconds, default=None, metavar="S",
+                   help=f"--meter-only: idle baseline seconds (default {_METER_ONLY['idle']:g})")
+    d.add_argument("--interval", type=interval, default=None, metavar="S",
+                   help=f"--meter-only: sampling interval (default {_METER_ONLY['interval']:g} s)")
     d.add_argument("--output", default="green_mlops_demo", metavar="DIR", help="where results go (default green_mlops_demo)")
     d.set_defaults(func=cmd_demo)
     for name, (module, text) in _LAZY.items():
-        sp = sub.add_parser(name, help=text, description=text)
+        sp = sub.add_parser(name, help=text, description=text, formatter_class=DefaultsHelpFormatter)
         if name == selected:
             mod = importlib.import_module(module)
             mod.add_arguments(sp)

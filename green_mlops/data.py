@@ -1,7 +1,9 @@
 """The datasets the training module, the search and the demo use, as ready-made tensors.
 
 ``digits`` (default): scikit-learn's bundled handwritten digits, real data with no download, resized
-to 32×32×3. ``cifar10``: the paper's dataset (torchvision, from ``data_dir``), its normalisation and its
+to 32×32×3. ``digits50k``: the same digits enlarged to the paper's 50,000 training samples by random affine
+augmentation, with a held-out set from unseen source images (:mod:`green_mlops.digits50k`). ``cifar10``: the
+paper's dataset (torchvision, from ``data_dir``), its normalisation and its
 test set replicated five-fold for inference energy. ``synthetic``: CIFAR-shaped random tensors for
 energy profiling where accuracy does not matter. Every image is decoded and normalised once, up front,
 so loading a batch costs indexing only (no per-sample transforms in the measured loop).
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-DATASETS = ("digits", "cifar10", "synthetic")
+DATASETS = ("digits", "cifar10", "synthetic", "digits50k")
 INPUT_SHAPE = (3, 32, 32)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -109,16 +111,31 @@ def _digits(seed: int, val_fraction: float, inference_repeats: int) -> DataBundl
         mean, std, {"seed": seed, "val_fraction": val_fraction, "inference_repeats": inference_repeats})
 
 
+class DataUnavailable(FileNotFoundError):
+    """The dataset is not where it was asked for and could not be fetched; the message says how to get it."""
+
+
+def cifar10_download_command(root: Path) -> str:
+    """The one command that fetches CIFAR-10 (~170 MB) into ``root``, as torchvision does it."""
+    return f"python -c \"from torchvision.datasets import CIFAR10; CIFAR10('{root}', download=True)\""
+
+
 def _cifar_tensors(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.datasets import CIFAR10
 
     try:
         ds = CIFAR10(str(root), train=train, download=download)
     except RuntimeError as exc:
-        raise FileNotFoundError(
-            f"CIFAR-10 is not in {root} (looked for {root / 'cifar-10-batches-py'}): pass --download "
-            f"(download=True) to fetch it there (~170 MB), or --data-dir (data_dir=) pointing at the folder "
-            f"that holds cifar-10-batches-py (torchvision: {exc})") from None
+        raise DataUnavailable(
+            f"CIFAR-10 is not in {root} (looked for {root / 'cifar-10-batches-py'}). Fetch it (~170 MB) with:\n"
+            f"  {cifar10_download_command(root)}\nor add --download (download=True) to fetch it on the way, or "
+            f"point --data-dir (data_dir=) at the folder that holds cifar-10-batches-py (torchvision: {exc})") from None
+    except OSError as exc:  # urllib's URLError and socket errors: no network, a proxy, a refused connection
+        reason = getattr(exc, "reason", None) or exc
+        raise DataUnavailable(
+            f"could not download CIFAR-10 into {root}: {reason}. Is this machine offline? On one with internet "
+            f"access run:\n  {cifar10_download_command(root)}\ncopy its cifar-10-batches-py folder into {root}, and "
+            "rerun without --download") from None
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0)
     return _normalise(x, CIFAR10_MEAN, CIFAR10_STD).contiguous(), torch.tensor(ds.targets, dtype=torch.long)
 
@@ -130,9 +147,17 @@ def _cifar10(data_dir: str | Path | None, download: bool, inference_repeats: int
     root = Path(data_dir).expanduser()
     if root.exists() and not root.is_dir():
         raise ValueError(f"--data-dir {root} is a file; give the folder that holds (or will hold) cifar-10-batches-py")
+    created = download and not root.exists()
     if download:
         root.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = _cifar_tensors(root, True, download)
+    try:
+        train_x, train_y = _cifar_tensors(root, True, download)
+    except DataUnavailable:
+        if created:  # leave nothing behind: a partial archive and the folder made for it
+            (root / "cifar-10-python.tar.gz").unlink(missing_ok=True)
+            if not any(root.iterdir()):
+                root.rmdir()
+        raise
     test_x, test_y = _cifar_tensors(root, False, False)
     train = TensorDataset(train_x, train_y)
     test = TensorDataset(test_x, test_y)
@@ -170,19 +195,25 @@ def load_data(name: str = "digits", *, data_dir: str | Path | None = None, downl
     """Load a dataset by name as normalised 3×32×32 tensors split into train, validation and inference sets.
 
     Args:
-        name: ``digits`` (default), ``cifar10`` or ``synthetic``.
+        name: ``digits`` (default), ``digits50k``, ``cifar10`` or ``synthetic``.
         data_dir: cifar10 only: the folder holding (or to hold) ``cifar-10-batches-py``.
         download: cifar10 only: download into ``data_dir`` if missing (never done unless asked).
-        seed: digits: the stratified split; synthetic: the random tensors.
-        val_fraction: digits only: share of images held out for validation.
-        inference_repeats: how many times the inference set repeats the validation (digits, default 1)
-            or test set (cifar10, default 5: the paper's 50k inference samples).
-        train_samples, val_samples, inference_samples, pool_size, num_classes: synthetic only.
+        seed: digits, digits50k: the stratified split (and the augmentation); synthetic: the random tensors.
+        val_fraction: digits, digits50k: share of source images held out for validation.
+        inference_repeats: how many times the inference set repeats the validation (digits, default 1;
+            digits50k, default 5) or test set (cifar10, default 5: the paper's 50k inference samples).
+        train_samples, val_samples: synthetic and digits50k (augmented samples per split).
+        inference_samples, pool_size, num_classes: synthetic only.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     repeats = _positive("inference_repeats", inference_repeats if inference_repeats is not None
-                        else 5 if name == "cifar10" else 1)
+                        else 5 if name in ("cifar10", "digits50k") else 1)
+    if name == "digits50k":
+        from green_mlops.digits50k import digits50k
+
+        return digits50k(seed, val_fraction, _positive("train_samples", train_samples),
+                         _positive("val_samples", val_samples), repeats)
     if name == "digits":
         return _digits(seed, val_fraction, repeats)
     if name == "cifar10":

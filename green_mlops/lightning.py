@@ -8,18 +8,17 @@ Sampling, attribution of energy to steps and logging happen on background thread
 """
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import re
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from green_mlops.artifacts import write_run_artifacts
+from green_mlops.artifacts import summary_line, write_run_artifacts
 from green_mlops.emissions import CarbonIntensity, carbon_intensity, co2e_g
 from green_mlops.meter import EnergyMeter, EnergyResult, Settings, discover
 from green_mlops.meter.host import memory_total_bytes
@@ -27,6 +26,8 @@ from green_mlops.meter.meter import validate_interval
 from green_mlops.meter.source import PowerSource
 from green_mlops.metrics import derived_metrics
 from green_mlops.model_stats import model_stats
+from green_mlops.sinks import Sinks
+from green_mlops.stage_energy import stage_metrics, stage_vector
 from green_mlops.stream import EnergyStream, StepMetrics
 
 log = logging.getLogger(__name__)
@@ -49,72 +50,6 @@ def _batch_size(batch: Any) -> int:
     return int(x.shape[0]) if x is not None and x.dim() > 0 else 0
 
 
-class _Sinks:
-    """Where step metrics go: MLflow runs through a batched writer, other loggers on the main thread."""
-
-    def __init__(self, trainer: pl.Trainer) -> None:
-        from pytorch_lightning.loggers import MLFlowLogger
-
-        self.writers = []
-        self.others = []
-        self.mlflow_runs: list[tuple[Any, str]] = []
-        self._queue: collections.deque[StepMetrics] = collections.deque()  # filled by the stream's thread
-        for lg in trainer.loggers if trainer.is_global_zero else []:
-            if isinstance(lg, MLFlowLogger):
-                from green_mlops.mlflow.writer import MetricWriter
-
-                self.writers.append(MetricWriter(lg.run_id, lg._tracking_uri))
-                self.mlflow_runs.append((lg.experiment, lg.run_id))
-            else:
-                self.others.append(lg)
-
-    def __call__(self, batch: list[StepMetrics]) -> None:
-        """Called from the stream's thread: MLflow now, other loggers at the next main-thread flush."""
-        for w in self.writers:
-            for step, ts, metrics in batch:
-                w.log_many(metrics, step, ts)
-        if self.others:
-            self._queue.extend(batch)
-
-    def flush_main_thread(self) -> None:
-        batch = []
-        while self._queue:
-            batch.append(self._queue.popleft())
-        for lg in self.others:
-            for step, _, metrics in batch:
-                lg.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
-
-    def log_now(self, metrics: dict[str, float], step: int) -> None:
-        """Epoch and end-of-run figures: few, so they go out at once from the main thread."""
-        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
-        for w in self.writers:
-            w.log_many(finite, step, int(time.time() * 1000))
-        for lg in self.others:
-            lg.log_metrics(finite, step=step)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        for client, run_id in self.mlflow_runs:
-            from mlflow.entities import Param
-
-            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        for lg in self.others:
-            lg.log_hyperparams(params)
-
-    def log_artifacts(self, files: list[Path], fallback_dir: Path) -> None:
-        for client, run_id in self.mlflow_runs:
-            for f in files:
-                client.log_artifact(run_id, str(f), artifact_path="green_mlops")
-        if self.others or not self.mlflow_runs:
-            fallback_dir.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                (fallback_dir / f.name).write_bytes(f.read_bytes())
-
-    def close(self) -> None:
-        self.flush_main_thread()
-        for w in self.writers:
-            w.close()
-
-
 class EnergyCallback(pl.Callback):
     """Meters every fit, test and predict run and logs energy per step, per epoch and at the end.
 
@@ -127,12 +62,15 @@ class EnergyCallback(pl.Callback):
             metric whose name contains "acc", validation preferred).
         output_dir: where artifacts go for loggers other than MLflow (default: the trainer's log dir).
         sources: power sources to use instead of discovering them (tests, custom hardware).
+        print_summary: print one line to stderr at the end of each metered run (energy, provenance, where
+            the metrics and files went), whatever the logger.
     """
 
     def __init__(self, interval: float = 0.1, idle_seconds: float = 0.0, log_every_n_steps: int = 1, *,
                  country: str | None = None, carbon_g_per_kwh: float | None = None, pue: float = 1.0,
                  accuracy_key: str | None = None, output_dir: str | Path | None = None,
-                 settings: Settings | None = None, sources: list[PowerSource] | None = None) -> None:
+                 settings: Settings | None = None, sources: list[PowerSource] | None = None,
+                 print_summary: bool = True) -> None:
         super().__init__()
         self.interval = validate_interval(interval)
         if not (isinstance(idle_seconds, (int, float)) and idle_seconds >= 0 and math.isfinite(idle_seconds)):
@@ -148,6 +86,7 @@ class EnergyCallback(pl.Callback):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.settings = settings
         self._given_sources = sources
+        self.print_summary = print_summary
         self._idle: EnergyResult | None = None
         self.meter: EnergyMeter | None = None
         self.stream: EnergyStream | None = None
@@ -159,7 +98,7 @@ class EnergyCallback(pl.Callback):
     def _reset(self) -> None:
         self.meter = None
         self.stream = None
-        self._sinks: _Sinks | None = None
+        self._sinks: Sinks | None = None
         self._stage: str | None = None
         self._epoch_start: dict[str, float] = {}
         self._nested_val_J = 0.0
@@ -190,7 +129,7 @@ class EnergyCallback(pl.Callback):
         stage = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn enum
         self._stage = stage
         sources = self._sources(trainer)
-        self._sinks = _Sinks(trainer)
+        self._sinks = Sinks(trainer)
         if not sources:
             log.info("green_mlops: rank %d meters nothing (its GPU and host are metered by other ranks)",
                      trainer.global_rank)
@@ -263,12 +202,13 @@ class EnergyCallback(pl.Callback):
                                  f"co2e/{loop}_epoch_g": co2e_g(total, self.intensity, self.pue)},
                                 step=trainer.global_step)
 
-    def _reduce(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> float:
-        """Sum over ranks (each rank metered only its own GPU, and CPU/DRAM once per host)."""
+    def _reduce(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: Any) -> Any:
+        """Sum a number or a list of numbers over ranks (each metered only its own GPU, and CPU/DRAM once per host)."""
         if trainer.world_size <= 1:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=pl_module.device)
-        return float(trainer.strategy.reduce(t, reduce_op="sum").item())
+        t = torch.tensor(value if isinstance(value, list) else [value], dtype=torch.float64, device=pl_module.device)
+        out = trainer.strategy.reduce(t, reduce_op="sum").tolist()
+        return out if isinstance(value, list) else out[0]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_begin("train")
@@ -341,6 +281,8 @@ class EnergyCallback(pl.Callback):
             summary["duration_s"] = result.duration_s
         end_metrics: dict[str, float] = {f"energy/{stage}_J": total, f"co2e/{stage}_g": summary["co2e_g"],
                                          f"time/{stage}_s": summary.get("duration_s", float("nan"))}
+        vector = stage_vector(result)  # per device, gross and net of idle, over the same window as time/{stage}_s
+        end_metrics.update(stage_metrics(stage, self._reduce(trainer, pl_module, vector) if error is None else vector))
         if stage == "fit" and self._samples["train"]:
             train_J = self._loop_energy.get("train", total)
             end_metrics["energy_per_sample_train_J"] = train_J / self._samples["train"]
@@ -351,16 +293,23 @@ class EnergyCallback(pl.Callback):
         summary["metrics"] = end_metrics
         self.summary.update(summary)
         if sinks is not None and trainer.is_global_zero:
+            where: list[str] = []
             try:
                 sinks.flush_main_thread()
                 sinks.log_now(end_metrics, step=trainer.global_step)
                 if meter is not None:
-                    sinks.log_artifacts(write_run_artifacts(meter, self.steps, self.summary, stage),
-                                        self._artifact_dir(trainer))
+                    where = sinks.log_artifacts(write_run_artifacts(meter, self.steps, self.summary, stage),
+                                                self._artifact_dir(trainer))
             except Exception as exc:  # noqa: BLE001 - the metrics already queued must still be delivered
                 log.warning("green_mlops: logging the %s summary failed: %s", stage, exc)
             finally:
                 sinks.close()
+            if self.print_summary and result is not None:
+                try:
+                    print(summary_line(stage, status, total, result if trainer.world_size == 1 else None, where),
+                          file=sys.stderr, flush=True)
+                except Exception as exc:  # noqa: BLE001 - a closed stderr must not end the user's run
+                    log.warning("green_mlops: could not print the %s summary: %s", stage, exc)
 
     def _paper_metrics(self, trainer: pl.Trainer, result: EnergyResult | None, total: float) -> dict[str, float]:
         stats = self.summary.get("model", {})

@@ -27,6 +27,13 @@ StepMetrics = tuple[int, int, dict[str, float]]  # (step, timestamp in ms, metri
 Sink = Callable[[list[StepMetrics]], None]
 
 
+#: Per-step numbers are rounded to the meters' resolution before they are logged: NVML reports power in mW
+#: and energy in mJ, RAPL counts µJ but is read every ~0.1 s. Finer digits are float noise from dividing
+#: interpolated energy by step time (a constant model estimate came out as 3.1999999999999997 W, drawn jagged).
+POWER_DECIMALS = 3  # 1 mW
+ENERGY_DECIMALS = 3  # 1 mJ
+
+
 @dataclass(frozen=True)
 class _Mark:
     step: int
@@ -153,15 +160,17 @@ class EnergyStream:
                 power[key] = power.get(key, 0) + p
                 power["power/total_W"] = power.get("power/total_W", 0) + p
         total = sum(by_domain_energy.values())
+        energy = {f"energy/{d}_J": v for d, v in by_domain_energy.items()}
+        energy["energy/total_J"] = total
+        if idle is not None:
+            energy["energy/net_J"] = total - sum(idle.values()) * (times[1:] - self.origin)
+        # rounded here, on this background thread, as whole arrays: the training thread pays nothing for it
+        columns = {k: np.round(v, POWER_DECIMALS).tolist() for k, v in power.items()}
+        columns.update({k: np.round(v, ENERGY_DECIMALS).tolist() for k, v in energy.items()})
         out: list[StepMetrics] = []
         wall = meter.trace.wall_offset
         for i, m in enumerate(marks):
-            metrics = {k: float(v[i]) for k, v in power.items()}
-            metrics.update({f"energy/{d}_J": float(v[i]) for d, v in by_domain_energy.items()})
-            metrics["energy/total_J"] = float(total[i])
-            if idle is not None:
-                metrics["energy/net_J"] = float(total[i] - sum(idle.values()) * (m.t - self.origin))
-            out.append((m.step, int((m.t + wall) * 1000), metrics))
+            out.append((m.step, int((m.t + wall) * 1000), {k: v[i] for k, v in columns.items()}))
         self._prev_t = marks[-1].t
         self._last_step = marks[-1].step
         return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.data import DataBundle, load_data
+from green_mlops.data import DataBundle, DataUnavailable, load_data
 from green_mlops.search import (
     DEFAULT_STORAGE,
     MODES,
@@ -41,26 +41,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     space.add_argument("--config", metavar="YAML", help="space file with archs, batch_sizes, lrs or lr_range")
     space.add_argument("--list-archs", action="store_true", help="print the zoo's architectures and exit")
     train = p.add_argument_group("training of each trial")
-    train.add_argument("--dataset", default="digits", help="digits (default, bundled, no download), cifar10 or "
+    train.add_argument("--dataset", default="digits", help="digits (default, bundled, no download), digits50k (digits augmented to 50k), cifar10 or "
                        "synthetic")
     train.add_argument("--data-dir", default=None, help="where cifar10 is (or goes with --download)")
     train.add_argument("--download", action="store_true", help="download cifar10 if it is not in --data-dir")
     train.add_argument("--synthetic-samples", type=int, default=None, help="synthetic only: training and "
                        "inference samples (default 50000 each, the paper's)")
     train.add_argument("--epochs", type=int, default=1, help="training epochs per trial (default 1)")
-    train.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per trial (0: none)")
-    train.add_argument("--idle-seconds", type=float, default=0.0, help="idle baseline before each trial (s)")
+    train.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per trial (default: none, "
+                       "every epoch runs in full; 0 also means none)")
+    train.add_argument("--idle-seconds", type=float, default=0.0, help="idle baseline before each trial, s")
     train.add_argument("--accelerator", default="auto", help="Lightning accelerator (auto, cpu, gpu)")
     train.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0, the paper's)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the model, the data split and the sampler")
     obj = p.add_argument_group("objective")
     obj.add_argument("--mode", choices=MODES, default="pareto", help="pareto (default): accuracy vs lifecycle "
                      "energy; acc-per-kj; penalty: accuracy − λ·kWh")
-    obj.add_argument("--penalty-per-kwh", type=float, default=1.0, help="λ of --mode penalty")
+    obj.add_argument("--penalty-per-kwh", type=float, default=None, metavar="λ",
+                     help="--mode penalty only, and required there: accuracy given up per kWh of lifecycle energy. "
+                     "Scale it to your trials: at 1 kJ each (0.00028 kWh), λ = 100 costs 0.028 accuracy")
     obj.add_argument("--inference-samples", type=int, default=None, help="expected serving volume: lifecycle "
                      "energy = training + inference per sample × this (default: the inference set once)")
     obj.add_argument("--energy-budget-J", type=float, default=None, dest="energy_budget_J",
-                     help="stop a trial whose predicted energy exceeds this; it is marked infeasible")
+                     help="stop a trial whose predicted energy exceeds this; it is marked infeasible "
+                     "(default: no budget)")
     obj.add_argument("--profile-steps", type=int, default=20, help="steps profiled before the first prediction")
     aware = p.add_argument_group("energy-aware search (docs/search.md: the rules, and where each decision is kept)")
     aware.add_argument("--prune", action="store_true", help="stop a trial at a validation when, even with "
@@ -77,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "storage share it")
     run.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///FILE (default), journal:FILE, or "
                      "postgresql://user:pw@host/db for many machines")
-    run.add_argument("--n-trials", type=int, default=None, help="sample this many points instead of the whole grid")
+    run.add_argument("--n-trials", type=int, default=None, help="sample this many points instead of the whole grid "
+                     "(default: every grid point once)")
     run.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats")
     run.add_argument("--experiment", default="green-mlops-sweep", help="MLflow experiment")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's own default)")
@@ -95,11 +100,16 @@ def run(args: argparse.Namespace) -> int:
     _quiet_lightning()
     try:
         sweep = _build(args)
-    except (SpaceError, StorageError, SweepError, ValueError, ConnectionError) as exc:
+    except (SpaceError, StorageError, SweepError, ValueError, ConnectionError, DataUnavailable) as exc:
         print(f"green-mlops sweep: {exc}", file=sys.stderr)
         return 2
     report = sweep.run()
     print(sweep.summary(report))
+    states = report.table["state"]
+    if len(states) and not (states == "COMPLETE").any() and report.complete:
+        print(f"green-mlops sweep: every trial of study {args.study!r} failed (see the note column of "
+              f"{report.csv_path}); no ranking to act on", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -144,6 +154,7 @@ def _build(args: argparse.Namespace) -> Sweep:
 
     space = build_space(args.archs, args.batch_sizes, args.lrs, args.lr_range, args.config,
                         check_arch=zoo.check_model_spec)
+    _refuse_options_that_do_not_apply(args)
     base = TrainConfig(arch=space.archs[0], batch_size=space.batch_sizes[0], lr=space.lrs[0], epochs=args.epochs,
                        dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                        max_steps=args.max_steps or None, momentum=args.momentum, seed=args.seed, accelerator=args.accelerator,
@@ -152,29 +163,46 @@ def _build(args: argparse.Namespace) -> Sweep:
                                       "inference_samples": args.synthetic_samples}
                                      if args.dataset == "synthetic" and args.synthetic_samples else {}))
     base.validate()
-    objective = Objective(args.mode, args.inference_samples, args.penalty_per_kwh)
+    objective = Objective(args.mode, args.inference_samples,
+                          args.penalty_per_kwh if args.penalty_per_kwh is not None else 1.0)
+    trial_options = {"dataset": args.dataset, "epochs": args.epochs, "max_steps": args.max_steps or None,
+                     "momentum": args.momentum, "seed": args.seed, "idle_seconds": args.idle_seconds,
+                     **{f"data.{k}": v for k, v in base.data_options.items()}}
+    data = load_data(base.dataset, data_dir=base.data_dir, download=base.download, seed=base.seed,
+                     **base.data_options)  # before any study, run or file exists: missing data is refused here
     settings = SweepSettings(study=args.study, storage=args.storage, experiment=args.experiment,
                              tracking_uri=args.tracking_uri, objective=objective, n_trials=args.n_trials,
                              energy_budget_J=args.energy_budget_J, profile_steps=args.profile_steps,
                              heartbeat_s=args.heartbeat, seed=args.seed, output_dir=Path(args.output),
-                             progress=not args.no_progress,
-                             run_params={"dataset": args.dataset, "epochs": args.epochs,
-                                         "max_steps": args.max_steps},
+                             progress=not args.no_progress, run_params=trial_options,
                              prune=args.prune, prune_margin=args.prune_margin, prune_every=args.prune_every,
                              defer_margin=args.defer_margin)
-    settings.validate()
-    return Sweep(space, settings, TrainingRunner(base))
+    return Sweep(space, settings, TrainingRunner(base, data))
+
+
+def _refuse_options_that_do_not_apply(args: argparse.Namespace) -> None:
+    """An option that would be silently ignored is an error: the user meant something by it."""
+    if args.dataset != "synthetic" and args.synthetic_samples is not None:
+        raise ValueError(f"--synthetic-samples applies only to --dataset synthetic (this sweep: {args.dataset})")
+    if args.dataset != "cifar10" and (args.data_dir is not None or args.download):
+        raise ValueError(f"--data-dir and --download apply only to --dataset cifar10 (this sweep: {args.dataset})")
+    if args.mode == "penalty" and args.penalty_per_kwh is None:
+        raise ValueError("--mode penalty needs --penalty-per-kwh λ (accuracy given up per kWh of lifecycle energy); "
+                         "no default fits every scale: at 1 kJ per trial (0.00028 kWh), λ = 100 costs 0.028 accuracy")
+    if args.mode != "penalty" and args.penalty_per_kwh is not None:
+        raise ValueError(f"--penalty-per-kwh applies only to --mode penalty (this sweep's mode: {args.mode}); "
+                         "drop it or add --mode penalty")
 
 
 class TrainingRunner:
     """Trains one point of the space with the paper's defaults and measures its inference energy.
 
-    The dataset is loaded once per worker and reused by every trial.
+    The dataset is loaded once per worker (``data``, when the caller loaded it already) and reused by every trial.
     """
 
-    def __init__(self, base: TrainConfig) -> None:
+    def __init__(self, base: TrainConfig, data: DataBundle | None = None) -> None:
         self.base = base
-        self._data: DataBundle | None = None
+        self._data = data
 
     def _load(self) -> DataBundle:
         b = self.base

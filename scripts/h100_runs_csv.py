@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from green_mlops.analysis.schema import METHOD_PROVENANCE
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "h100"
 SOURCES = ("zoo_archs_b128.csv", "zoo_batches.csv")
@@ -24,9 +26,8 @@ SOURCES = ("zoo_archs_b128.csv", "zoo_batches.csv")
 #: what the runs' model_size_to_ram implies: model_size_bytes / model_size_to_ram = 135.1 GB.
 HARDWARE = {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_count": "16", "ram_gb": "135.1", "gpu_count": "1",
             "gpu_driver": "580.159.04", "virtual_machine": "true"}
-#: Whether each metering method measures or estimates (green_mlops/meter: the SourceInfo of each source).
-PROVENANCE = {"nvml-energy-counter": "measured", "rapl": "measured", "tdp-utilisation-model": "estimated",
-              "per-gb-model": "estimated"}
+#: Whether each metering method measures or estimates: the runs schema's one definition.
+PROVENANCE = METHOD_PROVENANCE
 
 
 def _export_columns() -> dict[str, str]:

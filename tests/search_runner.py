@@ -50,3 +50,17 @@ def run_trial(ctx: TrialContext, epochs: int = 1) -> TrialResult:
     return TrialResult(accuracy=acc, training_J=fit["energy_J"], inference_J_per_sample=per_sample,
                        inference_samples=len(val.dataset), duration_s=fit.get("duration_s"),
                        steps=trainer.global_step)
+
+
+class _Broken(torch.nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 32 * 32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom: this model's forward always fails")
+
+
+def broken_model(num_classes: int = 10) -> torch.nn.Module:
+    """A zoo factory (``tests.search_runner:broken_model``) whose every trial fails in its first step."""
+    return _Broken(num_classes)

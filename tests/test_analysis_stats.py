@@ -96,11 +96,11 @@ def test_default_features_derive_macs_param_and_encode_hardware():
         p.predict({"macs": 1e8, "trainable_params": 1e6, "batch_size": 64, "lr": 0.01, "hardware": "TPU"})
 
 
-def _sweep_runs():
+def _sweep_runs(repeats=1):
     """Three models × four batch sizes on one machine; energy per sample bottoms out at batch 128."""
     rows = []
     for model, macs, params in (("small", 1e6, 1e5), ("mid", 5e7, 1e6), ("big", 5e8, 2e6)):
-        for bs, factor in ((32, 1.6), (64, 1.2), (128, 1.0), (256, 1.02)):
+        for bs, factor in [(b, f) for b, f in ((32, 1.6), (64, 1.2), (128, 1.0), (256, 1.02)) for _ in range(repeats)]:
             per_sample_s = 1e-12 * macs * factor
             rows.append({"hardware": "H100 box", "model": model, "batch_size": bs, "macs": macs,
                          "trainable_params": params, "train_samples": 1e5, "inference_samples": 1e4,
@@ -111,18 +111,22 @@ def _sweep_runs():
 
 
 def test_findings_on_a_known_sweep():
+    """Three models, one run per configuration: the points are right, but three models at batch 128 cannot carry
+    a verdict on a median or a correlation, and an optimum without repeats has no interval (too few runs)."""
     runs = _sweep_runs()
     opt = batch_size_optimum(runs).set_index("model")
     assert (opt["best_batch_size"] == 128).all() and opt["plateau"].all()
-    assert (opt["trend"] == "minimum inside the range").all()
+    assert (opt["trend"] == "minimum inside the range").all() and (opt["verdict"] == "too few runs").all()
     found = {f.claim: f for f in check_findings(runs, paper_metrics(runs, "inference"))}
     ratio = found["training ≈ 3× inference time per sample"]
-    assert ratio.agrees and "median 3.00×" in ratio.here
-    assert found["an energy-minimising batch size exists"].agrees
-    linear = found["energy is linear in time"]
-    assert linear.agrees and "r = 1.000" in linear.here
+    assert ratio.verdict == "too few runs" and "median 3.00 (no interval)×" in ratio.here
+    assert found["an energy-minimising batch size exists"].verdict == "too few runs"
+    linear = found["energy is linear in time"]  # 12 configurations, no provenance: judged, r = 1 exactly
+    assert linear.agrees and "r = 1.000 [1.000, 1.000]" in linear.here
     macs = found["macs_param correlates with energy"]
-    assert macs.agrees and "ρ = " in macs.here
+    assert macs.verdict == "too few runs" and "ρ = 1.00 (no interval)" in macs.here
+    repeated = {f.claim: f for f in check_findings(_sweep_runs(3), paper_metrics(_sweep_runs(3), "inference"))}
+    assert repeated["an energy-minimising batch size exists"].agrees
 
 
 def test_findings_say_when_the_runs_cannot_tell():
@@ -131,11 +135,11 @@ def test_findings_say_when_the_runs_cannot_tell():
     undecided = [f for f in found if f.agrees is None]
     assert {f.claim for f in undecided} >= {"macs_param correlates with energy", "energy is linear in time"}
     assert all(f.why for f in undecided)
-    falling = _sweep_runs()
+    falling = _sweep_runs(3)
     falling = falling[falling["batch_size"] <= 128]
     f = {x.claim: x for x in check_findings(falling, paper_metrics(falling, "inference"))}
-    assert f["an energy-minimising batch size exists"].agrees is None
-    assert "still falls at the largest batch size" in f["an energy-minimising batch size exists"].why
+    assert f["an energy-minimising batch size exists"].verdict == "cannot tell"
+    assert "reaches the largest size tried" in f["an energy-minimising batch size exists"].why
 
 
 def test_correlations_compare_models_at_one_batch_size():

@@ -126,3 +126,46 @@ def test_rounds_split_over_two_calls_merge_into_one_table_without_a_gpu(tmp_path
     assert any(c["what"] == "green_mlops MLflow delivery process" for c in green["children"])
     out = capsys.readouterr().out.rstrip().splitlines()
     assert out[-1].startswith("| green_mlops | ") and "2 rounds × 2 timed steps" in "\n".join(out)
+
+
+def test_zoo_rounds_shuffle_configurations_reproducibly():
+    from benchmarks import zoo
+
+    n = len(zoo.configs("grid"))
+    assert n == 48 and len(zoo.configs("batches")) == 8
+    orders = [zoo.round_order(n, r) for r in range(3)]
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    assert orders[0] == zoo.round_order(n, 0) and orders[0] != orders[1] != orders[2]
+
+
+@pytest.mark.timeout(600)
+def test_zoo_round_split_over_two_calls_merges_into_one_runs_csv(tmp_path, capsys):
+    """Two calls each run a slice of round 0 (real fits on digits50k, real MLflow and Optuna); --merge joins them."""
+    import tarfile
+
+    import pandas as pd
+
+    from benchmarks import zoo
+
+    tiny = ["--accelerator", "cpu", "--samples", "256", "--archs", "lenet", "--batch-sizes", "32,64",
+            "--max-steps", "2", "--idle", "0.2", "--out-dir", str(tmp_path)]
+    assert zoo.main([*tiny, "--configs", "0:1"]) == 0
+    assert zoo.main([*tiny, "--configs", "1:2"]) == 0
+    csvs = sorted(str(p) for p in tmp_path.glob("zoo-grid-r0-c*.csv"))
+    assert len(csvs) == 2
+    for tag in ("c0-1", "c1-2"):
+        with tarfile.open(tmp_path / f"zoo-grid-r0-{tag}-stores.tar.gz") as tar:
+            assert sorted(tar.getnames()) == [f"zoo-grid-r0-{tag}-mlflow.db", f"zoo-grid-r0-{tag}-study.db"]
+    out = tmp_path / "runs.csv"
+    assert zoo.main(["--merge", *csvs, "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert sorted(df["batch_size"]) == [32, 64] and set(df["status"]) == {"completed"}
+    assert list(df["order_in_round"]) == [0, 1] and set(df["dataset"]) == {"digits50k"}
+    assert (df["samples_seen"] == df["batch_size"] * 2).all() and df["accuracy"].between(0, 1).all()
+    for side, seconds in (("train", "train_time_s"), ("inference", "inference_time_s")):
+        net = df[f"{side}_J"] - df["idle_total_W"] * df[seconds]
+        assert ((df[f"{side}_net_J"] - net).abs() < 1e-6 * df[f"{side}_J"] + 1e-9).all()
+        assert ((df[[f"{side}_{d}_J" for d in ("cpu", "dram")]].sum(axis=1) - df[f"{side}_J"]).abs() < 1e-6).all()
+    assert (df["train_net_J_per_sample"] == df["train_net_J"] / df["samples_seen"]).all()
+    assert df["method_cpu"].str.contains(":").all() and (df["macs"] > 0).all()
+    assert "grid round 0: 2/48 configurations" in capsys.readouterr().out

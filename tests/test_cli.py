@@ -53,6 +53,31 @@ def test_measure_runs_command_and_keeps_its_exit_code(tmp_path):
     assert trace.exists()
 
 
+def test_measure_without_output_prints_and_writes_nothing(tmp_path):
+    r = cli("measure", "--interval", "0.05", "--", sys.executable, "-c", "pass", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "energy J" in r.stderr and "nothing written (--output FILE" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_that_do_not_apply_are_refused_and_defaults_are_shown():
+    r = cli("demo", "--epochs", "1")
+    assert r.returncode == 2 and "--epochs applies only with --meter-only" in r.stderr
+    r = cli("demo", "--help")
+    assert "--meter-only: epochs (default 5)" in " ".join(r.stdout.split())
+    r = cli("sweep", "--help")
+    flat = " ".join(r.stdout.split())
+    for shown in ("(default: green-mlops-sweep)", "(default: 60)", "(default: 0)", "(default: 0.0)",
+                  "(default: auto)", "(default: no budget)", "(default: every grid point once)"):
+        assert shown in flat, shown
+
+
+def test_hardware_gives_ram_in_one_unit():
+    out = cli("hardware").stdout
+    assert " GiB RAM" in out.splitlines()[0]
+    assert " GB RAM" not in out and "W/GB " not in out
+
+
 def test_measure_bad_input():
     r = cli("measure")
     assert r.returncode == 2 and "missing command" in r.stderr

@@ -77,9 +77,52 @@ def test_synthetic_sizes_from_a_small_pool():
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_data(**kwargs)
-    assert DATASETS == ("digits", "cifar10", "synthetic")
+    assert DATASETS == ("digits", "cifar10", "synthetic", "digits50k")
 
 
 def test_repeated_dataset_refuses_an_empty_base():
     with pytest.raises(ValueError, match="empty"):
         RepeatedDataset(torch.utils.data.TensorDataset(torch.zeros(0, 1)), 5)
+
+
+@pytest.fixture(scope="module")
+def digits50k():
+    return load_data("digits50k", train_samples=3000, val_samples=600)
+
+
+def test_digits50k_shapes_sizes_and_normalisation(digits50k):
+    d = digits50k
+    assert d.name == "digits50k" and d.provenance == "real" and d.num_classes == 10 and "no download" in d.description
+    assert d.sizes() == {"train": 3000, "val": 600, "inference": 3000}  # inference = held-out set ×5, as the paper
+    x, y = d.train.tensors
+    assert x.shape == (3000, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert torch.equal(x[:, 0], x[:, 2])  # grey replicated to RGB
+    assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-3
+    assert torch.equal(d.inference[600 + 5][0], d.val[5][0])
+    assert sorted(collections.Counter(y.tolist())) == list(range(10))
+
+
+def test_digits50k_held_out_comes_from_unseen_source_images(digits50k):
+    train_src, held_src = set(digits50k.info["train_sources"]), set(digits50k.info["held_out_sources"])
+    assert not train_src & held_src and len(train_src | held_src) == 1797 and len(held_src) == 360
+    # augmentation makes new images: no two training samples are equal, none equals a validation sample
+    x = digits50k.train.tensors[0][:, 0].reshape(3000, -1)
+    v = digits50k.val.tensors[0][:, 0].reshape(600, -1)
+    assert len(torch.unique(x, dim=0)) == 3000
+    assert torch.cdist(v, x).min() > 1e-3
+
+
+def test_digits50k_is_fixed_by_seed():
+    a = load_data("digits50k", train_samples=500, val_samples=100, seed=3)
+    b = load_data("digits50k", train_samples=500, val_samples=100, seed=3)
+    c = load_data("digits50k", train_samples=500, val_samples=100, seed=4)
+    assert torch.equal(a.train.tensors[0], b.train.tensors[0]) and torch.equal(a.val.tensors[1], b.val.tensors[1])
+    assert a.info["held_out_sources"] == b.info["held_out_sources"] != c.info["held_out_sources"]
+    assert not torch.equal(a.train.tensors[0], c.train.tensors[0])
+
+
+def test_digits50k_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="train_samples"):
+        load_data("digits50k", train_samples=0)
+    with pytest.raises(ValueError, match="val_fraction"):
+        load_data("digits50k", val_fraction=1.5)

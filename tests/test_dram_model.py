@@ -246,10 +246,10 @@ def test_per_gb_fallback_for_vm_dimms():
                                 dimms=parse_dmidecode(QEMU), mem_total_bytes=64 * 2**30)
     (src,) = found.sources
     (f,) = found.findings
-    assert src.power_w == pytest.approx(24.0)  # 0.375 W/GB × 64 GB
+    assert src.power_w == pytest.approx(24.0)  # 0.375 W/GiB × 64 GiB
     assert src.info.method == "per-gb-model" and f.method == "per-gb-model" and f.status == "estimated"
-    assert "0.375 W/GB × 64.00 GB" in src.info.detail and "24.00 W" in src.info.detail
-    assert f.reason.startswith("no RAPL: /sys/class/powercap does not exist; estimated as P = 0.375 W/GB")
+    assert "0.375 W/GiB × 64.00 GiB" in src.info.detail and "24.00 W" in src.info.detail
+    assert f.reason.startswith("no RAPL: /sys/class/powercap does not exist; estimated as P = 0.375 W/GiB")
     assert "DIMM voltage/speed unknown for 2 of 2 DIMMs (typical of a virtual machine)" in f.reason
     assert all(v in f.reason for v in FIX)
 

@@ -29,7 +29,7 @@ def store(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def test_fit_and_test_log_every_promised_metric(tmp_path, store):
+def test_fit_and_test_log_every_promised_metric(tmp_path, store, capfd):
     logger = MLFlowLogger(experiment_name="digits", tracking_uri=store, artifact_location=str(tmp_path / "art"))
     cb = EnergyCallback(interval=0.05, idle_seconds=0.3)
     train, val = digits_loaders()
@@ -73,6 +73,13 @@ def test_fit_and_test_log_every_promised_metric(tmp_path, store):
     assert {"green_mlops/fit_trace.parquet", "green_mlops/fit_energy.png", "green_mlops/fit_summary.json"} <= arts
     assert run.info.status == "FINISHED"
     assert set(metric_names(cb.meter)) >= set(STEP_METRICS)
+    if any(s.info.domain == "dram" and s.info.provenance == "estimated" for s in cb.meter.sources):
+        dram = {h.value for h in client.get_metric_history(logger.run_id, "power/dram_W")}
+        assert len(dram) == 1  # a constant model estimate is logged as a constant, without float noise
+    lines = [x for x in capfd.readouterr().err.splitlines() if x.startswith("green_mlops: ")]
+    assert [x.split(":")[1].strip() for x in lines] == ["fit success", "test success", "predict success"]
+    assert "Wh gross, " in lines[0] and "Wh net of idle" in lines[0] and "estimated (" in lines[0]
+    assert f"MLflow run {logger.run_id} at {store}" in lines[0]
 
 
 def test_failing_step_keeps_partial_energy_and_marks_failed(tmp_path, store):
@@ -91,7 +98,7 @@ def test_failing_step_keeps_partial_energy_and_marks_failed(tmp_path, store):
     assert "green_mlops/fit_summary.json" in arts
 
 
-def test_any_logger_gets_the_metrics(tmp_path):
+def test_any_logger_gets_the_metrics(tmp_path, capfd):
     logger = CSVLogger(tmp_path, name="csv")
     cb = EnergyCallback(interval=0.05, log_every_n_steps=4)
     train, val = digits_loaders()
@@ -100,6 +107,8 @@ def test_any_logger_gets_the_metrics(tmp_path):
     steps = sorted({int(r["step"]) for r in rows if r.get("energy/total_J")})
     assert steps == list(range(4, 23, 4))
     assert (tmp_path / "csv" / "version_0" / "green_mlops" / "fit_energy.png").exists()
+    line = [x for x in capfd.readouterr().err.splitlines() if x.startswith("green_mlops: fit success: ")]
+    assert len(line) == 1 and " Wh" in line[0] and f"{tmp_path / 'csv' / 'version_0' / 'green_mlops'}/" in line[0]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -171,3 +180,48 @@ def test_tracking_server_down_mid_training_loses_no_metric(tmp_path):
         steps = sorted(m.step for m in client.get_metric_history(logger.run_id, "energy/total_J"))
         assert steps == list(range(1, t.global_step + 1))
         assert "energy/fit_J" in client.get_run(logger.run_id).data.metrics
+
+
+def test_net_energy_per_device_over_the_stage_window(tmp_path, store, monkeypatch):
+    """Eq. 1–2: net = gross − idle W × the stage's own duration, per device and in total, for fit and predict."""
+    from tests.fake_nvml import FakeGpu, install
+
+    busy = []  # the fake GPU idles at 80 W through the baseline (measured in setup), then draws 230 W
+
+    class Busy(pl.Callback):
+        def setup(self, trainer, pl_module, stage):
+            busy.append(time.monotonic()) if not busy else None
+
+    install(monkeypatch, [FakeGpu(power=lambda t: 230.0 if busy and t >= busy[0] else 80.0)])
+    logger = MLFlowLogger(experiment_name="digits", tracking_uri=store, artifact_location=str(tmp_path / "art"))
+    cb = EnergyCallback(interval=0.05, idle_seconds=0.4)
+    train, val = digits_loaders()
+    t = trainer(tmp_path, logger, cb, epochs=1)
+    t.callbacks.append(Busy())
+    t.fit(DigitsMLP(), train, val)
+    t.predict(t.lightning_module, val)
+    m = MlflowClient(store).get_run(logger.run_id).data.metrics
+    for stage in ("fit", "predict"):
+        seconds = m[f"time/{stage}_s"]
+        domains = [d for d in ("gpu", "cpu", "dram") if f"energy/{stage}_{d}_J" in m]
+        assert "gpu" in domains and "cpu" in domains
+        assert sum(m[f"energy/{stage}_{d}_J"] for d in domains) == pytest.approx(m[f"energy/{stage}_J"], rel=1e-9)
+        for d in domains:
+            expected = m[f"energy/{stage}_{d}_J"] - m[f"power/idle_{d}_W"] * seconds
+            assert m[f"energy/{stage}_{d}_net_J"] == pytest.approx(expected, rel=1e-6, abs=1e-6), (stage, d)
+        assert m["power/idle_total_W"] == pytest.approx(sum(m[f"power/idle_{d}_W"] for d in domains), rel=1e-9)
+        assert m[f"energy/{stage}_net_J"] == pytest.approx(
+            m[f"energy/{stage}_J"] - m["power/idle_total_W"] * seconds, rel=1e-6, abs=1e-6)
+        # the GPU's device energy covers the whole stage: its mean power is the 230 W it drew, its net 150 W × s
+        assert m[f"energy/{stage}_gpu_J"] / seconds == pytest.approx(230.0, rel=0.1), stage
+        assert m[f"energy/{stage}_gpu_net_J"] / seconds == pytest.approx(150.0, rel=0.2)
+    assert 70 < m["power/idle_gpu_W"] < 115  # 80 W, read through a counter that moves every 100 ms, over 0.4 s
+
+
+def test_without_idle_baseline_only_gross_per_device_is_logged(tmp_path, store):
+    logger = MLFlowLogger(experiment_name="digits", tracking_uri=store, artifact_location=str(tmp_path / "art"))
+    train, val = digits_loaders()
+    trainer(tmp_path, logger, EnergyCallback(interval=0.05), epochs=1).fit(DigitsMLP(), train, val)
+    m = MlflowClient(store).get_run(logger.run_id).data.metrics
+    assert m["energy/fit_cpu_J"] > 0
+    assert not [k for k in m if k.endswith("_net_J") and k.startswith("energy/fit") or k.startswith("power/idle")]

@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mlflow.tracking import MlflowClient
 
 from green_mlops.search import (
@@ -27,6 +28,8 @@ from green_mlops.search import (
     pareto_ranks,
     ranking_table,
 )
+from green_mlops.search.plot import pareto_figure, pareto_plot
+from green_mlops.search.ranking import KNEE_RULE, NO_KNEE_RULE, knee
 from tests.search_runner import check_arch, run_trial
 
 
@@ -75,6 +78,55 @@ def test_pareto_ranks_and_knee_on_a_known_front():
     assert list(pareto_ranks(acc, energy)) == [1, 1, 1, 2, 1, 3]
     front = [0, 1, 2, 4]
     assert front[knee_index(acc[front], energy[front])] == 2  # (40 J, 0.90): 10× the energy past it buys 0.01
+
+
+def _front(e: list[float], a: list[float], e_lo: float = 100.0, decades: float = 2.0,
+           a_lo: float = 0.80, a_span: float = 0.18) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracies and energies (J) whose normalised coordinates (a, log-energy) are exactly ``a`` and ``e``."""
+    return a_lo + a_span * np.array(a), e_lo * 10 ** (decades * np.array(e))
+
+
+def test_knee_is_the_point_farthest_above_the_chord_never_below():
+    # the demo's shape: LeNet/64 sits 0.18 above the chord, MobileNet/64 0.45 below it (a - e, normalised)
+    acc, energy = _front([0.0, 0.10, 0.80, 1.0], [0.0, 0.28, 0.35, 1.0])
+    assert list(pareto_ranks(acc, energy)) == [1, 1, 1, 1]
+    k, rule = knee(acc, energy)
+    assert k == 1 and rule == KNEE_RULE  # LeNet/64, not MobileNet/64 (farther from the chord, but below it)
+    # the knee is picked in log-energy: the same front with energies 10× apart per step keeps its knee
+    acc, energy = _front([0.0, 0.25, 0.5, 0.75, 1.0], [0.0, 0.6, 0.8, 0.9, 1.0], decades=4)
+    assert knee_index(acc, energy) == 1  # a - e: 0.35, 0.30, 0.15; the largest wins
+    acc, energy = _front([0.0, 0.25, 0.5, 0.75, 1.0], [0.0, 0.3, 0.8, 0.85, 1.0], decades=4)
+    assert knee_index(acc, energy) == 2  # a - e: 0.05, 0.30, 0.10
+
+
+def test_a_front_with_no_point_above_the_chord_has_no_knee():
+    acc, energy = _front([0.0, 0.5, 0.9, 1.0], [0.0, 0.2, 0.5, 1.0])  # every inner point below the chord
+    k, rule = knee(acc, energy)
+    assert rule == NO_KNEE_RULE and k == int(np.argmax(acc / energy)) == 0
+    assert knee(acc[:2], energy[:2]) == (0, NO_KNEE_RULE)  # two points: no inner point, so no knee
+    assert knee(np.array([]), np.array([]))[0] is None
+    rows = [{"trial": i, "state": "COMPLETE", "feasible": True, "arch": "m", "batch_size": 8, "lr": 0.1,
+             "accuracy": a, "lifecycle_J": e} for i, (a, e) in enumerate(zip(acc, energy))]
+    t = ranking_table(rows)
+    assert t.attrs["knee_rule"] == NO_KNEE_RULE and t.loc[t["knee"], "trial"].tolist() == [0]
+
+
+def test_pareto_plot_legend_covers_no_point_label(tmp_path):
+    acc, energy = _front([0.0, 0.10, 0.80, 1.0], [0.0, 0.28, 0.35, 1.0])
+    names = ["lenet/128", "lenet/64", "mobilenet/64", "resnet18/64"]
+    rows = [{"trial": i, "state": "COMPLETE", "feasible": True, "arch": n.split("/")[0],
+             "batch_size": int(n.split("/")[1]), "lr": 0.05, "accuracy": a, "lifecycle_J": e}
+            for i, (n, a, e) in enumerate(zip(names, acc, energy))]
+    fig = pareto_figure(ranking_table(rows), "demo")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    labels = [t for t in ax.texts if t.get_text() in names]
+    assert len(labels) == 4
+    for t in labels:
+        assert not legend.overlaps(t.get_window_extent(renderer)), t.get_text()
+    assert "knee" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert pareto_plot(ranking_table(rows), tmp_path / "p.png").stat().st_size > 10_000
 
 
 def test_ranking_table_puts_feasible_front_first():
@@ -190,6 +242,9 @@ def test_a_second_worker_joins_and_plan_mismatch_is_refused(tmp_path):
     assert not again.created and again.run().trials_run_here == 0  # nothing left: every trial ran once
     with pytest.raises(SweepError, match="another plan"):
         Sweep(build_space("mlp16", "64", check_arch=check_arch), settings(tmp_path), run_trial)
+    # what a trial is (dataset, epochs, ...) is part of the plan: a rerun on other data is refused, not reprinted
+    with pytest.raises(SweepError, match=r"(?s)dataset: study has '\(not recorded\)', this run has 'cifar10'.*--study s-2"):
+        Sweep(space, settings(tmp_path, run_params={"dataset": "cifar10", "epochs": 1}), run_trial)
 
 
 def test_sampled_sweep_with_a_journal_storage(tmp_path):
@@ -200,3 +255,20 @@ def test_sampled_sweep_with_a_journal_storage(tmp_path):
                                    objective=Objective("acc-per-kj")), run_trial, stream=io.StringIO()).run()
     assert len(report.table) == 2 and (report.table["state"] == "COMPLETE").all()
     assert report.table["lr"].between(0.01, 0.5).all()
+
+
+def test_under_mlflow_run_the_project_run_is_the_parent_only_in_the_sweeps_experiment(tmp_path, monkeypatch):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    project = client.create_run(client.create_experiment("sweep")).info.run_id  # as `mlflow run` creates it
+    monkeypatch.setenv("MLFLOW_RUN_ID", project)
+    space = build_space("mlp8", "64", check_arch=check_arch)
+    assert Sweep(space, settings(tmp_path), run_trial, stream=io.StringIO()).parent_id == project
+    # `mlflow run` without --experiment-name: its run is in Default; the sweep still goes to its own experiment
+    other = client.create_run("0").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", other)
+    sweep = Sweep(space, settings(tmp_path, study="s2"), run_trial, stream=io.StringIO())
+    parent = client.get_run(sweep.parent_id)
+    assert parent.info.experiment_id == client.get_experiment_by_name("sweep").experiment_id
+    assert parent.data.tags["green_mlops.sweep.project_run"] == other
+    tags = client.get_run(other).data.tags
+    assert tags["green_mlops.sweep.experiment"] == "sweep" and tags["green_mlops.sweep.parent_run"] == sweep.parent_id

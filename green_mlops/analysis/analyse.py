@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from green_mlops.analysis import figures
+from green_mlops.analysis.basis import Basis, choose_basis
 from green_mlops.analysis.correlation import Correlations, correlations, one_batch_size
 from green_mlops.analysis.errors import AnalysisError
 from green_mlops.analysis.findings import Finding, batch_size_optimum, check_findings
@@ -19,9 +20,8 @@ from green_mlops.metrics import PAPER_METRICS
 
 __all__ = ["Analysis", "analyse"]
 
-#: What each correlation table correlates with, and over which phase's metrics.
-TARGETS = {"inference": ("inference_energy_J", "inference energy (the paper's Table 3)"),
-           "train": ("train_energy_J", "training energy")}
+#: What each correlation table correlates with, over which phase's metrics.
+TARGETS = {"inference": "inference energy (the paper's Table 3)", "train": "training energy"}
 #: Table 6 metrics that only LLM serving runs have; their presence makes a run table a GenAI one.
 GENAI_ONLY = ("request_rate", "cache_hit_rate", "average_output_token_length", "energy_per_output_token")
 #: Known before serving: what the paper's GenAI Lasso used (§7: RPS, cache hit rate, output length) and model size.
@@ -36,30 +36,34 @@ class Analysis:
     runs: pd.DataFrame
     epochs: pd.DataFrame
     metrics: dict[str, pd.DataFrame]  # phase -> Table 3 metrics per run
+    basis: Basis  # net or gross energy, used by everything below
     table: pd.DataFrame = field(default_factory=pd.DataFrame)  # runs + training-window metrics: the predictor's input
     correlations: dict[str, Correlations | str] = field(default_factory=dict)
     predictor: EnergyPredictor | str = "not fitted"
     findings: list[Finding] = field(default_factory=list)
     batch_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)
     figures: dict[str, Figure | str] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     searches: pd.DataFrame = field(default_factory=pd.DataFrame)  # what each sweep cost (analysis/searches.py)
     deferrals: pd.DataFrame = field(default_factory=pd.DataFrame)  # points a sweep's predictor never trained
 
 
 def _correlation_input(runs: pd.DataFrame, table: pd.DataFrame, target: str) -> pd.DataFrame:
-    extra = [c for c in ("macs",) if c in runs]
+    extra = [c for c in ("macs", "model", "batch_size") if c in runs]
     return pd.concat([table, runs[["hardware", target, *extra]]], axis=1)
 
 
 def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figures: bool = True) -> Analysis:
     """Compute every table and figure of the report from ``runs`` (and per-epoch rows for Fig. 5)."""
     epochs = epochs if epochs is not None else pd.DataFrame()
-    tables = {phase: paper_metrics(runs, phase) for phase in ("inference", "train")}
+    basis = choose_basis(runs)
+    tables = {phase: paper_metrics(runs, phase, basis) for phase in ("inference", "train")}
     table = runs.assign(**{c: tables["train"][c] for c in tables["train"]})  # logged values kept: see paper_metrics
-    out = Analysis(runs, epochs, tables, table, notes=list(runs.attrs.get("notes", [])))
+    out = Analysis(runs, epochs, tables, basis, table, notes=list(runs.attrs.get("notes", [])))
     same_batch, batch_notes = one_batch_size(runs)
-    for phase, (target, _) in TARGETS.items():
+    for phase in TARGETS:
+        target = basis.energy(phase)
         if target not in runs or runs[target].notna().sum() == 0:
             out.correlations[phase] = f"no run has {target}"
             continue
@@ -82,11 +86,11 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figu
             feats = [m for m in GENAI_FEATURES if m in runs and pd.to_numeric(runs[m], errors="coerce").nunique() > 1]
             out.predictor = EnergyPredictor.fit(runs, target="energy_per_sample", features=feats)
         else:
-            out.predictor = EnergyPredictor.fit(table)
+            out.predictor = EnergyPredictor.fit(table, target=basis.per_sample("train"))
     except AnalysisError as exc:
         out.predictor = str(exc)
-    out.findings = check_findings(runs, tables["inference"])
-    out.batch_sizes = batch_size_optimum(runs)
+    out.findings = check_findings(runs, tables["inference"], basis)
+    out.batch_sizes = batch_size_optimum(runs, basis.per_sample("train"))
     if with_figures:
         makers = {
             "Training and inference time per model (Fig. 2)": lambda: figures.time_per_model(runs),
@@ -94,13 +98,13 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figu
             "Loss, accuracy and cumulative energy per epoch (Fig. 5)": lambda: figures.epoch_curves(epochs),
             "Energy against MACs per parameter (Fig. 6)":
                 lambda: figures.energy_vs_macs_param(runs[same_batch], tables["train"][same_batch],
-                                                     tables["inference"][same_batch]),
-            "Energy and utilisation against batch size (Fig. 7)": lambda: figures.batch_size_effect(runs),
-            "Energy against time": lambda: figures.energy_vs_time(runs),
+                                                     tables["inference"][same_batch], basis),
+            "Energy and utilisation against batch size (Fig. 7)": lambda: figures.batch_size_effect(runs, basis),
+            "Energy against time": lambda: figures.energy_vs_time(runs, basis),
         }
         for title, make in makers.items():
             try:
-                out.figures[title] = make()
+                out.figures[title], out.captions[title] = make()
             except AnalysisError as exc:
                 out.figures[title] = str(exc)
     return out

@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     a = report.analysis
     print(f"report: {report.path} ({len(a.runs)} runs, {a.runs['hardware'].nunique()} hardware configuration(s))")
+    print(f"energy: {a.basis.label}")
     for f in a.findings:
-        verdict = "cannot tell" if f.agrees is None else ("agrees" if f.agrees else "differs")
-        print(f"  {f.claim}: {f.here} [{verdict}]")
+        print(f"  {f.claim}: {f.here} [{f.verdict}]")
     if report.run_id:
         print(f"logged to MLflow run {report.run_id} (artifacts under report/)")
     return 0

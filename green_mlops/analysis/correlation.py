@@ -1,10 +1,13 @@
 """Pearson and Spearman correlation of each metric with energy, per hardware configuration (Table 3).
 
 Groups or metrics with too few runs, and metrics that do not vary, are left out and said so in
-``notes``: the tables never hold a NaN coefficient.
+``notes``: the tables never hold a NaN coefficient. Repeats of a configuration (same model and batch size)
+are averaged first, so ``n`` counts configurations; each coefficient carries its bootstrap 95 % interval
+(``*_low``/``*_high``, NaN below :data:`~green_mlops.analysis.uncertainty.MIN_CONFIGS` configurations).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,12 +16,14 @@ import pandas as pd
 from scipy import stats
 
 from green_mlops.analysis.errors import TooFewRuns
+from green_mlops.analysis.uncertainty import config_means, correlation_interval
 
 __all__ = ["MIN_RUNS", "PAPER_BATCH_SIZE", "Correlations", "correlations", "one_batch_size"]
 
 MIN_RUNS = 3  # a correlation of two points is always ±1; three is the least that says anything
 PAPER_BATCH_SIZE = 128  # Table 3 compares the models at the paper's batch size (Table 2)
-COLUMNS = ["hardware", "metric", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"]
+COLUMNS = ["hardware", "metric", "n", "pearson_r", "pearson_low", "pearson_high", "pearson_p", "spearman_rho",
+           "spearman_low", "spearman_high", "spearman_p"]
 
 
 @dataclass
@@ -34,6 +39,16 @@ class Correlations:
         order = list(dict.fromkeys(self.table["metric"]))
         wide = self.table.pivot(index="metric", columns="hardware", values=coefficient)
         return wide.reindex(order)
+
+    def wide_text(self, coefficient: str = "spearman_rho") -> pd.DataFrame:
+        """As :meth:`wide`, each cell ``ρ [low, high]`` (the point alone, marked, without an interval)."""
+        kind = coefficient.split("_")[0]
+        t = self.table.assign(_cell=[
+            f"{r[coefficient]:.2f} [{r[kind + '_low']:.2f}, {r[kind + '_high']:.2f}]"
+            if np.isfinite(r[kind + "_low"]) else f"{r[coefficient]:.2f} (n = {r['n']}: no interval)"
+            for _, r in self.table.iterrows()])
+        order = list(dict.fromkeys(t["metric"]))
+        return t.pivot(index="metric", columns="hardware", values="_cell").reindex(order)
 
 
 def one_batch_size(runs: pd.DataFrame, by: str = "hardware") -> tuple[pd.Series, list[str]]:
@@ -78,6 +93,8 @@ def correlations(table: pd.DataFrame, target: str, metrics: Sequence[str], by: s
     groups = [("all runs", table)] if by is None or by not in table else list(table.groupby(by, sort=True))
     rows, notes = [], []
     for name, g in groups:
+        if "model" in g:
+            g = config_means(g, [target, *[m for m in metrics if m in g]])
         y = _usable(g[target])
         if y.notna().sum() < min_runs:
             notes.append(f"{name}: {int(y.notna().sum())} run(s) with {target}; correlations need at least "
@@ -97,9 +114,13 @@ def correlations(table: pd.DataFrame, target: str, metrics: Sequence[str], by: s
                 same = target if y[ok].nunique() < 2 else m
                 notes.append(f"{name}: {same} is the same in all {n} runs, so it cannot correlate with anything")
                 continue
-            pr = stats.pearsonr(x[ok], y[ok])
-            sr = stats.spearmanr(x[ok], y[ok])
-            rows.append([name, m, n, float(pr.statistic), float(pr.pvalue), float(sr.statistic), float(sr.pvalue)])
+            with warnings.catch_warnings():  # a nearly constant metric: its wide interval says so in the table
+                warnings.simplefilter("ignore", stats.NearConstantInputWarning)
+                pr = stats.pearsonr(x[ok], y[ok])
+                sr = stats.spearmanr(x[ok], y[ok])
+            pi, si = correlation_interval(x[ok], y[ok], "pearson"), correlation_interval(x[ok], y[ok], "spearman")
+            rows.append([name, m, n, float(pr.statistic), pi.low, pi.high, float(pr.pvalue), float(sr.statistic),
+                         si.low, si.high, float(sr.pvalue)])
     out = pd.DataFrame(rows, columns=COLUMNS)
     if out.empty:
         raise TooFewRuns(f"no correlation with {target} can be computed: " + "; ".join(dict.fromkeys(notes))

@@ -1,7 +1,8 @@
 """The paper's figures from the run table (Figs. 2, 3, 5, 6, 7, and energy against time).
 
 Each function returns a matplotlib ``Figure`` (no pyplot state, so it works headless and in threads;
-a notebook shows it inline) or raises :class:`MissingData` saying what the runs lack.
+a notebook shows it inline) with its caption: exactly which runs, batch sizes, energy (net or gross) and
+window it shows. It raises :class:`MissingData` saying what the runs lack.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
+from green_mlops.analysis.basis import Basis
+from green_mlops.analysis.correlation import one_batch_size
 from green_mlops.analysis.errors import MissingData
-from green_mlops.analysis.runs import DOMAINS
+from green_mlops.analysis.schema import DOMAINS
 
-__all__ = ["batch_size_effect", "energy_vs_macs_param", "energy_vs_time", "epoch_curves", "png",
+__all__ = ["batch_size_effect", "one_size", "energy_vs_macs_param", "energy_vs_time", "epoch_curves", "png",
            "power_per_device", "time_per_model"]
 
 PHASE_LABEL = {"train": "training", "inference": "inference"}
@@ -47,7 +50,7 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
 def png(fig: Figure, dpi: int = 110) -> bytes:
     """The figure as PNG bytes (for embedding in HTML or saving)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -61,39 +64,71 @@ def _hardware_groups(df: pd.DataFrame, limit: int = 4) -> list[tuple[str, pd.Dat
     return list(df.groupby("hardware", sort=True))[:limit]
 
 
-def time_per_model(runs: pd.DataFrame) -> Figure:
+def _scope(runs: pd.DataFrame, averaged: bool = False) -> str:
+    """Which models and batch sizes a figure shows, and how repeats (and, if ``averaged``, sizes) combine."""
+    models = sorted(runs["model"].astype(str).unique()) if "model" in runs else []
+    sizes = sorted(_num(runs, "batch_size").dropna().unique())
+    names = ", ".join(models) if len(models) <= 6 else f"{len(models)} models"
+    at = (f"at batch size {sizes[0]:g}" if len(sizes) == 1 else
+          f"at batch sizes {', '.join(f'{b:g}' for b in sizes)}" + (" (averaged per model)" if averaged else "")
+          if sizes else "")
+    repeats = "" if "repeat" not in runs or _num(runs, "repeat").nunique() < 2 else "; repeats averaged"
+    return f"{names} {at} ({len(runs)} runs{repeats})".replace("  ", " ")
+
+
+def one_size(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at the batch size Table 3 compares models at (see correlation.one_batch_size)."""
+    keep, _ = one_batch_size(runs)
+    return runs[keep]
+
+
+def time_per_model(runs: pd.DataFrame) -> tuple[Figure, str]:
     """Fig. 2: seconds per 1000 samples of training and of inference, per model (one panel per hardware)."""
+    runs = one_size(runs)
     df = runs.assign(train=_num(runs, "train_time_s") / _num(runs, "train_samples") * 1000,
                      inference=_num(runs, "inference_time_s") / _num(runs, "inference_samples") * 1000)
     df = df.dropna(subset=["train", "inference"], how="all")
     if df.empty:
         raise MissingData("Fig. 2 needs time/fit_s or time/test_s with sample counts (EnergyCallback on fit and test)")
     groups = _hardware_groups(df)
-    fig, axes = _figure(7, 0.9 + 0.35 * df["model"].nunique() * len(groups), len(groups), 1)
+    fig, axes = _figure(7, 1.4 + 0.35 * df["model"].nunique() * len(groups), len(groups), 1)
     for ax, (hw, g) in zip(axes.flat, groups):
         means = g.groupby("model")[["train", "inference"]].mean().sort_values("train", na_position="first")
         y = np.arange(len(means))
-        ax.barh(y - 0.2, means["train"], 0.4, label="training (fit, validation included)", color="#264653")
-        ax.barh(y + 0.2, means["inference"], 0.4, label="inference", color="#e9c46a")
+        ax.barh(y - 0.2, means["train"], 0.4, label="training (the whole fit, validation loops included)",
+                color="#264653")
+        ax.barh(y + 0.2, means["inference"], 0.4, label="inference (test/predict stage)", color="#e9c46a")
         ax.set_yticks(y, means.index)
         ax.set_xlabel("seconds per 1000 samples")
         ax.set_title(hw, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+    _legend(fig, axes)
     fig.suptitle("Training and inference time per model (paper Fig. 2)")
-    return fig
+    return fig, (f"Seconds per 1000 samples, {_scope(df, averaged=True)}. Training time is the whole fit (validation loops "
+                 "included); inference time is the test or predict stage.")
 
 
-def power_per_device(runs: pd.DataFrame) -> Figure:
-    """Fig. 3: mean power of each device (GPU, CPU, DRAM) per model, in training and in inference."""
+def _window_note(g: pd.DataFrame, phase: str) -> str:
+    w = g.get(f"{phase}_device_window", pd.Series(dtype=object)).dropna()
+    if w.eq("training steps").any():
+        return (f"{PHASE_LABEL[phase]}: these runs hold per-device energy to the last training step only, so each "
+                "device's share over the steps is applied to the whole fit's energy, over the fit's time")
+    return f"{PHASE_LABEL[phase]}: each device's energy over the whole stage / the stage's time"
+
+
+def power_per_device(runs: pd.DataFrame) -> tuple[Figure, str]:
+    """Fig. 3: mean gross power of each device (GPU, CPU, DRAM) per model, in training and in inference, each
+    device's energy divided by the time of the same window; idle power marked where it was measured."""
+    runs = one_size(runs)
     phases = [p for p in ("train", "inference") if any(_num(runs, f"{p}_power_{d}_W").notna().any() for d in DOMAINS)]
     if not phases:
         raise MissingData("Fig. 3 needs per-device energy (the callback's fit/test summaries, or energy/<device>_J)")
     groups = _hardware_groups(runs)
-    fig, axes = _figure(5.5 * len(phases), 1.2 + 0.35 * runs["model"].nunique() * len(groups), len(groups),
+    fig, axes = _figure(5.5 * len(phases), 1.6 + 0.35 * runs["model"].nunique() * len(groups), len(groups),
                         len(phases))
+    notes = []
     for r, (hw, g) in enumerate(groups):
-        prov = g["provenance"].iloc[0] if "provenance" in g else ""
+        idle = _num(g, "idle_total_W").mean()
         for c, phase in enumerate(phases):
             ax: Axes = axes[r, c]
             cols = {d: f"{phase}_power_{d}_W" for d in DOMAINS if _num(g, f"{phase}_power_{d}_W").notna().any()}
@@ -103,20 +138,26 @@ def power_per_device(runs: pd.DataFrame) -> Figure:
                 vals = means[d].fillna(0).to_numpy()
                 ax.barh(means.index, vals, left=left, color=DEVICE_COLOUR[d], label=d)
                 left += vals
-            ax.set_xlabel("mean power (W)")
+            if np.isfinite(idle):
+                ax.axvline(idle, color="black", linestyle="--", linewidth=1, label="idle power, all devices")
+            ax.set_xlabel("mean gross power (W)")
             ax.set_title(textwrap.fill(f"{PHASE_LABEL[phase]} · {hw}", 60), fontsize=9)
             ax.grid(axis="x", alpha=0.3)
-        axes[r, 0].set_ylabel(textwrap.fill(prov.replace("; ", "\n"), 45), fontsize=7)
+            notes.append(_window_note(g, phase))
+        prov = str(g["provenance"].iloc[0]) if "provenance" in g else "unknown"
+        notes.append(f"{hw}: {prov}")
     _legend(fig, axes)
     fig.suptitle("Average power per device (paper Fig. 3)")
-    return fig
+    return fig, (f"Mean gross power per device (idle included; the dashed line is the idle power where measured), "
+                 f"{_scope(runs, averaged=True)}. " + "; ".join(dict.fromkeys(notes)) + ".")
 
 
-def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, inference_metrics: pd.DataFrame) -> Figure:
+def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, inference_metrics: pd.DataFrame,
+                         basis: Basis) -> tuple[Figure, str]:
     """Fig. 6: energy of training and of inference against MACs per parameter, one point per run."""
     panels = []
     for phase, table in (("train", train_metrics), ("inference", inference_metrics)):
-        x, y = _num(table, "macs_param"), _num(runs, f"{phase}_energy_J")
+        x, y = _num(table, "macs_param"), _num(runs, basis.energy(phase))
         ok = x.notna() & y.notna()
         if ok.any():
             panels.append((phase, x[ok], y[ok]))
@@ -140,17 +181,20 @@ def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, infere
         else:
             ax.set_title(PHASE_LABEL[phase], fontsize=9)
         ax.set_xlabel("MACs per trainable parameter (macs_param)")
-        ax.set_ylabel(f"{PHASE_LABEL[phase]} energy (J)")
+        ax.set_ylabel(f"{PHASE_LABEL[phase]} energy, {basis.short} (J)")
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     fig.suptitle("Energy against MACs per parameter (paper Fig. 6)")
-    return fig
+    shown = runs.loc[sorted(set().union(*(x.index for _, x, _ in panels)))]
+    return fig, (f"Energy, {basis.label}, of each phase's whole window against MACs per trainable parameter, one "
+                 f"point per run: {_scope(shown)}. ρ in the titles is a point value; intervals are in the "
+                 "correlation tables.")
 
 
-def batch_size_effect(runs: pd.DataFrame) -> Figure:
+def batch_size_effect(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     """Fig. 7: energy per training sample and mean utilisation against batch size, one line per model tried at
     two or more sizes. Runs without a utilisation trace show mean training power instead (the paper's Fig. 7a)."""
-    b, e = _num(runs, "batch_size"), _num(runs, "energy_per_sample_train_J")
+    b, e = _num(runs, "batch_size"), _num(runs, basis.per_sample("train"))
     ok = b.notna() & e.notna()
     sizes = b[ok].groupby([runs.loc[ok, "hardware"], runs.loc[ok, "model"]]).transform("nunique")
     ok &= sizes.reindex(runs.index).fillna(0) >= 2
@@ -160,7 +204,7 @@ def batch_size_effect(runs: pd.DataFrame) -> Figure:
     device = runs["train_util_device"] if "train_util_device" in runs else pd.Series(None, index=runs.index)
     util = _num(runs, "train_util")[ok] * 100
     has_util = util.notna().any()
-    right = util if has_util else (_num(runs, "train_energy_J") / _num(runs, "train_time_s"))[ok]
+    right = util if has_util else (_num(runs, "train_energy_J") / _num(runs, "train_time_s"))[ok]  # gross power
     df = runs[ok].assign(_b=b[ok], _e=e[ok], _u=right, _d=device[ok])
     fig, axes = _figure(10, 4.6, 1, 2)
     several = runs["hardware"].nunique() > 1
@@ -168,16 +212,17 @@ def batch_size_effect(runs: pd.DataFrame) -> Figure:
         m = g.groupby("_b")[["_e", "_u"]].mean().sort_index()
         label = f"{model} · {hw}" if several else str(model)
         line = axes[0, 0].plot(m.index, m["_e"], marker="o", label=label)[0]
+        axes[0, 0].scatter(g["_b"], g["_e"], s=8, alpha=0.4, color=line.get_color())
         if m["_u"].notna().any():
             dev = g["_d"].dropna()
             style = "--" if has_util and len(dev) and dev.iloc[0] == "cpu" else "-"
             axes[0, 1].plot(m.index, m["_u"], marker="o", linestyle=style, color=line.get_color())
-    axes[0, 0].set_ylabel("energy per training sample (J)")
+    axes[0, 0].set_ylabel(f"{basis.short} energy per training sample (J)")
     if has_util:
         axes[0, 1].set_ylabel("mean utilisation (%)")
         axes[0, 1].set_title("GPU solid, CPU dashed (runs without a GPU)", fontsize=8)
     else:
-        axes[0, 1].set_ylabel("mean training power (W)")
+        axes[0, 1].set_ylabel("mean gross training power (W)")
         axes[0, 1].set_title("no utilisation trace in these runs: mean power (training energy / time)", fontsize=8)
     for ax in axes.flat:
         ax.set_xscale("log", base=2)
@@ -185,10 +230,15 @@ def batch_size_effect(runs: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     fig.suptitle("Effect of batch size on energy and utilisation (paper Fig. 7)")
-    return fig
+    window = ("the whole fit's net energy over its training samples" if basis.net else
+              "the callback's energy_per_sample_train_J: gross energy of the training loop over its samples")
+    right_text = ("mean GPU utilisation (CPU where no GPU)" if has_util else
+                  "mean gross training power (fit energy / fit time)")
+    return fig, (f"Left: energy per training sample ({window}), mean over repeats with each run as a dot. Right: "
+                 f"{right_text}. {_scope(runs[ok])}.")
 
 
-def epoch_curves(epochs: pd.DataFrame) -> Figure:
+def epoch_curves(epochs: pd.DataFrame) -> tuple[Figure, str]:
     """Fig. 5: loss, accuracy and cumulative energy per epoch, mean across runs (one line per hardware
     configuration) with the min–max range shaded."""
     if epochs.empty:
@@ -209,14 +259,15 @@ def epoch_curves(epochs: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     fig.suptitle("Loss, accuracy and energy per epoch: mean over runs, range shaded (paper Fig. 5)")
-    return fig
+    return fig, (f"Per epoch, mean over {epochs['run_id'].nunique()} runs per hardware with the min–max range "
+                 "shaded; energy is gross (energy/train_epoch_J + energy/val_epoch_J, idle included).")
 
 
-def energy_vs_time(runs: pd.DataFrame) -> Figure:
+def energy_vs_time(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     """Energy against duration for training and inference, with the least-squares line and Pearson r."""
     panels = []
     for phase in ("train", "inference"):
-        t, e = _num(runs, f"{phase}_time_s"), _num(runs, f"{phase}_energy_J")
+        t, e = _num(runs, f"{phase}_time_s"), _num(runs, basis.energy(phase))
         ok = t.notna() & e.notna()
         if ok.any():
             panels.append((phase, t[ok], e[ok]))
@@ -231,11 +282,19 @@ def energy_vs_time(runs: pd.DataFrame) -> Figure:
                 fit = stats.linregress(t[idx], e[idx])
                 xs = np.linspace(t[idx].min(), t[idx].max(), 50)
                 ax.plot(xs, fit.intercept + fit.slope * xs, color=colours[hw], linewidth=1,
-                        label=f"fit on {hw}: r = {fit.rvalue:.3f}, slope {fit.slope:.4g} W")
+                        label=f"{PHASE_LABEL[phase]} fit on {hw}: r = {fit.rvalue:.3f}, slope {fit.slope:.4g} W")
+            gpu = _num(runs, basis.device(phase, "gpu"))[idx]
+            window = runs.loc[idx].get(f"{phase}_device_window", pd.Series(dtype=object))
+            if gpu.notna().all() and window.eq("stage").all() and len(idx):
+                ax.scatter(t[idx], gpu, s=18, marker="x", color=colours[hw], label=f"GPU alone on {hw}")
         ax.set_title(PHASE_LABEL[phase], fontsize=9)
         ax.set_xlabel("duration (s)")
-        ax.set_ylabel("energy (J)")
+        ax.set_ylabel(f"{basis.short} energy (J)")
         ax.grid(alpha=0.3)
     _legend(fig, axes)
-    fig.suptitle("Energy is linear in time (paper §6.1.2, r = 0.99)")
-    return fig
+    fig.suptitle("Energy against time (paper §6.1.2: r = 0.99)")
+    shown = runs.loc[sorted(set().union(*(t.index for _, t, _ in panels)))]
+    return fig, (f"Energy, {basis.label}, against the duration of the same window (the whole fit; the test or "
+                 f"predict stage), one point per run (×: the GPU's energy alone, where it covers the same window): "
+                 f"{_scope(shown)}. Where CPU or DRAM energy is a constant-power estimate its part of the total is "
+                 "linear in time by construction (see the findings).")

@@ -4,6 +4,9 @@ Training: the values the callback logged under the paper's names are used as the
 computed them with the same functions and its exact inputs); what is missing is computed here from
 the logged energy, time, samples and model characteristics. Inference: computed here over the test
 (or predict) stage, the window the paper's Table 3 is about.
+
+With a net :class:`~green_mlops.analysis.basis.Basis` every energy and power input is net of idle
+(Eq. 1–2) and nothing logged is reused (the callback's logged values are gross).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from green_mlops.analysis.basis import Basis
 from green_mlops.metrics import PAPER_METRICS, derived_metrics
 
 __all__ = ["PHASES", "paper_metrics"]
@@ -28,28 +32,31 @@ def _val(row: dict[str, Any], key: str) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _inputs(row: dict[str, Any], phase: str) -> dict[str, float | None]:
+def _inputs(row: dict[str, Any], phase: str, basis: Basis) -> dict[str, float | None]:
     """The arguments of :func:`green_mlops.metrics.derived_metrics` for one run and phase."""
     return {
-        "energy_J": _val(row, f"{phase}_energy_J"), "samples": _val(row, f"{phase}_samples"),
+        "energy_J": _val(row, basis.energy(phase)), "samples": _val(row, f"{phase}_samples"),
         "duration_s": _val(row, f"{phase}_time_s"), "accuracy": _val(row, "accuracy"),
         "macs": _val(row, "macs"), "trainable_params": _val(row, "trainable_params"),
-        "model_size_bytes": _val(row, "model_size_bytes"), "gpu_energy_J": _val(row, f"{phase}_energy_gpu_J"),
+        "model_size_bytes": _val(row, "model_size_bytes"), "gpu_energy_J": _val(row, basis.device(phase, "gpu")),
         "utilisation": _val(row, f"{phase}_util"), "ram_bytes": _val(row, "ram_bytes"),
+        # gross: the device's mean power over the phase's own window (runs.py matches the windows)
+        "gpu_power_W": None if basis.net else _val(row, f"{phase}_power_gpu_W"),
     }
 
 
-def paper_metrics(runs: pd.DataFrame, phase: str = "inference") -> pd.DataFrame:
+def paper_metrics(runs: pd.DataFrame, phase: str = "inference", basis: Basis | None = None) -> pd.DataFrame:
     """One row per run (same index as ``runs``), one column per Table 3 metric; missing inputs give NaN.
 
-    ``phase`` is "inference" (the paper's Table 3) or "train".
+    ``phase`` is "inference" (the paper's Table 3) or "train"; ``basis`` gross (the default) or net energy.
     """
+    basis = basis or Basis(False, "gross")
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {', '.join(PHASES)}; got {phase!r}")
     rows = []
     for row in runs.to_dict("records"):
-        computed = derived_metrics(**_inputs(row, phase))
-        if phase == "train":
+        computed = derived_metrics(**_inputs(row, phase, basis))
+        if phase == "train" and not basis.net:
             logged = {k: _val(row, k) for k in PAPER_METRICS}
             computed = {**computed, **{k: v for k, v in logged.items() if v is not None}}
         rows.append(computed)

@@ -18,11 +18,14 @@ from green_mlops.analysis.correlation import Correlations
 from green_mlops.analysis.figures import png
 from green_mlops.analysis.regression import EnergyPredictor
 
-__all__ = ["render_html", "render_markdown", "report_meta", "sections"]
+__all__ = ["energy_statement", "render_html", "render_markdown", "report_meta", "sections"]
 
 RUN_COLUMNS = {"model": "model", "batch_size": "batch size", "hardware": "hardware", "accuracy": "accuracy",
-               "train_energy_J": "training J", "train_time_s": "training s", "energy_per_sample_train_J": "J/sample (train)",
-               "inference_energy_J": "inference J", "energy_per_sample_inference_J": "J/sample (inference)",
+               "repeat": "repeat", "train_energy_J": "training J (gross)", "train_net_J": "training J (net)",
+               "train_time_s": "training s", "energy_per_sample_train_J": "J/sample (train, gross)",
+               "train_net_per_sample_J": "J/sample (train, net)", "inference_energy_J": "inference J (gross)",
+               "inference_net_J": "inference J (net)", "energy_per_sample_inference_J": "J/sample (inference, gross)",
+               "inference_net_per_sample_J": "J/sample (inference, net)", "idle_total_W": "idle W",
                "request_rate": "requests/s", "energy_per_request_J": "J/request",
                "energy_per_output_token_J": "J/output token",
                "provenance": "energy provenance (per device: measured/estimated, method)"}
@@ -61,9 +64,23 @@ def _runs_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _findings_table(a: Analysis) -> pd.DataFrame:
-    return pd.DataFrame([{"finding": f.claim, "paper": f.paper, "these runs": f.here,
-                          "agrees": "cannot tell" if f.agrees is None else ("yes" if f.agrees else "no"),
-                          "why": f.why} for f in a.findings])
+    return pd.DataFrame([{"finding": f.claim, "paper": f.paper, "these runs (95 % interval)": f.here,
+                          "agrees when": f.region, "verdict": f.verdict, "why": f.why} for f in a.findings])
+
+
+def energy_statement(a: Analysis) -> str:
+    """Which energy the report uses, and why (printed by the CLI too)."""
+    return f"Energy: {a.basis.label}. {a.basis.why[:1].upper() + a.basis.why[1:]}." if a.basis.why else \
+        f"Energy: {a.basis.label}."
+
+
+METHOD = ("Each number quoted with an interval carries a bootstrap 95 % interval (scipy.stats.bootstrap, percentile, "
+          "2000 resamples, fixed seed). The unit resampled is the configuration (hardware × model × batch size): repeats "
+          "are averaged first, so n counts configurations. The best batch size resamples the repeats within each batch "
+          "size. A verdict comes from the interval against the region where the paper's claim holds: agrees (all of it "
+          "inside), differs (all outside), cannot tell (it straddles a boundary), too few runs (no interval: fewer than "
+          "5 configurations, or fewer than 3 repeats per batch size), by construction (a relation that holds because "
+          "of how the numbers were made, e.g. a device estimated at constant power is linear in time).")
 
 
 def sections(a: Analysis) -> list[tuple[str, list[Any]]]:
@@ -76,20 +93,21 @@ def sections(a: Analysis) -> list[tuple[str, list[Any]]]:
         "utilisation) and only as good as that model. Every energy below, and every metric derived from it, "
         "carries the provenance of its run.", _hardware_table(runs)]))
     out.append(("Runs", [_runs_table(runs)]))
-    out.append(("The paper's findings on these runs", [_findings_table(a)]))
-    for phase, (_, label) in TARGETS.items():
+    out.append(("The paper's findings on these runs", [energy_statement(a), METHOD, _findings_table(a)]))
+    for phase, label in TARGETS.items():
         c = a.correlations.get(phase)
         blocks: list[Any] = []
         if isinstance(c, Correlations):
-            blocks += [f"Spearman ρ of each metric (computed over the {phase} window) with {label}, per hardware "
-                       "configuration:", c.wide("spearman_rho"), "Pearson r:", c.wide("pearson_r")]
+            blocks += [f"Spearman ρ [95 % interval] of each metric (computed over the {phase} window) with {label}, "
+                       f"{a.basis.short} ({c.target}), per hardware configuration:", c.wide_text("spearman_rho"),
+                       "Pearson r [95 % interval]:", c.wide_text("pearson_r")]
             blocks += [f"Note: {n}" for n in c.notes]
         else:
             blocks.append(f"Not computed: {c}.")
         out.append((f"Correlation with {label}", blocks))
     if "genai" in a.correlations:
         c = a.correlations["genai"]
-        out.append(("GenAI metrics (Table 6)", [c.wide("spearman_rho")] if isinstance(c, Correlations)
+        out.append(("GenAI metrics (Table 6)", [c.wide_text("spearman_rho")] if isinstance(c, Correlations)
                     else [f"Not computed: {c}."]))
     p = a.predictor
     if isinstance(p, EnergyPredictor):
@@ -101,8 +119,9 @@ def sections(a: Analysis) -> list[tuple[str, list[Any]]]:
         out.append(("Predicting energy without a meter (Lasso, paper §7)", [f"Not fitted: {p}."]))
     if not a.batch_sizes.empty:
         out.append(("Energy-minimising batch size", [
-            "Batch size with the least energy per training sample, per model and hardware, and how energy behaves "
-            "around it over the sizes tried.", a.batch_sizes]))
+            f"Batch size with the least {a.basis.short} energy per training sample, per model and hardware, with its 95 % "
+            "interval over resamples of the repeats at each size; where energy levels off (the smallest size within "
+            "10 % of the minimum), and the verdict.", a.batch_sizes]))
     if not a.searches.empty:
         out.append(("What the search cost", [
             "Energy drawn by every trial each sweep started (complete, pruned, failed: fit plus the inference "
@@ -113,14 +132,14 @@ def sections(a: Analysis) -> list[tuple[str, list[Any]]]:
             "Untried points the Lasso predicted dominated: a finished trial more accurate than the point's best case "
             "for at most its predicted energy / (1 + margin). Rerun one in a new study to check the prediction.",
             a.deferrals]))
-    out.append(("Figures", list(a.figures.items())))
+    out.append(("Figures", [(name, fig, a.captions.get(name, name)) for name, fig in a.figures.items()]))
     if a.notes:
         out.append(("Notes", list(a.notes)))
     return out
 
 
 def _render(a: Analysis, *, text: Callable[[str], str], table: Callable[[pd.DataFrame], str],
-            figure: Callable[[str, Figure], str], heading: Callable[[str], str]) -> list[str]:
+            figure: Callable[[str, Figure, str], str], heading: Callable[[str], str]) -> list[str]:
     parts = []
     for title, blocks in sections(a):
         parts.append(heading(title))
@@ -128,8 +147,9 @@ def _render(a: Analysis, *, text: Callable[[str], str], table: Callable[[pd.Data
             if isinstance(b, pd.DataFrame):
                 parts.append(table(b))
             elif isinstance(b, tuple):
-                name, fig = b
-                parts.append(figure(name, fig) if isinstance(fig, Figure) else text(f"{name}: not drawn: {fig}"))
+                name, fig, caption = b
+                parts.append(figure(name, fig, caption) if isinstance(fig, Figure)
+                             else text(f"{name}: not drawn: {fig}"))
             else:
                 parts.append(text(str(b)))
     return parts
@@ -148,10 +168,10 @@ def render_html(a: Analysis, title: str, meta: dict[str, str]) -> str:
         show.index = [_fmt(i) for i in show.index]
         return show.apply(lambda col: col.map(_fmt)).to_html(escape=True, index=not isinstance(df.index, pd.RangeIndex), border=0)
 
-    def figure(name: str, fig: Figure) -> str:
+    def figure(name: str, fig: Figure, caption: str) -> str:
         data = base64.b64encode(png(fig)).decode()
         return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{html.escape(name)}</figcaption></figure>")
+                f"<figcaption><b>{html.escape(name)}.</b> {html.escape(caption)}</figcaption></figure>")
 
     body = _render(a, text=lambda s: f"<p>{html.escape(s)}</p>", table=table, figure=figure,
                    heading=lambda s: f"<h2>{html.escape(s)}</h2>")
@@ -173,18 +193,19 @@ def render_markdown(a: Analysis, title: str, meta: dict[str, str], figure_dir: P
     """Markdown for a pull request; figures are written as PNG files into ``figure_dir`` and linked."""
     figure_dir.mkdir(parents=True, exist_ok=True)
 
-    def figure(name: str, fig: Figure) -> str:
+    def figure(name: str, fig: Figure, caption: str) -> str:
         slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:60] + ".png"
         (figure_dir / slug).write_bytes(png(fig))
-        return f"![{name}]({figure_dir.name}/{slug})"
+        return f"![{name}]({figure_dir.name}/{slug})\n\n*{name}.* {caption}"
 
     body = _render(a, text=lambda s: s, table=_md_table, figure=figure, heading=lambda s: f"## {s}")
     info = "\n".join(f"- {k}: {v}" for k, v in meta.items())
     return f"# {title}\n\n{info}\n\n" + "\n\n".join(body) + "\n"
 
 
-def report_meta(runs: pd.DataFrame, source: str) -> dict[str, str]:
-    """The lines under the title: where the runs came from, how many, when."""
+def report_meta(runs: pd.DataFrame, source: str, basis_label: str | None = None) -> dict[str, str]:
+    """The lines under the title: where the runs came from, how many, which energy, when."""
     return {"runs from": source, "runs analysed": str(len(runs)),
+            **({"energy": basis_label} if basis_label else {}),
             "hardware configurations": str(runs["hardware"].nunique()),
             "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

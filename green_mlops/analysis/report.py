@@ -32,10 +32,13 @@ class Report:
 
 
 def _write_data(a: Analysis, out: Path) -> list[Path]:
-    """runs.csv and epochs.csv (reloadable with load_csv), the correlation tables and the predictor."""
+    """runs.csv and epochs.csv (reloadable with load_csv), the findings with their verdicts, the correlation
+    tables with their intervals and the predictor."""
     files = [out / "runs.csv", out / "epochs.csv"]
     a.runs.to_csv(files[0], index=False)
     a.epochs.to_csv(files[1], index=False)
+    files.append(out / "findings.csv")
+    pd.DataFrame([vars(f) for f in a.findings]).to_csv(files[-1], index=False)
     corr = [c.table.assign(target=c.target) for c in a.correlations.values() if isinstance(c, Correlations)]
     if corr:
         files.append(out / "correlations.csv")
@@ -75,7 +78,7 @@ def write_report(experiment: str | None = None, output: str | Path = "green_mlop
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     title = f"Energy report: {experiment or Path(runs_csv).name}"  # type: ignore[arg-type]
-    meta = report_meta(runs, source)
+    meta = report_meta(runs, source, a.basis.label)
     path = out / f"report.{fmt}"
     if fmt == "html":
         path.write_text(render_html(a, title, meta), encoding="utf-8")
@@ -89,5 +92,5 @@ def write_report(experiment: str | None = None, output: str | Path = "green_mlop
         client = MlflowClient(runs.attrs["tracking_uri"])
         exp = tracking.find_experiment(client, experiment)
         report.run_id = tracking.log_report(client, exp.experiment_id, files,
-                                            {"format": fmt, "runs_analysed": len(runs)})
+                                            {"format": fmt, "runs_analysed": len(runs), "energy": a.basis.short})
     return report

@@ -11,15 +11,19 @@ callback and of ``green-mlops sweep`` read alike:
 * ``train_energy_J``, ``train_time_s``, ``train_samples`` and the same with ``inference_`` for the test
   (else predict) stage; ``{train,inference}_power_{gpu,cpu,dram}_W`` (mean power per device);
   ``{train,inference}_util`` (mean utilisation, 0–1, of ``*_util_device``: the GPUs where any, else the
-  CPUs) and ``*_gpu_mem_util``; ``ram_bytes`` (the host's RAM, as the callback uses it).
+  CPUs) and ``*_gpu_mem_util``; ``ram_bytes`` (the host's RAM, as the callback uses it);
+* net of idle (Eq. 1–2), over the same windows: ``{train,inference}_net_J``, ``*_net_{gpu,cpu,dram}_J``,
+  ``*_net_per_sample_J``; ``idle_{gpu,cpu,dram,total}_W``; per-device gross ``*_energy_{gpu,cpu,dram}_J``
+  (names in :mod:`green_mlops.analysis.schema`, row logic in :mod:`green_mlops.analysis.canonical`).
+
+A flat exported runs.csv (:data:`green_mlops.analysis.schema.EXPORT_COLUMNS`) loads like an experiment.
 
 Parent runs (a sweep's study, a GenAI sweep) and report runs are left out, nested runs inheriting the
 parameters they lack from their parent; so are runs that did not finish.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,69 +31,16 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from green_mlops.analysis import tracking
+from green_mlops.analysis.canonical import ACCURACY_KEYS, INFERENCE_STAGES, canonical, hardware_label
 from green_mlops.analysis.errors import FIRST_RUN_HINT, NoEnergyMetrics, NoRuns
+from green_mlops.analysis.schema import DOMAINS, from_export, is_export
 
 __all__ = ["DOMAINS", "hardware_label", "load_csv", "load_epochs", "load_epochs_csv", "load_runs", "normalise",
            "require_energy"]
 
-DOMAINS = ("gpu", "cpu", "dram")
-ACCURACY_KEYS = ("val_acc", "accuracy", "val_accuracy", "test_acc", "test_accuracy", "acc")
 LOSS_KEYS = ("val_loss", "train_loss_epoch", "train_loss", "loss")
-TRAIN_ENERGY_KEYS = ("energy/fit_J", "energy/training_J")
-INFERENCE_STAGES = ("test", "predict")
 GENAI_ENERGY_KEYS = ("energy_per_request_J",)  # one row per request-rate level of `green-mlops genai`
 _PREFIXES = ("metrics.", "params.", "tags.")
-
-
-def _first(row: Mapping[str, Any], keys: Iterable[str]) -> float | None:
-    """The first of ``keys`` that holds a finite number in ``row``."""
-    for k in keys:
-        v = row.get(k)
-        try:
-            f = float(v)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            return f
-    return None
-
-
-def hardware_label(tags: Mapping[str, Any]) -> str:
-    """A short name for a hardware configuration, from the ``green_mlops.hw.*`` tags of a run."""
-    def tag(name: str) -> str | None:
-        v = tags.get(f"green_mlops.hw.{name}")
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)
-
-    cpu, cpus, gpus, names = tag("cpu_model"), tag("cpu_count"), tag("gpu_count"), tag("gpu_names")
-    if cpu is None and gpus is None:
-        return "unknown hardware (no green_mlops.hw tags)"
-    host = f"{cpu or 'unknown CPU'}" + (f" ({cpus} CPUs)" if cpus else "")
-    if gpus and gpus != "0":
-        return f"{gpus}× {names or 'GPU'} + {host}"
-    return f"{host}, no GPU"
-
-
-def _provenance_from_tags(tags: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for d in DOMAINS:
-        method, prov = tags.get(f"green_mlops.method.{d}"), tags.get(f"green_mlops.provenance.{d}")
-        if isinstance(method, str) and method not in ("", "none"):
-            out[d] = f"{prov if isinstance(prov, str) and prov != 'none' else 'unknown'} ({method})"
-    return out
-
-
-def _provenance_from_summary(summary: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, set[str]] = {}
-    for s in summary.get("local", {}).get("sources", []):
-        out.setdefault(s.get("domain", "?"), set()).add(f"{s.get('provenance', 'unknown')} ({s.get('method', '?')})")
-    return {d: ", ".join(sorted(v)) for d, v in out.items()}
-
-
-def provenance_text(per_domain: Mapping[str, str]) -> str:
-    """``gpu: measured (nvml-energy-counter); cpu: estimated (tdp-utilisation-model)``; "unknown" if empty."""
-    parts = [f"{d}: {per_domain[d]}" for d in DOMAINS if d in per_domain]
-    parts += [f"{d}: {v}" for d, v in per_domain.items() if d not in DOMAINS]
-    return "; ".join(parts) or "unknown (no green_mlops.method tags or summary)"
 
 
 def _split_columns(raw: pd.DataFrame) -> pd.DataFrame:
@@ -126,70 +77,11 @@ def normalise(raw: pd.DataFrame, details: Mapping[str, Mapping[str, Any]] | None
     df = _split_columns(raw)
     rows = []
     for i, row in enumerate(df.to_dict("records")):
-        rows.append(_canonical(row, tags.iloc[i].to_dict() if len(tags.columns) else {},
+        rows.append(canonical(row, tags.iloc[i].to_dict() if len(tags.columns) else {},
                                details.get(str(row.get("run_id")), {})))
     canon = pd.DataFrame(rows, index=df.index)
     out = pd.concat([canon, df.drop(columns=[c for c in canon.columns if c in df.columns])], axis=1)
     return out.reset_index(drop=True)
-
-
-def _canonical(row: dict[str, Any], tags: dict[str, Any], det: Mapping[str, Any]) -> dict[str, Any]:
-    summaries: Mapping[str, Any] = det.get("summaries", {})
-    util: Mapping[str, Any] = det.get("utilisation", {})
-    name = row.get("mlflow.runName") if isinstance(row.get("mlflow.runName"), str) else row.get("run_id")
-    model = next((row[k] for k in ("arch", "model") if isinstance(row.get(k), str) and row[k]), name)
-    inf_stage = next((s for s in INFERENCE_STAGES if _first(row, [f"energy/{s}_J"]) is not None), None)
-    fit = summaries.get("fit") or {}
-    prov = _provenance_from_summary(fit) or _provenance_from_tags(tags)
-    ram_gb = _first(tags, ["green_mlops.hw.ram_gb"])
-    out: dict[str, Any] = {
-        "run_id": row.get("run_id"), "run_name": name, "model": model, "hardware": hardware_label(tags),
-        "provenance": provenance_text(prov), "accuracy": _first(row, ACCURACY_KEYS),
-        "train_energy_J": _first(row, TRAIN_ENERGY_KEYS), "train_time_s": _first(row, ["time/fit_s"]),
-        "train_samples": _samples(row, det, "train"),
-        "inference_stage": inf_stage,
-        "inference_energy_J": _first(row, [f"energy/{inf_stage}_J"]) if inf_stage else None,
-        "inference_time_s": _first(row, [f"time/{inf_stage}_s"]) if inf_stage else None,
-        "inference_samples": _samples(row, det, inf_stage) if inf_stage else None,
-        "ram_bytes": ram_gb * 1e9 if ram_gb else None,
-    }
-    for phase, stage in (("train", "fit"), ("inference", inf_stage)):
-        s = summaries.get(stage) if stage else None
-        duration = _first(row, [f"time/{stage}_s"]) if stage else None
-        for d in DOMAINS:
-            energy = _domain_J(s, d) if s else (_first(row, [f"energy/{d}_J"]) if phase == "train" else None)
-            out[f"{phase}_energy_{d}_J"] = energy
-            out[f"{phase}_power_{d}_W"] = energy / duration if energy is not None and duration else None
-        u = util.get(stage, {}) if stage else {}
-        out[f"{phase}_util"] = u.get("util")
-        out[f"{phase}_util_device"] = u.get("util_device")
-        out[f"{phase}_gpu_mem_util"] = u.get("gpu_mem_util")
-    return out
-
-
-def _domain_J(summary: Mapping[str, Any], domain: str) -> float | None:
-    d = summary.get("local", {}).get("domains", {}).get(domain)
-    return _first(d, ["energy_J"]) if d else None
-
-
-def _samples(row: Mapping[str, Any], det: Mapping[str, Any], stage: str) -> float | None:
-    """Samples of a stage: a logged ``samples/{stage}`` metric, else loop energy over energy per sample."""
-    logged = _first(row, [f"samples/{stage}"])
-    if logged is not None:
-        return logged
-    if stage == "train":
-        loop_J, per = det.get("train_loop_J"), _first(row, ["energy_per_sample_train_J"])
-    else:
-        summary = det.get("summaries", {}).get(stage) or {}
-        per = _first(summary.get("metrics", {}), ["energy_per_sample_inference_J"])
-        if per is None and sum(_first(row, [f"energy/{s}_J"]) is not None for s in INFERENCE_STAGES) == 1:
-            per = _first(row, ["energy_per_sample_inference_J"])  # only one inference stage: the metric is its
-        loop_J = det.get("epoch_J", {}).get(stage)
-        if loop_J is None:
-            loop_J = _first(row, [f"energy/{stage}_epoch_J"])
-    if loop_J is None or not per or per <= 0:
-        return None
-    return float(round(loop_J / per))
 
 
 def _run_details(client: MlflowClient, run_id: str, with_traces: bool) -> dict[str, Any]:
@@ -324,7 +216,9 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     if not p.is_file():
         raise NoRuns(f"no runs table at {p}: write one with `green-mlops report --experiment NAME --output DIR`")
     df = pd.read_csv(p)
-    if any(c.startswith(_PREFIXES) for c in df.columns) and "train_energy_J" not in df:
+    if is_export(df):
+        df = normalise(from_export(df))
+    elif any(c.startswith(_PREFIXES) for c in df.columns) and "train_energy_J" not in df:
         df = normalise(df)
     df.attrs["source"] = str(p)
     return require_energy(df, str(p))

@@ -212,7 +212,7 @@ def discover_dram_model(settings: Settings, why: str, dimms: list[DimmInfo] | No
     origin = ("from GREEN_MLOPS_DRAM_W_PER_GB" if settings.dram_w_per_gb
               else "default: 3 W per 8 GB module, Crucial/Micron")
     power = w_per_gb * gib
-    detail = (f"P = {w_per_gb:g} W/GB × {gib:.2f} GB RAM (OS total; 1 GB = 2^30 B, as DIMMs are sized) "
+    detail = (f"P = {w_per_gb:g} W/GiB × {gib:.2f} GiB RAM (OS total; a DIMM's \"8 GB\" is 8 GiB) "
               f"= {power:.2f} W ({origin})")
     fix = f"for the paper's per-DIMM formula ½·C·V²·f, set {_ENV_FIX}"
     return _found(power, METHOD_PER_GB, detail, why, f"DIMM formula not possible: {not_dimm}; {fix}")

@@ -32,25 +32,44 @@ def pareto_ranks(accuracy: np.ndarray, energy: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def knee_index(accuracy: np.ndarray, energy: np.ndarray) -> int | None:
-    """The front point farthest from the line joining its two extremes (accuracy and log-energy in [0, 1]).
+#: The rule behind the knee mark, as the summary and the plot state it.
+KNEE_RULE = ("the knee: the front point farthest above the line joining its two ends (accuracy vs log-energy, "
+             "both scaled to [0, 1])")
+NO_KNEE_RULE = ("the best accuracy per kJ, as the front has no knee (fewer than three points, or none above the line "
+                "joining its ends)")
 
-    The classic knee: past it, more accuracy costs disproportionately more energy. Energy is taken on a
-    log scale because architectures differ in energy by orders of magnitude (as on the plot's axis).
+
+def knee(accuracy: np.ndarray, energy: np.ndarray) -> tuple[int | None, str]:
+    """The front's knee and the rule that chose it: the point farthest *above* the chord between its ends.
+
+    Accuracy and log10(energy) are scaled to [0, 1] (energy on a log axis, as on the plot, because
+    architectures differ in energy by orders of magnitude). Above the chord, a point buys more accuracy per
+    decade of energy than the straight trade-off between the ends; a point below it is the worst trade-off
+    and never wins. With fewer than three points, or none above the chord, there is no knee: the point with
+    the best accuracy per joule is returned with :data:`NO_KNEE_RULE`.
     """
     if len(accuracy) == 0:
-        return None
+        return None, NO_KNEE_RULE
+    best_per_J = int(np.argmax(accuracy / np.maximum(energy, 1e-12)))
     if len(accuracy) <= 2:
-        return int(np.argmax(accuracy / np.maximum(energy, 1e-12)))
+        return best_per_J, NO_KNEE_RULE
     a = (accuracy - accuracy.min()) / (np.ptp(accuracy) or 1.0)
     log_e = np.log10(np.maximum(energy, 1e-12))
     e = (log_e - log_e.min()) / (np.ptp(log_e) or 1.0)
-    order = np.argsort(e)
+    order = np.lexsort((a, e))  # by energy; on a tie, the more accurate point is the high end
     p0, p1 = np.array([e[order[0]], a[order[0]]]), np.array([e[order[-1]], a[order[-1]]])
     d = p1 - p0
     norm = math.hypot(*d) or 1.0
-    dist = np.abs(d[0] * (a - p0[1]) - d[1] * (e - p0[0])) / norm
-    return int(np.argmax(dist))
+    above = (d[0] * (a - p0[1]) - d[1] * (e - p0[0])) / norm  # > 0: above the chord (more accuracy)
+    k = int(np.argmax(above))
+    if above[k] <= 1e-9:
+        return best_per_J, NO_KNEE_RULE
+    return k, KNEE_RULE
+
+
+def knee_index(accuracy: np.ndarray, energy: np.ndarray) -> int | None:
+    """Index of the front's knee (see :func:`knee`), or of its best accuracy per joule when it has none."""
+    return knee(accuracy, energy)[0]
 
 
 def ranking_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -73,12 +92,13 @@ def ranking_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     ok = (df["state"] == "COMPLETE") & df["feasible"] & df["accuracy"].notna() & df["lifecycle_J"].notna()
     df["pareto_rank"] = pd.array([pd.NA] * len(df), dtype="Int64")
     df["knee"] = False
+    df.attrs["knee_rule"] = ""
     if ok.any():
         sub = df[ok]
         ranks = pareto_ranks(sub["accuracy"].to_numpy(float), sub["lifecycle_J"].to_numpy(float))
         df.loc[ok, "pareto_rank"] = ranks
         front = sub[ranks == 1]
-        k = knee_index(front["accuracy"].to_numpy(float), front["lifecycle_J"].to_numpy(float))
+        k, df.attrs["knee_rule"] = knee(front["accuracy"].to_numpy(float), front["lifecycle_J"].to_numpy(float))
         if k is not None:
             df.loc[front.index[k], "knee"] = True
     df["_order"] = np.where(ok, 0, np.where(df["state"] == "COMPLETE", 1, 2))

@@ -102,7 +102,7 @@ class Sweep:
     """One worker of a sweep. ``runner`` trains a configuration (see :mod:`green_mlops.search.trial`)."""
 
     def __init__(self, space: SearchSpace, settings: SweepSettings, runner: TrialRunner,
-                 stream: TextIO = sys.stderr, features: Features | None = None) -> None:
+                 stream: TextIO | None = None, features: Features | None = None) -> None:
         settings.validate()
         features = features or getattr(runner, "features", None)
         if settings.defer_margin is not None and features is None:
@@ -110,7 +110,8 @@ class Sweep:
                              "runner has no features(params) method (pass features= to Sweep)")
         self.aware = EnergyAware(settings.objective, settings.prune, settings.prune_margin, settings.prune_every,
                                  settings.defer_margin, features)
-        self.space, self.settings, self.runner, self.stream = space, settings, runner, stream
+        self.space, self.settings, self.runner = space, settings, runner
+        self.stream = stream if stream is not None else sys.stderr  # looked up now: sys.stderr can be replaced
         self.objective = settings.objective
         self.tracking = SweepTracking(settings.experiment, settings.tracking_uri)
         self.storage = open_storage(settings.storage, settings.heartbeat_s, on_stale_trial=self._stale_trial_failed)
@@ -123,15 +124,18 @@ class Sweep:
 
     # -- study --------------------------------------------------------------------------------------
     def _plan(self) -> dict[str, Any]:
-        return {**self.space.describe(), "mode": self.objective.mode, "grid": self.grid,
-                "n_trials": int(self.space.size()) if self.grid else self.settings.n_trials}
+        """What makes two workers' trials comparable: the space, the objective and every option that changes
+        what a trial is (dataset, epochs, steps, ... from ``run_params``). A study is joined only with the same."""
+        s = self.settings
+        return {**self.space.describe(), "mode": self.objective.mode, "objective": self.objective.describe(),
+                "grid": self.grid, "n_trials": int(self.space.size()) if self.grid else s.n_trials,
+                "inference_samples": self.objective.inference_samples, "energy_budget_J": s.energy_budget_J,
+                "profile_steps": s.profile_steps if s.energy_budget_J else None, **s.run_params}
 
     def _parent_params(self) -> dict[str, Any]:
         s = self.settings
-        return {**self._plan(), "objective": self.objective.describe(), "study": s.study, "storage": s.storage,
-                "energy_budget_J": s.energy_budget_J, "inference_samples": self.objective.inference_samples,
-                "prune": s.prune, "prune_margin": s.prune_margin, "prune_every": s.prune_every,
-                "predict_defer_margin": s.defer_margin, **s.run_params}
+        return {**self._plan(), "study": s.study, "storage": s.storage, "prune": s.prune, "prune_margin": s.prune_margin,
+                "prune_every": s.prune_every, "predict_defer_margin": s.defer_margin}
 
     def _open_study(self) -> tuple[optuna.Study, bool]:
         s = self.settings
@@ -158,8 +162,12 @@ class Sweep:
         else:
             stored = study.user_attrs.get(PLAN_ATTR)
             if stored is not None and stored != plan:
-                raise SweepError(f"study {s.study!r} was created with another plan:\n  {stored}\nthis worker has:\n"
-                                 f"  {plan}\nJoin it with the same space and mode, or use another --study name")
+                differs = "\n".join(f"  {k}: study has {stored.get(k, '(not recorded)')!r}, this run has "
+                                     f"{plan.get(k, '(not set)')!r}" for k in sorted(set(stored) | set(plan))
+                                     if stored.get(k) != plan.get(k))
+                raise SweepError(f"study {s.study!r} was created with another plan; its trials would "
+                                 f"not be comparable with this run's:\n{differs}\nStart a new study with another "
+                                 f"--study name (e.g. --study {s.study}-2), or join this one with its settings")
             deadline = time.monotonic() + 60
             while not optuna.load_study(study_name=s.study, storage=self.storage).user_attrs.get(READY_ATTR):
                 if time.monotonic() > deadline:
@@ -361,8 +369,9 @@ class Sweep:
     def summary(self, report: SweepReport) -> str:
         """The text printed at the end: the table, where the files are, how to see it in MLflow."""
         lines = [format_table(report.table), "",
-                 "pareto_rank 1 = the accuracy/energy front (feasible, complete trials); * = its knee; "
+                 "pareto_rank 1 = the accuracy/energy front (feasible, complete trials); "
                  "lifecycle = training + inference per sample × serving volume",
+                 *([f"* = {report.table.attrs['knee_rule']}"] if report.table.attrs.get("knee_rule") else []),
                  f"ranking: {report.csv_path}" + (f"   plot: {report.plot_path}" if report.plot_path else "")]
         if report.cost is not None:
             lines.append(report.cost.describe() + f" (details: {report.csv_path.parent / 'search_cost.json'})")

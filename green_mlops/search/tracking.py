@@ -1,6 +1,7 @@
 """MLflow runs of a sweep: one parent run per study, shared by every worker; one nested run per trial."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -15,6 +16,10 @@ STUDY = "green_mlops.sweep.study"
 TRIAL = "green_mlops.sweep.trial"
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
+PROJECT_RUN = "green_mlops.sweep.project_run"  # on the parent: the `mlflow run` run that started the sweep
+SWEEP_EXPERIMENT = "green_mlops.sweep.experiment"  # on that project run: where the sweep's runs are
+SWEEP_PARENT = "green_mlops.sweep.parent_run"
+log = logging.getLogger(__name__)
 
 
 class SweepTracking:
@@ -50,25 +55,56 @@ class SweepTracking:
             self.experiment_id = self.client.get_run(existing).info.experiment_id
             return existing
         tags = {ROLE: "parent", STUDY: study.study_name}
-        adopted = os.environ.get("MLFLOW_RUN_ID")  # under `mlflow run`, the project's run is the parent
+        project, same_experiment = self._project_run()
+        adopted = project if same_experiment else None
         if adopted:
-            self.experiment_id = self.client.get_run(adopted).info.experiment_id
             for k, v in tags.items():
                 self.client.set_tag(adopted, k, v)
             mine = adopted
         else:
-            run = self.client.create_run(self.experiment_id, tags={**tags, "mlflow.runName": f"sweep {study.study_name}"})
+            link = {PROJECT_RUN: project} if project else {}
+            run = self.client.create_run(self.experiment_id, tags={**tags, **link,
+                                                                   "mlflow.runName": f"sweep {study.study_name}"})
             mine = run.info.run_id
+            if project:
+                self._point_to(project, mine)
         study.set_user_attr(PARENT_ATTR, mine)
         time.sleep(1.0)  # let a worker that started at the same moment write its own id, then agree on one
         chosen = optuna.load_study(study_name=study.study_name, storage=storage).user_attrs[PARENT_ATTR]
         if chosen != mine:
             if not adopted:
                 self.client.delete_run(mine)
+                if project:
+                    self._point_to(project, chosen)
             self.experiment_id = self.client.get_run(chosen).info.experiment_id
             return chosen
         self.client.log_batch(mine, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         return mine
+
+    def _project_run(self) -> tuple[str | None, bool]:
+        """Under ``mlflow run`` (MLFLOW_RUN_ID set): the project's run, and whether it is in this sweep's experiment.
+
+        If it is, it becomes the sweep's parent. When ``mlflow run`` put it in another experiment (its
+        default, ``Default``), the sweep still goes to the experiment it was given, where ``report``
+        looks, and the project run only points there (see :meth:`_point_to`).
+        """
+        run_id = os.environ.get("MLFLOW_RUN_ID")
+        if not run_id:
+            return None, False
+        try:
+            return run_id, self.client.get_run(run_id).info.experiment_id == self.experiment_id
+        except MlflowException:
+            return None, False  # a run of another tracking store: neither adopted nor tagged
+
+    def _point_to(self, project_run: str, parent: str) -> None:
+        """Tag the ``mlflow run`` project run with where the sweep's runs went (another experiment)."""
+        note = (f"The sweep's runs are in MLflow experiment {self.experiment!r} (id {self.experiment_id}), under "
+                f"run {parent}; `green-mlops report --experiment {self.experiment}` analyses them.")
+        try:
+            self.client.log_batch(project_run, tags=[RunTag(SWEEP_EXPERIMENT, self.experiment),
+                                                     RunTag(SWEEP_PARENT, parent), RunTag("mlflow.note.content", note)])
+        except MlflowException as exc:
+            log.warning("could not tag the project run %s: %s", project_run, exc)
 
     def trial_run(self, parent_id: str, study_name: str, number: int, params: dict[str, Any],
                   extra_tags: dict[str, str]) -> str:
