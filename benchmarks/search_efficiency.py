@@ -24,6 +24,10 @@ its highest lifecycle energy); both fronts are scored with the same reference po
     python benchmarks/search_efficiency.py --grid results/h200/zoo/runs.csv --replay --seeds 0,1,2 --out DIR
     python benchmarks/search_efficiency.py --grid results/h200/zoo/runs.csv --seeds 0 --out $OUT   # GPU, per call
     python benchmarks/search_efficiency.py --merge DIR/seed-*.json --out DIR
+
+A call that would outlast ``--budget-s`` stops before the trial that would not fit and exits with 3; the same
+command with the same ``--out`` (its study.db and mlflow.db) resumes the seed, re-queuing that point. Trials stopped
+this way show as FAIL rows ("interrupted") with 0 J in the ranking and are counted in ``budget_stops``.
 """
 from __future__ import annotations
 
@@ -117,6 +121,54 @@ class ReplayRunner:
                            steps=steps, methods=method)
 
 
+class BudgetReached(KeyboardInterrupt):
+    """The next trial would end past ``--budget-s``: the sweep stops (its trial is marked failed, and re-queued
+    when the same command runs again with the same ``--out``)."""
+
+
+STOPPED = "interrupted (Ctrl-C)"  # the sweep's error text for a trial stopped by an interrupt (BudgetReached is one)
+
+
+class Budgeted:
+    """Runs a trial only if its expected time (the grid's recorded time × 1.3 + 20 s) fits in what is left.
+
+    In replay, trials take no time: the recorded time is added to a virtual clock, so the rule is the same."""
+
+    def __init__(self, runner: Any, grid: pd.DataFrame, budget_s: float, replay: bool) -> None:
+        self.runner, self.replay, self.budget_s = runner, replay, budget_s
+        t = grid.get("train_time_s", pd.Series(0.0, index=grid.index)).fillna(0) + \
+            grid.get("inference_time_s", pd.Series(0.0, index=grid.index)).fillna(0)
+        self.expected = {(a, int(b)): float(x) * 1.3 + 20 for a, b, x in zip(grid["arch"], grid["batch_size"], t)}
+        self.start, self.virtual = time.monotonic(), 0.0
+        self.features = runner.features
+
+    def __call__(self, ctx: TrialContext) -> TrialResult:
+        need = self.expected.get((ctx.params["arch"], int(ctx.params["batch_size"])), 60.0)
+        used = (time.monotonic() - self.start) + self.virtual
+        if used + need > self.budget_s:
+            raise BudgetReached(f"{used:.0f} s used, this trial needs ~{need:.0f} s of the {self.budget_s:.0f} s budget")
+        if self.replay:
+            self.virtual += need
+        return self.runner(ctx)
+
+
+def requeue_stopped(storage: str, study_name: str) -> int:
+    """Queue again the points whose trials an earlier call stopped at its budget; how many."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    done = {(t.params.get("arch"), t.params.get("batch_size")) for t in study.trials
+            if t.state.name in ("COMPLETE", "PRUNED", "WAITING", "RUNNING")}
+    again = [t.params for t in study.trials if t.state.name == "FAIL" and t.user_attrs.get("error") == STOPPED
+             and (t.params.get("arch"), t.params.get("batch_size")) not in done]
+    for params in again:
+        study.enqueue_trial(params)
+    return len(again)
+
+
 def live_runner(grid: pd.DataFrame, seed: int, accelerator: str, max_steps: int | None) -> Any:
     """The sweep's own runner with the grid's training settings (real trainings)."""
     from green_mlops.sweep_cli import TrainingRunner
@@ -150,8 +202,16 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                              prune=not args.no_prune, prune_margin=args.prune_margin, prune_every=args.prune_every,
                              defer_margin=args.defer_margin, run_params={"benchmark_mode": mode})
     t0 = time.time()
+    requeued = requeue_stopped(settings.storage, settings.study)
+    if args.budget_s:
+        runner = Budgeted(runner, grid, args.budget_s, args.replay)
     sweep = Sweep(space, settings, runner, stream=sys.stderr)
-    report = sweep.run()
+    try:
+        report = sweep.run()
+    except BudgetReached as exc:
+        print(f"seed {seed} ({mode}) stopped at the budget ({exc}); run the same command with the same --out to "
+              f"resume it", file=sys.stderr, flush=True)
+        return {"mode": mode, "seed": seed, "incomplete": True, "out": str(out)}
     table = report.table
     front = table[table["pareto_rank"] == 1]
     gfront = grid[grid["pareto_rank"] == 1]
@@ -172,6 +232,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                                                         "prune_every": args.prune_every,
                                                         "defer_margin": args.defer_margin,
                                                         "replay_reports": args.replay_reports if args.replay else None},
+            "budget_stops": int((table["note"] == STOPPED).sum()), "requeued_this_call": requeued,
             "wall_s": time.time() - t0, "ranking": str(report.csv_path), "host": os.uname().nodename,
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
 
@@ -230,6 +291,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replay-reports", type=int, default=4, help="replay: fidelities reported per trial")
     p.add_argument("--accelerator", default="gpu", help="live mode: Lightning accelerator")
     p.add_argument("--max-steps", type=int, default=None, help="live mode: cap steps per trial (smoke runs only)")
+    p.add_argument("--budget-s", type=float, default=None, help="stop before a trial that would end past this many "
+                   "seconds (its expected time: the grid's × 1.3 + 20 s); rerun with the same --out to resume")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="output folder ($OUT)")
     args = p.parse_args(argv)
     if not args.merge and not args.grid:
@@ -258,8 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for seed in args.seed_list:
             r = run_seed(args, seed)
+            if r.get("incomplete"):
+                break
             (out / f"seed-{seed}-{r['mode']}.json").write_text(json.dumps(r, indent=1, default=str))
             results.append(r)
+        if not results:
+            return 3
     grid = load_grid(results[0]["grid"] if args.merge else args.grid)
     (out / "search_efficiency.json").write_text(json.dumps(results, indent=1, default=str))
     print(summarise(results, grid, out))

@@ -71,3 +71,17 @@ def test_bad_input_is_refused_before_any_search(tmp_path):
         bench.main(["--grid", str(tmp_path / "missing.csv"), "--replay", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         bench.main(["--grid", str(GRID), "--replay", "--seeds", "a,b", "--out", str(tmp_path)])
+
+
+def test_a_call_stopped_at_its_budget_resumes_with_the_same_out(tmp_path, capsys):
+    # the small grid records no times: every trial is expected to take 20 s (the rule's floor) of virtual time
+    out = str(tmp_path / "bench")
+    assert bench.main(["--grid", str(GRID), "--replay", "--seeds", "0", "--budget-s", "130", "--out", out]) == 3
+    assert not (tmp_path / "bench" / "seed-0-replay.json").exists()
+    assert bench.main(["--grid", str(GRID), "--replay", "--seeds", "0", "--out", out]) == 0
+    result = json.loads((tmp_path / "bench" / "seed-0-replay.json").read_text())
+    assert result["requeued_this_call"] == 1 and result["budget_stops"] == 1
+    ranking = pd.read_csv(tmp_path / "bench" / "seed-0-replay" / "ranking.csv")
+    points = list(zip(ranking.loc[ranking["state"] != "FAIL", "arch"], ranking.loc[ranking["state"] != "FAIL",
+                                                                                   "batch_size"]))
+    assert len(points) == len(set(points)) == 12  # every grid point once, the stopped one run on the resume
