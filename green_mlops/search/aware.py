@@ -76,13 +76,14 @@ class EnergyAware:
     def reporter(self, study: optuna.Study, trial: optuna.Trial) -> tuple[Any, PruneState, list[Any]]:
         """``report(step, planned, accuracy, spent_J) -> stop?`` for this trial, its state, and its callbacks."""
         state = PruneState()
+        inference_J = self._predicted_inference_J(dict(trial.params))
 
         def report(step: int, planned: int | None, accuracy: float, spent: float) -> bool:
             if not self.prune or state.verdict is not None:
                 return False
-            v = judge(front_points(study.get_trials(deepcopy=False)), step, accuracy, project_J(spent, step, planned),
-                      self.prune_margin)
-            rec = verdict_dict(v, spent, planned)
+            v = judge(front_points(study.get_trials(deepcopy=False)), step, accuracy,
+                      project_J(spent, step, planned) + inference_J, self.prune_margin)
+            rec = {**verdict_dict(v, spent, planned), "predicted_inference_J": inference_J}
             state.reports.append(rec)
             trial.set_user_attr(REPORTS_ATTR, state.reports)
             if v.prune:
@@ -92,6 +93,19 @@ class EnergyAware:
 
         callbacks = [ParetoPruning(report, self.prune_every)] if self.prune else []
         return report, state, callbacks
+
+
+    def _predicted_inference_J(self, params: dict[str, Any]) -> float:
+        """The serving volume's inference energy the predictor expects for this point; 0 (a lower bound) without one."""
+        if self.planner is None or not params:
+            return 0.0
+        try:
+            p = self.planner.predict(params)
+        except Exception as exc:  # noqa: BLE001 - the projection falls back to its lower bound
+            log.warning("no inference prediction for %s (%s: %s); pruning projects training only", params,
+                        type(exc).__name__, exc)
+            return 0.0
+        return max(0.0, p["predicted_lifecycle_J"] - p["predicted_training_J"]) if p else 0.0
 
 
 def deferrals(study: optuna.Study) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ supported for multi-objective studies, so intermediate values are kept as the tr
 
 The rule, at each report (a validation pass: each epoch, or ``--prune-every`` of an epoch):
   projected energy = training energy so far / steps × planned steps (the budget's linear extrapolation,
-                     energy is linear in steps), inference energy taken as 0 — an optimistic lower bound;
+                     energy is linear in steps), plus the serving volume's inference energy the predictor
+                     expects when ``--predict-defer-margin`` is on (else 0: an optimistic lower bound);
   best-case accuracy = accuracy now + ``margin`` (the gain the trial is assumed still able to make);
   pruned when a completed, feasible trial on the front has energy ≤ the projection AND accuracy > the best case.
 Both bounds are optimistic for the trial, so a pruned trial is dominated unless it gains more than ``margin``.
