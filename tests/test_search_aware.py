@@ -50,15 +50,15 @@ def test_judge_prunes_only_what_a_cheaper_front_point_beats_even_with_the_margin
 
 
 def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up(tmp_path):
-    # grid order: (64, 0.5) forms the front; (16, 0.5) is accurate though dearer: kept; (16, 1e-4) learns
-    # little and its 88 steps/epoch cost about 4× the front's: pruned at its first report (half an epoch).
-    space = build_space("mlp16", "64,16", lrs="0.5,0.0001", check_arch=check_arch)
+    # grid order: (128, 0.5) forms the front (11 steps); (16, 0.5) is accurate though dearer: kept; (16, 1e-4)
+    # learns nothing and its 88 steps/epoch cost about 8× the front's: pruned at its first report (half an epoch).
+    space = build_space("mlp16", "128,16", lrs="0.5,0.0001", check_arch=check_arch)
     err = io.StringIO()
     report = Sweep(space, settings(tmp_path, prune=True, prune_every=0.5), partial(run_trial, epochs=1),
                    stream=err).run()
     study = optuna.load_study(study_name="aware", storage=f"sqlite:///{tmp_path}/study.db")
     by_point = {(t.params["batch_size"], t.params["lr"]): t for t in study.trials}
-    front, kept, dominated = by_point[(64, 0.5)], by_point[(16, 0.5)], by_point[(16, 0.0001)]
+    front, kept, dominated = by_point[(128, 0.5)], by_point[(16, 0.5)], by_point[(16, 0.0001)]
     assert front.state == optuna.trial.TrialState.COMPLETE
     assert kept.state == optuna.trial.TrialState.COMPLETE, err.getvalue()
     assert kept.user_attrs["fidelity_reports"] and not any(r["prune"] for r in kept.user_attrs["fidelity_reports"])
