@@ -119,6 +119,7 @@ SWEEP_STUDY = "green_mlops.sweep.study"
 SWEEP_TRIAL = "green_mlops.sweep.trial"
 SWEEP_FEASIBLE = "green_mlops.sweep.feasible"
 SWEEP_ERROR = "green_mlops.sweep.error"
+SWEEP_PRUNED = "green_mlops.sweep.pruned"  # why the energy-aware pruner stopped a trial
 SWEEP_PROJECT_RUN = "green_mlops.sweep.project_run"  # on the parent: the `mlflow run` run that started the sweep
 SWEEP_EXPERIMENT = "green_mlops.sweep.experiment"  # on that project run: where the sweep's runs are
 SWEEP_PARENT_RUN = "green_mlops.sweep.parent_run"

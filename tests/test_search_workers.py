@@ -53,7 +53,10 @@ def test_two_workers_share_one_study_and_survive_a_killed_worker(services, tmp_p
             if t.user_attrs.get("worker", "").endswith(f":{a.pid}") and "mlflow_run_id" in t.user_attrs:
                 victim_trial = t
     assert victim_trial is not None, "worker a never started a trial"
-    time.sleep(2.0)  # a couple of seconds of training, so energy has been logged
+    client = MlflowClient(tracking)
+    run_id = victim_trial.user_attrs["mlflow_run_id"]
+    while not client.get_metric_history(run_id, "energy/total_J") and time.monotonic() < deadline:
+        time.sleep(0.5)  # kill in the middle of training, once energy has been measured (slow on a loaded machine)
     a.send_signal(signal.SIGKILL)
     a.wait(timeout=30)
     out_b, _ = b.communicate(timeout=400)
@@ -68,7 +71,6 @@ def test_two_workers_share_one_study_and_survive_a_killed_worker(services, tmp_p
     assert states[victim_trial.number] == TrialState.FAIL
     assert all(s == TrialState.COMPLETE for n, s in states.items() if n != victim_trial.number)
 
-    client = MlflowClient(tracking)
     exp = client.get_experiment_by_name("multi")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("green_mlops.sweep.role") == "parent"]

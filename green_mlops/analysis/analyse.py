@@ -45,6 +45,8 @@ class Analysis:
     figures: dict[str, Figure | str] = field(default_factory=dict)
     captions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    searches: pd.DataFrame = field(default_factory=pd.DataFrame)  # what each sweep cost (analysis/searches.py)
+    deferrals: pd.DataFrame = field(default_factory=pd.DataFrame)  # points a sweep's predictor never trained
 
 
 def _correlation_input(runs: pd.DataFrame, table: pd.DataFrame, target: str) -> pd.DataFrame:

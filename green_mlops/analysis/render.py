@@ -123,6 +123,16 @@ def sections(a: Analysis) -> list[tuple[str, list[Any]]]:
             f"Batch size with the least {a.basis.short} energy per training sample, per model and hardware, with its 95 % "
             "interval over resamples of the repeats at each size; where energy levels off (the smallest size within "
             "10 % of the minimum), and the verdict.", a.batch_sizes]))
+    if not a.searches.empty:
+        out.append(("What the search cost", [
+            "Energy drawn by every trial each sweep started (complete, pruned, failed: fit plus the inference "
+            "measured), beside the lifecycle energy of the front it found; deferred points were never trained.",
+            a.searches]))
+    if not a.deferrals.empty:
+        out.append(("Points deferred by the energy predictor", [
+            "Untried points the Lasso predicted dominated: a finished trial more accurate than the point's best case "
+            "for at most its predicted energy / (1 + margin). Rerun one in a new study to check the prediction.",
+            a.deferrals]))
     out.append(("Figures", [(name, fig, a.captions.get(name, name)) for name, fig in a.figures.items()]))
     if a.notes:
         out.append(("Notes", list(a.notes)))

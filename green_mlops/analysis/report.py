@@ -14,6 +14,7 @@ from green_mlops.analysis.correlation import Correlations
 from green_mlops.analysis.regression import EnergyPredictor
 from green_mlops.analysis.render import render_html, render_markdown, report_meta
 from green_mlops.analysis.runs import load_csv, load_epochs, load_epochs_csv, load_runs
+from green_mlops.analysis.searches import load_searches
 from green_mlops.redact import redact_uri
 
 __all__ = ["FORMATS", "Report", "write_report"]
@@ -43,6 +44,10 @@ def _write_data(a: Analysis, out: Path) -> list[Path]:
     if corr:
         files.append(out / "correlations.csv")
         pd.concat(corr, ignore_index=True).to_csv(files[-1], index=False)
+    for name, df in (("searches.csv", a.searches), ("deferrals.csv", a.deferrals)):
+        if not df.empty:
+            files.append(out / name)
+            df.to_csv(files[-1], index=False)
     if isinstance(a.predictor, EnergyPredictor):
         files.append(a.predictor.save(out / "energy_predictor.joblib"))
     return files
@@ -68,6 +73,9 @@ def write_report(experiment: str | None = None, output: str | Path = "green_mlop
         epochs = load_epochs(runs)
         source = f"MLflow experiment {experiment!r} at {redact_uri(runs.attrs['tracking_uri'])}"
     a = analyse(runs, epochs)
+    if experiment is not None:
+        client = MlflowClient(runs.attrs["tracking_uri"])
+        a.searches, a.deferrals = load_searches(client, tracking.find_experiment(client, experiment).experiment_id)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     title = f"Energy report: {experiment or Path(runs_csv).name}"  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from green_mlops.search import (
     TrialResult,
     build_space,
 )
+from green_mlops.search.pruning import DEFAULT_MARGIN
 from green_mlops.training.data import DataBundle, DataUnavailable, load_data
 from green_mlops.training.train import TrainConfig, train_and_measure
 
@@ -66,6 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="stop a trial whose predicted energy exceeds this; it is marked infeasible "
                      "(default: no budget)")
     obj.add_argument("--profile-steps", type=int, default=20, help="steps profiled before the first prediction")
+    aware = p.add_argument_group("energy-aware search (docs/search.md: the rules, and where each decision is kept)")
+    aware.add_argument("--prune", action="store_true", help="stop a trial at a validation when, even with "
+                       "--prune-margin more accuracy, a finished trial beats it for its projected energy or less")
+    aware.add_argument("--prune-margin", type=float, default=DEFAULT_MARGIN, help="accuracy a trial is assumed "
+                       "still able to gain (also the deferral's) (default %(default)s)")
+    aware.add_argument("--prune-every", type=float, default=1.0, help="validate and report every this fraction of "
+                       "an epoch, so short trials get several chances to be pruned (default %(default)s)")
+    aware.add_argument("--predict-defer-margin", type=float, default=None, dest="defer_margin", help="rank untried "
+                       "points by the Lasso's predicted energy and defer (never train) one predicted to cost this "
+                       "share more than a more accurate finished trial, e.g. 0.5 (default: off)")
     run = p.add_argument_group("study, workers and tracking")
     run.add_argument("--study", default="green-mlops-sweep", help="study name; workers with the same name and "
                      "storage share it")
@@ -128,7 +139,9 @@ def _build(args: argparse.Namespace) -> Sweep:
                              tracking_uri=args.tracking_uri, objective=objective, n_trials=args.n_trials,
                              energy_budget_J=args.energy_budget_J, profile_steps=args.profile_steps,
                              heartbeat_s=args.heartbeat, seed=args.seed, output_dir=Path(args.output),
-                             progress=not args.no_progress, run_params=trial_options)
+                             progress=not args.no_progress, run_params=trial_options,
+                             prune=args.prune, prune_margin=args.prune_margin, prune_every=args.prune_every,
+                             defer_margin=args.defer_margin)
     return Sweep(space, settings, TrainingRunner(base, data))
 
 
@@ -156,11 +169,27 @@ class TrainingRunner:
         self.base = base
         self._data = data
 
-    def __call__(self, ctx: TrialContext) -> TrialResult:
+    def _load(self) -> DataBundle:
         b = self.base
         if self._data is None:
             self._data = load_data(b.dataset, data_dir=b.data_dir, download=b.download, seed=b.seed,
                                    **b.data_options)
+        return self._data
+
+    def features(self, params: dict) -> dict:
+        """Model characteristics of an untried point (for the predictor): built on the CPU, never trained."""
+        import torch
+
+        from green_mlops.metrics.model_stats import model_stats
+        from green_mlops.training.train import build_model
+
+        data = self._load()
+        stats = model_stats(build_model(params["arch"], data.num_classes), torch.zeros(1, *data.input_shape))
+        return dict(stats.as_params())
+
+    def __call__(self, ctx: TrialContext) -> TrialResult:
+        b = self.base
+        self._load()
         config = dataclasses.replace(b, arch=ctx.params["arch"], batch_size=int(ctx.params["batch_size"]),
                                      lr=float(ctx.params["lr"]))
         logger = MLFlowLogger(tracking_uri=ctx.tracking_uri, run_id=ctx.run_id)

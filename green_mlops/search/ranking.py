@@ -11,7 +11,8 @@ from green_mlops.search.objectives import accuracy_per_kJ
 
 COLUMNS = ["trial", "state", "feasible", "pareto_rank", "knee", "arch", "batch_size", "lr", "accuracy",
            "training_J", "inference_J_per_sample", "inference_J", "lifecycle_J", "training_Wh", "inference_Wh",
-           "lifecycle_Wh", "accuracy_per_kJ", "duration_s", "predicted_training_J", "note", "mlflow_run_id"]
+           "lifecycle_Wh", "accuracy_per_kJ", "duration_s", "predicted_training_J", "spent_J", "predicted_lifecycle_J",
+           "note", "mlflow_run_id"]
 
 
 def pareto_ranks(accuracy: np.ndarray, energy: np.ndarray) -> np.ndarray:

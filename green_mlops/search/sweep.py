@@ -1,22 +1,20 @@
 """Run (or join) a sweep: the worker loop every `green-mlops sweep` process runs against a shared study.
 
-The first worker creates the study and, for a finite space, queues every grid point once; every worker
-then pops queued trials until none are left (Optuna's queue hands each trial to exactly one worker).
-With ``n_trials`` set, workers instead ask the sampler for new points until the study holds that many.
+The first worker creates the study and, for a finite space, queues every grid point once; workers then pop
+queued trials until none are left (one worker each); with ``n_trials`` set, they sample new points instead.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,10 +27,16 @@ from green_mlops.argtypes import check_whole
 from green_mlops.mlflow.context import hardware_tags
 from green_mlops.outputs import writable_dir
 from green_mlops.redact import redact_uri
+from green_mlops.search.aware import EnergyAware, PruneState, deferrals
 from green_mlops.search.budget import EnergyBudget
+from green_mlops.search.cost import SPENT_ATTR, SearchCost, search_cost, spent_J
+from green_mlops.search.heartbeat import heartbeat
 from green_mlops.search.objectives import Objective, accuracy_per_kJ
 from green_mlops.search.plot import pareto_plot
+from green_mlops.search.predict import Features, check_defer_margin
+from green_mlops.search.pruning import DEFAULT_MARGIN, check_margin
 from green_mlops.search.ranking import format_table, ranking_table
+from green_mlops.search.results import trial_rows
 from green_mlops.search.space import SearchSpace
 from green_mlops.search.storage import DEFAULT_STORAGE, open_storage, supports_heartbeat
 from green_mlops.search.tracking import RUN_ATTR, SweepTracking
@@ -64,12 +68,20 @@ class SweepSettings:
     output_dir: Path = Path("green_mlops_sweep")
     progress: bool = True
     run_params: dict[str, Any] = field(default_factory=dict)
+    prune: bool = False
+    prune_margin: float = DEFAULT_MARGIN
+    prune_every: float = 1.0
+    defer_margin: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError for bad settings, before any storage is opened or training starts."""
         check_whole("--n-trials", self.n_trials, 1, allow_none=True)
         if self.energy_budget_J is not None:
             EnergyBudget(self.energy_budget_J, self.profile_steps)
+        check_margin(self.prune_margin)
+        check_defer_margin(self.defer_margin)
+        if not (isinstance(self.prune_every, (int, float)) and 0 < self.prune_every <= 1):
+            raise ValueError(f"--prune-every must be a fraction of an epoch in (0, 1] (e.g. 0.25); got {self.prune_every!r}")
         if not self.study or not self.experiment:
             raise ValueError("--study and --experiment need a name")
 
@@ -85,15 +97,22 @@ class SweepReport:
     complete: bool
     ui_hint: str
     trials_run_here: int
+    cost: SearchCost | None = None
 
 
 class Sweep:
     """One worker of a sweep. ``runner`` trains a configuration (see :mod:`green_mlops.search.trial`)."""
 
     def __init__(self, space: SearchSpace, settings: SweepSettings, runner: TrialRunner,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, features: Features | None = None) -> None:
         settings.validate()
         writable_dir(settings.output_dir, "output folder")  # before any store is opened or trial trained
+        features = features or getattr(runner, "features", None)
+        if settings.defer_margin is not None and features is None:
+            raise SweepError("--predict-defer-margin needs model characteristics of untried points; this trial "
+                             "runner has no features(params) method (pass features= to Sweep)")
+        self.aware = EnergyAware(settings.objective, settings.prune, settings.prune_margin, settings.prune_every,
+                                 settings.defer_margin, features)
         self.space, self.settings, self.runner = space, settings, runner
         self.stream = stream if stream is not None else sys.stderr  # looked up now: sys.stderr can be replaced
         self.objective = settings.objective
@@ -118,7 +137,8 @@ class Sweep:
 
     def _parent_params(self) -> dict[str, Any]:
         s = self.settings
-        return {**self._plan(), "study": s.study, "storage": redact_uri(s.storage)}
+        return {**self._plan(), "study": s.study, "storage": redact_uri(s.storage), "prune": s.prune,
+                "prune_margin": s.prune_margin, "prune_every": s.prune_every, "predict_defer_margin": s.defer_margin}
 
     def _open_study(self) -> tuple[optuna.Study, bool]:
         s = self.settings
@@ -161,12 +181,18 @@ class Sweep:
     def _pop_queued(self) -> optuna.Trial | None:
         """Take one queued trial; the storage's state change makes sure no other worker gets it."""
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
-        for t in self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        waiting = self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        for t in self.aware.order(self.study, list(waiting)):
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:
                 if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                     self.study.get_trials(deepcopy=False)  # the study's cached storage learns the new state
-                    return optuna.Trial(self.study, trial_id)
+                    trial = optuna.Trial(self.study, trial_id)
+                    rec = self.aware.defer(self.study, trial, t)
+                    if rec is None:
+                        return trial
+                    print(f"trial {t.number}: deferred {rec['params']}: predicted {rec['predicted_lifecycle_J']:.4g} J, "
+                          f"dominated by trial {rec['dominated_by']}", file=self.stream, flush=True)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         return None
@@ -233,8 +259,10 @@ class Sweep:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         budget = (EnergyBudget(self.settings.energy_budget_J, self.settings.profile_steps)
                   if self.settings.energy_budget_J else None)
+        report, pruning, prune_cbs = self.aware.reporter(self.study, trial)
         ctx = TrialContext(trial.number, params, run_id, self.tracking.tracking_uri,
-                           [budget] if budget else [], (lambda: budget.over_budget) if budget else (lambda: False))
+                           [*([budget] if budget else []), *prune_cbs],
+                           (lambda: budget.over_budget) if budget else (lambda: False), report)
         print(f"trial {trial.number}: {params}", file=self.stream, flush=True)
         try:
             with self._heartbeat(trial):
@@ -245,16 +273,18 @@ class Sweep:
         except Exception as exc:  # a crashing or out-of-memory trial must not end the search
             self._fail(trial, run_id, f"{type(exc).__name__}: {exc}")
             return
-        self._complete(trial, run_id, result, budget)
+        self._complete(trial, run_id, result, budget, pruning)
 
-    def _complete(self, trial: optuna.Trial, run_id: str, r: TrialResult, budget: EnergyBudget | None) -> None:
+    def _complete(self, trial: optuna.Trial, run_id: str, r: TrialResult, budget: EnergyBudget | None,
+                  pruning: PruneState | None = None) -> None:
         lifecycle = self.objective.lifecycle_J(r.training_J, r.inference_J_per_sample, r.inference_samples)
         inference_J = lifecycle - r.training_J
         attrs: dict[str, Any] = {"accuracy": r.accuracy, "training_J": r.training_J,
                                  "inference_J_per_sample": r.inference_J_per_sample,
                                  "inference_samples": r.inference_samples, "inference_J": inference_J,
                                  "lifecycle_J": lifecycle, "duration_s": r.duration_s, "steps": r.steps,
-                                 "methods": r.methods, "notes": r.notes}
+                                 "methods": r.methods, "notes": r.notes,
+                                 SPENT_ATTR: spent_J(r.training_J, r.inference_J_per_sample, r.inference_samples)}
         feasible = True
         if budget is not None:
             predicted = max(budget.predicted_J or 0.0, r.training_J)
@@ -271,7 +301,14 @@ class Sweep:
                    names.LIFECYCLE_J: lifecycle, names.INFERENCE_J_PER_SAMPLE: r.inference_J_per_sample,
                    names.PREDICTED_TRAINING_J: attrs.get("predicted_training_J"),
                    "accuracy_per_kJ": accuracy_per_kJ(r.accuracy, lifecycle) if r.accuracy is not None else None}
-        self.tracking.log_result(run_id, metrics, {names.SWEEP_FEASIBLE: str(feasible).lower()}, "FINISHED")
+        pruned = pruning is not None and pruning.verdict is not None
+        tags = {names.SWEEP_FEASIBLE: str(feasible).lower(),
+                **({names.SWEEP_PRUNED: pruning.verdict["note"]} if pruned else {})}  # type: ignore[index]
+        self.tracking.log_result(run_id, metrics, tags, "FINISHED")
+        if pruned:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            print(f"trial {trial.number}: {pruning.verdict['note']}", file=self.stream, flush=True)  # type: ignore
+            return
         if r.accuracy is None or not math.isfinite(r.accuracy):
             self.study.tell(trial, state=TrialState.FAIL)
             print(f"trial {trial.number}: no accuracy was measured (is a validation set given?)", file=self.stream)
@@ -285,6 +322,7 @@ class Sweep:
         trial.set_user_attr("error", why[:2000])
         if spent is not None:
             trial.set_user_attr("training_J", spent)
+            trial.set_user_attr(SPENT_ATTR, spent)
         try:
             self.tracking.log_result(run_id, {}, {names.SWEEP_ERROR: why[:5000]}, status)
         except Exception as exc:
@@ -294,47 +332,13 @@ class Sweep:
               file=self.stream, flush=True)
         _free_gpu_memory()
 
-    @contextmanager
-    def _heartbeat(self, trial: optuna.Trial) -> Iterator[None]:
-        if not supports_heartbeat(self.storage):
-            yield
-            return
-        study_id = self.storage.get_study_id_from_name(self.study.study_name)
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        stop = threading.Event()
-
-        def beat() -> None:
-            while True:
-                try:
-                    self.storage.record_heartbeat(trial_id)
-                except Exception as exc:  # a missed beat is retried next interval
-                    log.warning("heartbeat failed: %s", exc)
-                if stop.wait(self.settings.heartbeat_s):
-                    return
-
-        t = threading.Thread(target=beat, name="green-mlops-heartbeat", daemon=True)
-        t.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            t.join()
+    def _heartbeat(self, trial: optuna.Trial) -> AbstractContextManager[None]:
+        return heartbeat(self.storage, self.study, trial, self.settings.heartbeat_s)
 
     # -- results ------------------------------------------------------------------------------------
     def trials_frame(self) -> pd.DataFrame:
         """Every trial of the study so far, ranked."""
-        rows = []
-        for t in self.study.get_trials(deepcopy=False):
-            a = t.user_attrs
-            feasible = all(v <= 0 for v in t.constraints.values())
-            rows.append({"trial": t.number, "state": t.state.name, "feasible": feasible, **t.params,
-                         "accuracy": a.get("accuracy"), "training_J": a.get("training_J"),
-                         "inference_J_per_sample": a.get("inference_J_per_sample"),
-                         "inference_J": a.get("inference_J"), "lifecycle_J": a.get("lifecycle_J"),
-                         "duration_s": a.get("duration_s"), "predicted_training_J": a.get("predicted_training_J"),
-                         "note": "; ".join(a.get("notes") or []) or a.get("error", ""),
-                         "mlflow_run_id": a.get(RUN_ATTR, "")})
-        return ranking_table(rows)
+        return ranking_table(trial_rows(self.study))
 
     def report(self, ran: int = 0) -> SweepReport:
         """Write ranking.csv and pareto.png; log them on the parent run once the study is complete."""
@@ -344,19 +348,24 @@ class Sweep:
         csv = out / "ranking.csv"
         table.to_csv(csv, index=False)
         plot = pareto_plot(table, out / "pareto.png", title=f"{self.study.study_name}: {self.objective.describe()}")
+        cost = search_cost(table)
+        cost_json = out / "search_cost.json"
+        cost_json.write_text(json.dumps({"cost": asdict(cost), "deferrals": deferrals(self.study)}, indent=1,
+                                        default=str))
         busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in self.study.get_trials(deepcopy=False))
         if not busy:
             from green_mlops.mlflow.uploads import upload_artifacts
 
-            upload_artifacts(self.tracking.client, self.parent_id, [csv] + ([plot] if plot is not None else []), None)
+            upload_artifacts(self.tracking.client, self.parent_id, [csv, cost_json, *([plot] if plot else [])], None)
             done = table[table["state"] == "COMPLETE"]
             best = done.iloc[0] if len(done) else None
             metrics = {"trials_complete": float(len(done)),
-                       "trials_failed": float((table["state"] == "FAIL").sum())}
+                       "trials_failed": float((table["state"] == "FAIL").sum()), **cost.metrics()}
             if best is not None:
                 metrics["best_accuracy_per_kJ"] = float(best["accuracy_per_kJ"])
             self.tracking.log_result(self.parent_id, metrics, {}, "FINISHED")
-        return SweepReport(table, csv, plot, self.parent_id, not busy, self.tracking.ui_hint(self.parent_id), ran)
+        return SweepReport(table, csv, plot, self.parent_id, not busy, self.tracking.ui_hint(self.parent_id), ran,
+                           cost)
 
     def summary(self, report: SweepReport) -> str:
         """The text printed at the end: the table, where the files are, how to see it in MLflow."""
@@ -365,6 +374,8 @@ class Sweep:
                  "lifecycle = training + inference per sample × serving volume",
                  *([f"* = {report.table.attrs['knee_rule']}"] if report.table.attrs.get("knee_rule") else []),
                  f"ranking: {report.csv_path}" + (f"   plot: {report.plot_path}" if report.plot_path else "")]
+        if report.cost is not None:
+            lines.append(report.cost.describe() + f" (details: {report.csv_path.parent / 'search_cost.json'})")
         if not report.complete:
             lines.append("other workers are still running trials; the last worker to finish logs the final ranking")
         lines.append(report.ui_hint)

@@ -18,6 +18,9 @@ class TrialContext:
     tracking_uri: str
     callbacks: list[pl.Callback] = field(default_factory=list)
     over_budget: Callable[[], bool] = lambda: False
+    #: ``report(step, planned_steps, accuracy, spent_J) -> stop?``: intermediate values for the pruner (a
+    #: runner without Lightning calls it itself; the pruning callback in ``callbacks`` does for Lightning ones).
+    report: Callable[[int, int | None, float, float], bool] = lambda step, planned, accuracy, spent: False
 
 
 @dataclass

@@ -1,0 +1,131 @@
+"""The energy-aware parts of a sweep worker: the pruner's reports and the predictor's order and deferrals.
+
+Kept apart from :mod:`green_mlops.search.sweep` (the worker loop) so that each stays small; the sweep calls
+:meth:`EnergyAware.order`, :meth:`EnergyAware.defer` and :meth:`EnergyAware.reporter`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from green_mlops.search.objectives import Objective
+from green_mlops.search.predict import DEFERRAL_PREFIX, DEFERRED_ATTR, Features, Planner
+from green_mlops.search.pruning import (
+    REPORTS_ATTR,
+    VERDICT_ATTR,
+    ParetoPruning,
+    front_points,
+    judge,
+    project_J,
+    verdict_dict,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneState:
+    """What the pruner decided for one trial (``verdict`` set when it stopped the trial)."""
+
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None
+
+
+class EnergyAware:
+    """Pruning (``prune``) and prediction (``defer_margin`` not None) for one worker; either may be off."""
+
+    def __init__(self, objective: Objective, prune: bool, prune_margin: float, prune_every: float,
+                 defer_margin: float | None, features: Features | None) -> None:
+        self.prune, self.prune_margin, self.prune_every = prune, prune_margin, prune_every
+        self.planner = (Planner(features, objective, defer_margin, prune_margin)
+                        if defer_margin is not None and features is not None else None)
+
+    # -- prediction ---------------------------------------------------------------------------------
+    def order(self, study: optuna.Study, waiting: list[FrozenTrial]) -> list[FrozenTrial]:
+        """Waiting trials, cheapest predicted first (unchanged without a predictor)."""
+        if self.planner is None or len(waiting) < 2:
+            return waiting
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        self.planner.refit(_completed_rows(done))
+        try:
+            return sorted(waiting, key=lambda t: self.planner.rank_key(_fixed(t)))  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - ranking is an optimisation; the grid order still works
+            log.warning("could not rank untried points (%s: %s); keeping the queue's order", type(exc).__name__, exc)
+            return waiting
+
+    def defer(self, study: optuna.Study, trial: optuna.Trial, queued: FrozenTrial) -> dict[str, Any] | None:
+        """If the queued point is predicted dominated, record the deferral, tell the study, return it."""
+        if self.planner is None:
+            return None
+        params = _fixed(queued)
+        rec = self.planner.deferral(trial.number, params, front_points(study.get_trials(deepcopy=False)))
+        if rec is None:
+            return None
+        trial.set_user_attr(DEFERRED_ATTR, rec)
+        study.set_user_attr(f"{DEFERRAL_PREFIX}{trial.number}", rec)
+        for k, v in params.items():  # the point shows in the ranking like any trial's
+            trial.set_user_attr(f"point_{k}", v)
+        study.tell(trial, state=TrialState.PRUNED)
+        return rec
+
+    # -- pruning ------------------------------------------------------------------------------------
+    def reporter(self, study: optuna.Study, trial: optuna.Trial) -> tuple[Any, PruneState, list[Any]]:
+        """``report(step, planned, accuracy, spent_J) -> stop?`` for this trial, its state, and its callbacks."""
+        state = PruneState()
+        inference_J = self._predicted_inference_J(dict(trial.params))
+
+        def report(step: int, planned: int | None, accuracy: float, spent: float) -> bool:
+            if not self.prune or state.verdict is not None:
+                return False
+            v = judge(front_points(study.get_trials(deepcopy=False)), step, accuracy,
+                      project_J(spent, step, planned) + inference_J, self.prune_margin)
+            rec = {**verdict_dict(v, spent, planned), "predicted_inference_J": inference_J}
+            state.reports.append(rec)
+            trial.set_user_attr(REPORTS_ATTR, state.reports)
+            if v.prune:
+                state.verdict = {**rec, "note": v.describe()}
+                trial.set_user_attr(VERDICT_ATTR, state.verdict)
+            return v.prune
+
+        callbacks = [ParetoPruning(report, self.prune_every)] if self.prune else []
+        return report, state, callbacks
+
+
+    def _predicted_inference_J(self, params: dict[str, Any]) -> float:
+        """The serving volume's inference energy the predictor expects for this point; 0 (a lower bound) without one."""
+        if self.planner is None or not params:
+            return 0.0
+        try:
+            p = self.planner.predict(params)
+        except Exception as exc:  # noqa: BLE001 - the projection falls back to its lower bound
+            log.warning("no inference prediction for %s (%s: %s); pruning projects training only", params,
+                        type(exc).__name__, exc)
+            return 0.0
+        return max(0.0, p["predicted_lifecycle_J"] - p["predicted_training_J"]) if p else 0.0
+
+
+def deferrals(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every deferral recorded in the study, by trial number."""
+    recs = [v for k, v in study.user_attrs.items() if k.startswith(DEFERRAL_PREFIX)]
+    return sorted(recs, key=lambda r: r.get("trial", 0))
+
+
+def _fixed(t: FrozenTrial) -> dict[str, Any]:
+    """The point a queued trial will run (Optuna's enqueue keeps it in the ``fixed_params`` system attr)."""
+    return dict(t.system_attrs.get("fixed_params") or t.params)
+
+
+def _completed_rows(done: list[FrozenTrial]) -> list[dict[str, Any]]:
+    rows = []
+    for t in done:
+        a = t.user_attrs
+        if a.get("training_J") is None or not t.params:
+            continue
+        rows.append({**t.params, "accuracy": a.get("accuracy"), "training_J": a.get("training_J"),
+                     "steps": a.get("steps"), "inference_J_per_sample": a.get("inference_J_per_sample"),
+                     "inference_samples": a.get("inference_samples")})
+    return rows
