@@ -27,4 +27,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (one per core on the CI machine), each taking whole test files so that a file's servers start once.
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
