@@ -136,7 +136,7 @@ def test_credentials_never_in_spool_lines_or_warnings_and_spool_is_private(serve
     assert steps(server.uri, run_id) == list(range(20)) and not spool.uri_path.exists()
 
 
-@pytest.mark.skipif(not PostgresServer().available, reason="PostgreSQL is not installed (.ci/run installs it)")
+@pytest.mark.skipif(not PostgresServer().available, reason="PostgreSQL is not installed (scripts/test.sh installs it)")
 def test_sweep_storage_password_is_not_logged(server, tmp_path):
     """A sweep on a real PostgreSQL that requires a password: the parent run's `storage` param, the UI hint and a
     refused connection's message carry the URL with the password masked."""

@@ -84,7 +84,7 @@ def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up
     assert "search cost:" in Sweep.summary(Sweep.__new__(Sweep), report)
 
 
-@pytest.mark.skipif(not PostgresServer().available, reason="PostgreSQL is not installed (.ci/run installs it)")
+@pytest.mark.skipif(not PostgresServer().available, reason="PostgreSQL is not installed (scripts/test.sh installs it)")
 def test_two_pruning_workers_on_one_postgres_study_agree_on_the_front(tmp_path):
     def start(w: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", db.url, server.uri, str(tmp_path / w),

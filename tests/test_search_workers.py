@@ -22,7 +22,7 @@ from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 pg = PostgresServer()
-pytestmark = pytest.mark.skipif(not pg.available, reason="PostgreSQL is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(not pg.available, reason="PostgreSQL is not installed (scripts/test.sh installs it)")
 
 
 @pytest.fixture(scope="module")
