@@ -2,7 +2,7 @@
 
 Uses ``GREEN_MLOPS_TEST_POSTGRES`` (a URL) when set; otherwise runs ``initdb`` and ``pg_ctl`` from the
 PostgreSQL install (Debian's /usr/lib/postgresql/N/bin, or PATH) as the ``postgres`` user when run by
-root (PostgreSQL refuses to run as root). ``.ci/run`` installs PostgreSQL when it is missing.
+root (PostgreSQL refuses to run as root). ``scripts/test.sh`` installs PostgreSQL when it is missing.
 """
 from __future__ import annotations
 
