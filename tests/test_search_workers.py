@@ -104,3 +104,35 @@ def test_two_workers_released_together_on_a_fresh_mlflow_sqlite_store(tmp_path):
     assert len(parents) == 1, outs
     run = MlflowClient(tracking).get_run(parents.pop())
     assert run.data.tags["green_mlops.sweep.role"] == "parent"
+
+
+def test_workers_released_together_on_an_empty_postgres_database_all_open_it(services, tmp_path):
+    """Workers starting at once on an empty PostgreSQL database used to race creating Optuna's tables
+    (``UniqueViolation`` on ``pg_type_typname_nsp_index``, about one start in six with two workers); the schema is
+    now created under an advisory lock, so every worker opens the storage, on each of several fresh databases."""
+    import sqlalchemy
+
+    storage, _ = services
+    base, dbs = storage.rsplit("/", 1)[0], [f"race{i}" for i in range(6)]
+    admin = sqlalchemy.create_engine(storage, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as conn:
+        for db in dbs:
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
+    admin.dispose()
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.storage_worker", str(tmp_path / f"{w}.ready"), str(go),
+                               *(f"{base}/{db}" for db in dbs)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+             for w in "abc"]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"{w}.ready").exists() for w in "abc") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for i in range(len(dbs)):  # release all three on database i at once, then the next database
+        Path(f"{go}{i}").touch()
+        time.sleep(1.0)
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0 and out.split() == [w for i in range(len(dbs)) for w in ("ok", str(i))], out[-3000:]
+    for db in dbs:  # one schema each, usable by a study
+        study = optuna.create_study(study_name="s", storage=f"{base}/{db}")
+        assert study.study_name == "s"

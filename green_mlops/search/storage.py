@@ -2,12 +2,15 @@
 
 Every worker that opens the same storage URL and study name joins the same study. RDB storages
 (SQLite, PostgreSQL) record a heartbeat per running trial, so a worker killed mid-trial has its trial
-failed by the next worker that looks, and the study still completes.
+failed by the next worker that looks, and the study still completes. On PostgreSQL, workers that start at
+once on an empty database would race creating Optuna's tables (``UniqueViolation`` on ``pg_type``): each
+opens the storage holding a PostgreSQL advisory lock, so one creates the schema and the others find it.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -17,6 +20,7 @@ from green_mlops.redact import redact_text, redact_uri
 
 DEFAULT_STORAGE = "sqlite:///green_mlops_sweep.db"
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+SCHEMA_LOCK_KEY = 0x6D6C6F7073  # pg_advisory_lock key serialising Optuna's schema creation ("mlops")
 
 
 class StorageError(RuntimeError):
@@ -61,7 +65,7 @@ def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int
         if not folder.exists():
             raise StorageError(f"SQLite storage folder {str(folder)!r} does not exist")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(url):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s,
                                               grace_period=grace_s or 2 * heartbeat_s,
@@ -80,6 +84,27 @@ def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int
 def supports_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
     """True when a killed worker's trial will be failed automatically (RDB storages)."""
     return isinstance(storage, optuna.storages.RDBStorage)
+
+
+@contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock while Optuna creates or checks its tables (one worker at a
+    time: concurrent ``CREATE TABLE`` on an empty database fails with ``UniqueViolation``); elsewhere nothing."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **_engine_kwargs(url))
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def _engine_kwargs(url: str) -> dict:
