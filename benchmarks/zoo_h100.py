@@ -20,27 +20,30 @@ from pathlib import Path
 
 import pandas as pd
 
+from green_mlops import names
+
 OUT = Path(os.environ.get("OUT", "bench_out"))
 PARTS = {
     "archs": ("simpledla,dpn26,densenet121,efficientnetb0,googlenet,lenet,mobilenet,mobilenetv2,pnasnet,"
               "preactresnet18,regnetx_200mf,resnet18,resnext29_2x64d,senet18,shufflenetv2,vgg16", "128"),
     "batches": ("lenet,resnet18,mobilenetv2,vgg16", "32,64,256,512"),
 }
+DOMAINS = ("gpu", "cpu", "dram")
+#: MLflow name (as mlflow.search_runs prefixes it) -> the zoo CSV's column; every name from green_mlops/names.py.
 COLUMNS = {
-    "params.arch": "arch", "params.batch_size": "batch_size", "params.total_params": "total_params",
-    "params.trainable_params": "trainable_params", "params.buffer_bytes": "buffer_bytes",
-    "params.model_size_bytes": "model_size_bytes", "params.macs": "macs", "params.flops": "flops",
-    "metrics.time/fit_s": "train_time_s", "metrics.energy/fit_J": "train_energy_J",
-    "metrics.energy_per_sample_train_J": "train_energy_per_sample_J", "metrics.time/predict_s": "inference_time_s",
-    "metrics.energy/predict_J": "inference_energy_J",
-    "metrics.energy_per_sample_inference_J": "inference_energy_per_sample_J",
-    "metrics.energy/gpu_J": "train_gpu_J", "metrics.energy/cpu_J": "train_cpu_J",
-    "metrics.energy/dram_J": "train_dram_J", "metrics.energy/net_J": "train_net_J",
-    "metrics.macs_param": "macs_param", "metrics.work_done": "work_done",
-    "metrics.energy_scaling_factor": "energy_scaling_factor",
-    "metrics.gpu_energy_scaling_factor": "gpu_energy_scaling_factor", "metrics.model_size_to_ram": "model_size_to_ram",
-    "tags.green_mlops.method.gpu": "method_gpu", "tags.green_mlops.method.cpu": "method_cpu",
-    "tags.green_mlops.method.dram": "method_dram", "tags.green_mlops.hw.gpu_names": "gpu",
+    "params.arch": "arch", "params.batch_size": "batch_size",
+    **{f"params.{names.param(p)}": p for p in ("total_params", "trainable_params", "buffer_bytes", "model_size_bytes",
+                                                "macs", "flops")},
+    f"metrics.{names.duration('fit')}": "train_time_s", f"metrics.{names.stage_energy('fit')}": "train_energy_J",
+    f"metrics.{names.metric(names.ENERGY_PER_SAMPLE_TRAIN)}": "train_energy_per_sample_J",
+    f"metrics.{names.duration('predict')}": "inference_time_s",
+    f"metrics.{names.stage_energy('predict')}": "inference_energy_J",
+    f"metrics.{names.metric(names.ENERGY_PER_SAMPLE_INFERENCE)}": "inference_energy_per_sample_J",
+    **{f"metrics.{names.energy(d)}": f"train_{d}_J" for d in DOMAINS},  # per step: to the last training step
+    f"metrics.{names.ENERGY_NET}": "train_net_J",
+    **{f"metrics.{names.metric(m)}": m for m in ("macs_param", "work_done", "energy_scaling_factor",
+                                                  "gpu_energy_scaling_factor", "model_size_to_ram")},
+    **{f"tags.{names.method_tag(d)}": f"method_{d}" for d in DOMAINS}, f"tags.{names.hw_tag('gpu_names')}": "gpu",
 }
 
 
@@ -59,7 +62,7 @@ def export(csv: Path) -> pd.DataFrame:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{OUT}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["h100-zoo"], filter_string="tags.`green_mlops.sweep.role` = 'trial'")
+    runs = mlflow.search_runs(experiment_names=["h100-zoo"], filter_string=f"tags.`{names.SWEEP_ROLE}` = 'trial'")
     df = runs[[c for c in COLUMNS if c in runs]].rename(columns=COLUMNS)
     for c in df.columns:
         if c not in ("arch", "gpu") and not c.startswith("method"):

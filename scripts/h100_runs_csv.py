@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from green_mlops import names
 from green_mlops.analysis.schema import METHOD_PROVENANCE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,16 +48,16 @@ def runs_table(zoo: pd.DataFrame, samples: int) -> pd.DataFrame:
         raise SystemExit(f"columns {unknown} are not in benchmarks/zoo_h100.py COLUMNS: export the CSV with that script")
     out = zoo.rename(columns=back)
     for domain in ("gpu", "cpu", "dram"):
-        methods = out[f"tags.green_mlops.method.{domain}"]
+        methods = out[f"tags.{names.method_tag(domain)}"]
         missing = sorted(set(methods) - set(PROVENANCE))
         if missing:
             raise SystemExit(f"unknown {domain} method(s) {missing}: add them to PROVENANCE in {Path(__file__).name}")
-        out[f"tags.green_mlops.provenance.{domain}"] = methods.map(PROVENANCE)
+        out[f"tags.{names.provenance_tag(domain)}"] = methods.map(PROVENANCE)
     for key, value in HARDWARE.items():
-        out[f"tags.green_mlops.hw.{key}"] = value
+        out[f"tags.{names.hw_tag(key)}"] = value
     out["params.dataset"] = "synthetic"  # zoo_h100.py sweeps --dataset synthetic: random labels, accuracy meaningless
-    out["metrics.samples/train"] = samples
-    out["metrics.samples/predict"] = samples
+    out[f"metrics.{names.samples('train')}"] = samples
+    out[f"metrics.{names.samples('predict')}"] = samples
     out.insert(0, "tags.mlflow.runName", zoo["arch"] + " bs" + zoo["batch_size"].astype(str))
     out.insert(0, "run_id", [f"h100-{a}-bs{b}" for a, b in zip(zoo["arch"], zoo["batch_size"], strict=True)])
     out.insert(1, "status", "FINISHED")

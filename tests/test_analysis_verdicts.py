@@ -3,6 +3,7 @@ construction (tests/synthetic_runs.py), and the verdict rules on both sides of e
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,6 +17,8 @@ from green_mlops.analysis.schema import EXPORT, EXPORT_COLUMNS, from_export, to_
 from green_mlops.analysis.uncertainty import Interval, argmin_interval, correlation_interval, median_interval
 from green_mlops.analysis.verdict import AGREES, BY_CONSTRUCTION, CANNOT_TELL, DIFFERS, TOO_FEW, judge
 from tests.synthetic_runs import CPU_W, DRAM_W, IDLE, PATH, SAMPLES, make_runs, model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +223,31 @@ def test_callback_with_an_idle_baseline_gives_net_energy_end_to_end(tmp_path, mo
         assert devices and r[f"{phase}_net_J"] == pytest.approx(sum(r[f"{phase}_net_{d}_J"] for d in devices))
         assert r[f"{phase}_net_J"] < r[f"{phase}_energy_J"] and r[f"{phase}_device_window"] == "stage"
     assert r["idle_total_W"] > 0
+
+
+def test_zoo_benchmark_csv_loads_with_its_own_column_names_and_rounds_as_repeats(tmp_path):
+    """Issue #17: benchmarks/zoo.py writes train_J, inference_J, *_J_per_sample, gpu_name, cpu_model, round and
+    "measured:nvml-energy-counter"; the H200 grid (round 0) merged with round 1's first call loads as runs with
+    energies, the host, the provenance, and two repeats where a configuration ran in both rounds."""
+    import subprocess
+    import sys
+
+    zoo = ROOT / "results" / "h200" / "zoo"
+    merged = tmp_path / "runs-r01.csv"
+    subprocess.run([sys.executable, "benchmarks/zoo.py", "--merge", *map(str, sorted(zoo.glob("zoo-grid-r[01]-c*.csv"))),
+                    "--out", str(merged)], cwd=ROOT, check=True, capture_output=True, env={"PYTHONPATH": str(ROOT)})
+    raw = pd.read_csv(merged)
+    runs = load_csv(merged)
+    assert len(runs) == len(raw) == 70
+    key = ["model", "batch_size", "repeat"]
+    got = runs.set_index(key).sort_index()
+    want = raw.rename(columns={"arch": "model", "round": "repeat"}).set_index(key).sort_index()
+    assert got["train_energy_J"].to_numpy() == pytest.approx(want["train_J"].to_numpy())
+    assert got["inference_energy_J"].to_numpy() == pytest.approx(want["inference_J"].to_numpy())
+    assert got["train_net_J"].to_numpy() == pytest.approx(want["train_net_J"].to_numpy())
+    assert runs["hardware"].nunique() == 1 and "H200" in runs["hardware"].iloc[0]
+    assert "host not recorded" not in runs["hardware"].iloc[0]
+    assert runs["provenance"].str.contains("gpu: measured (nvml-energy-counter)", regex=False).all()
+    assert choose_basis(runs).net
+    twice = runs.groupby(["model", "batch_size"]).size()
+    assert (twice == 2).sum() == 22 and (twice == 1).sum() == 26

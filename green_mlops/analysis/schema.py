@@ -62,6 +62,7 @@ def _export() -> dict[str, str]:
     for d in DOMAINS:
         out[f"tags.{names.method_tag(d)}"] = f"method_{d}"
     out[f"tags.{names.hw_tag('gpu_names')}"] = "gpu"
+    out[f"tags.{names.hw_tag('cpu_model')}"] = "cpu_model"
     return out
 
 
@@ -71,6 +72,11 @@ EXPORT: dict[str, str] = _export()
 EXPORT_COLUMNS: tuple[str, ...] = tuple(EXPORT.values())
 #: Columns only an export with an idle baseline over whole-stage windows has (absent from older exports).
 NET_EXPORT_COLUMNS = ("inference_net_J", "train_gpu_net_J", "idle_total_W")
+#: ``benchmarks/zoo.py`` names some columns its own way (``search_efficiency.py`` and the committed
+#: results/*/zoo/runs.csv use them): zoo name -> the export's name. Its ``round`` is a repeat.
+ZOO_ALIASES = {"train_J": "train_energy_J", "inference_J": "inference_energy_J", "gpu_name": "gpu",
+               "train_J_per_sample": "train_energy_per_sample_J",
+               "inference_J_per_sample": "inference_energy_per_sample_J", "round": "repeat"}
 #: The older zoo export named the per-step ``energy/net_J`` (training steps only) ``train_net_J``.
 STEP_WINDOW = {"train_net_J": f"metrics.{names.ENERGY_NET}",
                **{f"train_{d}_J": f"metrics.{names.energy(d)}" for d in DOMAINS}}
@@ -83,15 +89,21 @@ def is_export(df: pd.DataFrame) -> bool:
 
 def from_export(df: pd.DataFrame) -> pd.DataFrame:
     """A flat export as ``mlflow.search_runs`` rows. An older export (no idle columns) keeps its per-step
-    ``train_*`` energies under their per-step MLflow names, so nothing reads them as whole-fit energies."""
+    ``train_*`` energies under their per-step MLflow names, so nothing reads them as whole-fit energies; the
+    zoo benchmark's own column names (:data:`ZOO_ALIASES`) read as the export's."""
+    df = df.rename(columns={z: flat for z, flat in ZOO_ALIASES.items() if z in df and flat not in df})
     to_mlflow = {flat: mlflow for mlflow, flat in EXPORT.items()}
     if not any(c in df for c in NET_EXPORT_COLUMNS):
         to_mlflow.update(STEP_WINDOW)
     out = df.rename(columns={c: to_mlflow.get(c, f"params.{c}") for c in df.columns})
     for d in DOMAINS:
         col = f"tags.{names.method_tag(d)}"
-        if col in out:
-            out[f"tags.{names.provenance_tag(d)}"] = out[col].map(METHOD_PROVENANCE).fillna("unknown")
+        if col in out:  # "nvml-energy-counter", or the zoo's "measured:nvml-energy-counter"
+            split = out[col].astype(str).str.extract(r"^(measured|estimated):(.+)$")
+            given = split[0].notna()
+            out[col] = out[col].where(~given, split[1])
+            out[f"tags.{names.provenance_tag(d)}"] = split[0].where(given, out[col].map(METHOD_PROVENANCE)).fillna(
+                "unknown")
     gpu_names, gpu_count = f"tags.{names.hw_tag('gpu_names')}", f"tags.{names.hw_tag('gpu_count')}"
     if gpu_names in out and gpu_count not in out:
         out[gpu_count] = out[gpu_names].notna().astype(int).astype(str)
@@ -106,7 +118,7 @@ def to_export(raw: pd.DataFrame) -> pd.DataFrame:
     :data:`EXPORT` columns present, renamed, in :data:`EXPORT_COLUMNS` order; numbers as numbers."""
     out = raw[[c for c in EXPORT if c in raw]].rename(columns=EXPORT)
     for c in out.columns:
-        if c not in ("arch", "gpu") and not c.startswith("method_"):
+        if c not in ("arch", "gpu", "cpu_model") and not c.startswith("method_"):
             out[c] = pd.to_numeric(out[c], errors="coerce")
     return out.reset_index(drop=True)
 
