@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from green_mlops.search import Sweep, SweepSettings, build_space
+from green_mlops.search.margins import Curve, remaining_gain, tie
 from green_mlops.search.pruning import FrontPoint, ParetoPruning, check_margin, judge, project_J
 from tests.mlflow_server import MlflowServer
 from tests.postgres import PostgresServer
@@ -45,8 +45,28 @@ def test_judge_prunes_only_what_a_cheaper_front_point_beats_even_with_the_margin
     assert project_J(10.0, 5, 50) == 100.0 and project_J(10.0, 5, None) == 10.0
     with pytest.raises(ValueError, match="--prune-margin"):
         check_margin(1.5)
+    with pytest.raises(ValueError, match="--prune-margin"):
+        check_margin("lots")
+    assert check_margin("auto") is None and check_margin("0.02") == 0.02
     with pytest.raises(ValueError, match="--prune-every"):
         ParetoPruning(lambda *a: False, every=0)
+
+
+def test_auto_margin_learns_the_gain_from_the_studys_curves_and_ties_go_to_the_cheaper_trial():
+    # two finished trials: one gained 0.10 after a quarter of its steps, the other 0.02
+    found = [Curve(0.90, ((0.25, 0.80), (0.5, 0.86), (1.0, 0.90))), Curve(0.95, ((0.25, 0.93), (1.0, 0.95)))]
+    assert remaining_gain(found, 0.25) == pytest.approx(0.10) and remaining_gain(found, 0.5) == pytest.approx(0.04)
+    assert remaining_gain(found[:1], 0.25) is None  # one curve is not enough to bound what a trial may still gain
+    assert remaining_gain(found, 0.1) is None  # nobody reported that early
+    # the tie: two standard errors of a difference of accuracies on 10,000 samples each (binomial)
+    assert tie(0.99, 0.99, 10_000, 0.0) == pytest.approx(2 * (2 * 0.99 * 0.01 / 10_000) ** 0.5)
+    assert tie(0.9, 0.9, None, 0.5) == pytest.approx(0.01)  # no sample count: 2 % of the accuracy spread
+    front = [FrontPoint(0, 0.990, 100.0, 10_000)]
+    eps = lambda p, best: tie(p.accuracy, best, p.samples, 0.0)  # noqa: E731
+    assert judge(front, 5, 0.991, 150.0, 0.0, eps).prune  # 0.001 better: within the tie, and dearer
+    assert not judge(front, 5, 0.991, 150.0, 0.0).prune  # without the tie it would be kept
+    assert not judge(front, 5, 0.999, 150.0, 0.0, eps).prune  # clearly better: kept
+    assert not judge(front, 5, 0.985, 90.0, 0.0, eps).prune  # cheaper than the front point: kept
 
 
 def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up(tmp_path):
@@ -92,15 +112,7 @@ def test_two_pruning_workers_on_one_postgres_study_agree_on_the_front(tmp_path):
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     with PostgresServer() as db, MlflowServer(tmp_path / "mlflow") as server:
-        procs = [start("a")]
-        # the second worker joins once the first has created Optuna's tables: two workers creating them on an
-        # empty database at the same instant collide in PostgreSQL (a race in table creation, not in the search)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and procs[0].poll() is None:
-            if _study_exists(db.url, "shared-prune"):  # read-only: opening an Optuna storage would create tables
-                break
-            time.sleep(0.5)
-        procs.append(start("b"))
+        procs = [start("a"), start("b")]  # at once, on an empty database: the schema is created under a lock
         outs = [p.communicate(timeout=300)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
         study = optuna.load_study(study_name="shared-prune", storage=db.url)
@@ -136,18 +148,6 @@ def test_help_shows_the_defaults_of_the_energy_aware_options(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--prune-margin" in text and "(default 0.05)" in text and "(default: off)" in text
+    assert "--prune-margin" in text and "(default auto)" in text and "(default: off)" in text
+    assert "(default: 0.25 with --epochs 1, else once per epoch)" in text
 
-
-def _study_exists(url: str, name: str) -> bool:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as c:
-            if c.execute(sqlalchemy.text("select to_regclass('public.studies')")).scalar() is None:
-                return False
-            return bool(c.execute(sqlalchemy.text("select count(*) from studies where study_name = :n"),
-                                  {"n": name}).scalar())
-    finally:
-        engine.dispose()

@@ -45,7 +45,8 @@ def test_replay_defers_a_predicted_dominated_point_and_reports_it(tmp_path, caps
     deferred = {k: v for k, v in study.user_attrs.items() if k.startswith("green_mlops_deferral:")}
     assert [(d["params"]["arch"], d["params"]["batch_size"]) for d in deferred.values()] == [("bad", 64)]
     rec = next(iter(deferred.values()))
-    assert rec["predicted_lifecycle_J"] > 0 and rec["dominated_by"] is not None and "Lasso" in rec["predictor"]
+    assert rec["predicted_lifecycle_J"] > 0 and rec["dominated_by"] is not None and "bad at batch 256" in rec["predictor"]
+    assert "upper quartile" in rec["accuracy_basis"] and rec["margin_rule"].startswith("fixed")
     ranking = pd.read_csv(seed_dir / "ranking.csv")
     row = ranking[ranking["state"] == "DEFERRED"]
     assert list(row["arch"]) == ["bad"] and row["spent_J"].iloc[0] == 0 and "predicted" in row["note"].iloc[0]

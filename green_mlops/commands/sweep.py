@@ -68,15 +68,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(default: no budget)")
     obj.add_argument("--profile-steps", type=int, default=20, help="steps profiled before the first prediction")
     aware = p.add_argument_group("energy-aware search (docs/search.md: the rules, and where each decision is kept)")
-    aware.add_argument("--prune", action="store_true", help="stop a trial at a validation when, even with "
-                       "--prune-margin more accuracy, a finished trial beats it for its projected energy or less")
-    aware.add_argument("--prune-margin", type=float, default=DEFAULT_MARGIN, help="accuracy a trial is assumed "
-                       "still able to gain (also the deferral's) (default %(default)s)")
-    aware.add_argument("--prune-every", type=float, default=1.0, help="validate and report every this fraction of "
-                       "an epoch, so short trials get several chances to be pruned (default %(default)s)")
-    aware.add_argument("--predict-defer-margin", type=float, default=None, dest="defer_margin", help="rank untried "
-                       "points by the Lasso's predicted energy and defer (never train) one predicted to cost this "
-                       "share more than a more accurate finished trial, e.g. 0.5 (default: off)")
+    aware.add_argument("--prune", action="store_true", help="stop a trial at a validation when a finished trial "
+                       "is at least as accurate as its best case for its projected energy or less")
+    aware.add_argument("--prune-margin", default=DEFAULT_MARGIN, help="accuracy a trial is granted still to gain: "
+                       "auto = the most any finished trial of the study gained after the same share of its steps, "
+                       "with ties the validation set cannot resolve going to the cheaper trial; or a fixed gain, "
+                       "e.g. 0.05 (default %(default)s)")
+    aware.add_argument("--prune-every", type=float, default=None, help="validate and report every this fraction of "
+                       "an epoch, so short trials get several chances to be pruned; the extra passes count in the "
+                       "search's cost, not the model's (default: 0.25 with --epochs 1, else once per epoch)")
+    aware.add_argument("--predict-defer-margin", nargs="?", const="auto", default=None, dest="defer_margin",
+                       help="rank untried points by predicted energy and defer (never train) one predicted to cost "
+                       "this share more than a finished trial at least as accurate as its best case; alone or "
+                       "'auto': the prediction's own uncertainty (default: off)")
     run = p.add_argument_group("study, workers and tracking")
     run.add_argument("--study", default="green-mlops-sweep", help="study name; workers with the same name and "
                      "storage share it")
@@ -140,7 +144,9 @@ def _build(args: argparse.Namespace) -> Sweep:
                              energy_budget_J=args.energy_budget_J, profile_steps=args.profile_steps,
                              heartbeat_s=args.heartbeat, seed=args.seed, output_dir=Path(args.output),
                              progress=not args.no_progress, run_params=trial_options,
-                             prune=args.prune, prune_margin=args.prune_margin, prune_every=args.prune_every,
+                             prune=args.prune, prune_margin=args.prune_margin,
+                             prune_every=(args.prune_every if args.prune_every is not None else
+                                          0.25 if args.epochs == 1 else 1.0),
                              defer_margin=args.defer_margin)
     return Sweep(space, settings, TrainingRunner(base, data))
 
@@ -198,4 +204,6 @@ class TrainingRunner:
                            inference_J_per_sample=o.inference_energy_per_sample_J,
                            inference_samples=o.inference_samples or len(self._data.inference),
                            duration_s=o.train_time_s, steps=o.steps, methods=o.methods,
-                           notes=[] if o.status == "completed" else [f"training {o.status} at step {o.steps}"])
+                           notes=[] if o.status == "completed" else [f"training {o.status} at step {o.steps}"],
+                           overhead_J=sum(float(getattr(cb, "overhead_J", 0.0)) for cb in ctx.callbacks),
+                           accuracy_samples=len(self._data.val))

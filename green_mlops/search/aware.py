@@ -12,12 +12,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from green_mlops.search.margins import MIN_CURVES, check_margin, curves, remaining_gain, tie
 from green_mlops.search.objectives import Objective
-from green_mlops.search.predict import DEFERRAL_PREFIX, DEFERRED_ATTR, Features, Planner
+from green_mlops.search.predict import DEFERRAL_PREFIX, DEFERRED_ATTR, Features, Planner, Tolerance
 from green_mlops.search.pruning import (
     REPORTS_ATTR,
     VERDICT_ATTR,
+    FrontPoint,
     ParetoPruning,
+    Verdict,
     front_points,
     judge,
     project_J,
@@ -35,13 +38,20 @@ class PruneState:
     verdict: dict[str, Any] | None = None
 
 
+def tolerance(points: list[FrontPoint]) -> Tolerance:
+    """ε-dominance for ``auto``: a front point within the validation set's tie of a best case is as accurate."""
+    spread = max(p.accuracy for p in points) - min(p.accuracy for p in points) if points else 0.0
+    return lambda p, best: tie(p.accuracy, best, p.samples, spread)
+
+
 class EnergyAware:
     """Pruning (``prune``) and prediction (``defer_margin`` not None) for one worker; either may be off."""
 
-    def __init__(self, objective: Objective, prune: bool, prune_margin: float, prune_every: float,
-                 defer_margin: float | None, features: Features | None) -> None:
-        self.prune, self.prune_margin, self.prune_every = prune, prune_margin, prune_every
-        self.planner = (Planner(features, objective, defer_margin, prune_margin)
+    def __init__(self, objective: Objective, prune: bool, prune_margin: float | str | None, prune_every: float,
+                 defer_margin: float | str | None, features: Features | None) -> None:
+        self.prune, self.prune_every = prune, prune_every
+        self.margin = check_margin(prune_margin)  # None: auto (learned from the study's curves)
+        self.planner = (Planner(features, objective, defer_margin)
                         if defer_margin is not None and features is not None else None)
 
     # -- prediction ---------------------------------------------------------------------------------
@@ -49,8 +59,7 @@ class EnergyAware:
         """Waiting trials, cheapest predicted first (unchanged without a predictor)."""
         if self.planner is None or len(waiting) < 2:
             return waiting
-        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        self.planner.refit(_completed_rows(done))
+        self.planner.refit(self._trained_rows(study.get_trials(deepcopy=False)))
         try:
             return sorted(waiting, key=lambda t: self.planner.rank_key(_fixed(t)))  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - ranking is an optimisation; the grid order still works
@@ -62,7 +71,8 @@ class EnergyAware:
         if self.planner is None:
             return None
         params = _fixed(queued)
-        rec = self.planner.deferral(trial.number, params, front_points(study.get_trials(deepcopy=False)))
+        points = front_points(study.get_trials(deepcopy=False))
+        rec = self.planner.deferral(trial.number, params, points, tolerance(points) if self.margin is None else None)
         if rec is None:
             return None
         trial.set_user_attr(DEFERRED_ATTR, rec)
@@ -81,9 +91,16 @@ class EnergyAware:
         def report(step: int, planned: int | None, accuracy: float, spent: float) -> bool:
             if not self.prune or state.verdict is not None:
                 return False
-            v = judge(front_points(study.get_trials(deepcopy=False)), step, accuracy,
-                      project_J(spent, step, planned) + inference_J, self.prune_margin)
-            rec = {**verdict_dict(v, spent, planned), "predicted_inference_J": inference_J}
+            trials = study.get_trials(deepcopy=False)
+            points, projected = front_points(trials), project_J(spent, step, planned) + inference_J
+            margin, rule = self.margin, "fixed"
+            if margin is None:
+                margin = remaining_gain(curves(trials, REPORTS_ATTR), step / planned if planned else 1.0)
+                rule = "auto" if margin is not None else f"auto: fewer than {MIN_CURVES} learning curves yet"
+            v = (judge(points, step, accuracy, projected, margin, tolerance(points) if self.margin is None else None)
+                 if margin is not None else Verdict(False, step, accuracy, accuracy, projected))
+            rec = {**verdict_dict(v, spent, planned), "predicted_inference_J": inference_J, "margin": margin,
+                   "margin_rule": rule}
             state.reports.append(rec)
             trial.set_user_attr(REPORTS_ATTR, state.reports)
             if v.prune:
@@ -93,7 +110,6 @@ class EnergyAware:
 
         callbacks = [ParetoPruning(report, self.prune_every)] if self.prune else []
         return report, state, callbacks
-
 
     def _predicted_inference_J(self, params: dict[str, Any]) -> float:
         """The serving volume's inference energy the predictor expects for this point; 0 (a lower bound) without one."""
@@ -107,6 +123,23 @@ class EnergyAware:
             return 0.0
         return max(0.0, p["predicted_lifecycle_J"] - p["predicted_training_J"]) if p else 0.0
 
+    def _trained_rows(self, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+        """Completed trials, and pruned ones (their training so far; accuracy: the best case they were granted)."""
+        rows = []
+        for t in trials:
+            a = t.user_attrs
+            if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or a.get("training_J") is None or not t.params:
+                continue
+            acc, planned = a.get("accuracy"), None
+            if t.state == TrialState.PRUNED:
+                verdict = a.get(VERDICT_ATTR) or {}
+                acc, planned = verdict.get("best_case_accuracy"), verdict.get("planned_steps")
+            rows.append({**t.params, "state": t.state.name, "accuracy": acc, "training_J": a.get("training_J"),
+                         "planned_steps": planned,
+                         "steps": a.get("steps"), "inference_J_per_sample": a.get("inference_J_per_sample"),
+                         "inference_samples": a.get("inference_samples")})
+        return rows
+
 
 def deferrals(study: optuna.Study) -> list[dict[str, Any]]:
     """Every deferral recorded in the study, by trial number."""
@@ -117,15 +150,3 @@ def deferrals(study: optuna.Study) -> list[dict[str, Any]]:
 def _fixed(t: FrozenTrial) -> dict[str, Any]:
     """The point a queued trial will run (Optuna's enqueue keeps it in the ``fixed_params`` system attr)."""
     return dict(t.system_attrs.get("fixed_params") or t.params)
-
-
-def _completed_rows(done: list[FrozenTrial]) -> list[dict[str, Any]]:
-    rows = []
-    for t in done:
-        a = t.user_attrs
-        if a.get("training_J") is None or not t.params:
-            continue
-        rows.append({**t.params, "accuracy": a.get("accuracy"), "training_J": a.get("training_J"),
-                     "steps": a.get("steps"), "inference_J_per_sample": a.get("inference_J_per_sample"),
-                     "inference_samples": a.get("inference_samples")})
-    return rows

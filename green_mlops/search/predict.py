@@ -1,17 +1,27 @@
 """Predict before training: rank untried points by predicted energy, defer those predicted to be dominated.
 
-The paper's energy predictor (``green-mlops report``'s Lasso, :class:`EnergyPredictor`) is refit on the
-study's completed trials — model characteristics (MACs, parameters, size) and batch size → training energy per
-sample, and → inference energy per sample — each time a worker picks its next point. Untried points run
-cheapest-predicted first (before six trials exist to fit on: largest batch first, then fewest MACs), so a
-front forms early and pruning has something to compare against.
+Energy. Each time a worker picks its next point, the study's trained trials (completed, and pruned ones for the
+training energy they drew before the stop) give training and inference energy per sample. An untried point of an
+architecture already trained at another batch size is predicted from that measurement, scaled by the median
+ratio between the two batch sizes over the other architectures trained at both (uncertainty: the largest
+deviation of those ratios from their median). An architecture never trained is predicted by the paper's
+predictor (``green-mlops report``'s Lasso, :class:`EnergyPredictor`: model characteristics and batch size →
+energy per sample; uncertainty: its cross-validated mean relative error). Untried points run cheapest predicted
+first (before six trials exist to fit on: largest batch first, then fewest MACs), so a front forms early.
 
-Deferral rule (``margin`` m, accuracy margin a): a point is deferred — never trained in this study — when a
-completed front trial of accuracy above (best accuracy of the point's architecture so far + a) costs at most
-predicted lifecycle energy / (1 + m). Without a trial of the same architecture nothing predicts its accuracy,
-so it is never deferred. Each deferral is stored, with its prediction, as the study's user attribute
-``green_mlops_deferral:<trial>`` and on the trial (state PRUNED, ``deferred`` attribute); the ranking shows it
-as state DEFERRED. Rerun a deferred point in a new study (or without ``--predict-defer-margin``) to check it.
+Accuracy. Nothing predicts the accuracy of an architecture never trained, so its points are never deferred. For
+one trained at batch size b0, the nearest to b (its final accuracy, or its accuracy when pruned plus the gain
+the pruner granted it: its best case), the best case at batch size b is that accuracy plus the upper quartile
+(``GAIN_QUANTILE``) of what moving from b0 to b changed in the other architectures trained at both, read the
+same way (at least MIN_ANALOGUES of them; below that, no deferral): more steps per epoch usually help, by an
+amount the study measures on itself.
+
+Deferral (relative energy margin m: ``--predict-defer-margin M``, or ``auto`` = the prediction's uncertainty): a
+point is deferred — never trained in this study — when a completed front trial costs at most predicted lifecycle
+energy / (1 + m) and is at least as accurate as the point's best case (within the pruner's tie). Each deferral
+is stored, with its prediction, as the study's user attribute ``green_mlops_deferral:<trial>`` and on the trial
+(state PRUNED, ``deferred`` attribute); the ranking shows it as state DEFERRED. Rerun a deferred point in a new
+study (or without ``--predict-defer-margin``) to check it.
 """
 from __future__ import annotations
 
@@ -19,35 +29,43 @@ import statistics
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from green_mlops.analysis.errors import AnalysisError
 from green_mlops.analysis.regression import EnergyPredictor
+from green_mlops.search.margins import AUTO
 from green_mlops.search.objectives import Objective
 from green_mlops.search.pruning import FrontPoint
 
 DEFERRAL_PREFIX = "green_mlops_deferral:"
 DEFERRED_ATTR = "deferred"
 FEATURES = ("macs", "trainable_params", "model_size_bytes", "macs_param", "batch_size")
+GAIN_QUANTILE = 0.75
+MIN_ANALOGUES = 3
 Features = Callable[[dict[str, Any]], dict[str, Any]]
+Tolerance = Callable[[FrontPoint, float], float]
 
 
-def check_defer_margin(margin: float | None) -> float | None:
-    """The relative energy margin of a deferral, validated (≥ 0), or None for no predictor."""
-    if margin is None:
-        return None
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
-        raise ValueError(f"--predict-defer-margin must be a relative energy margin ≥ 0 (e.g. 0.5: predicted energy "
-                         f"half again the dominating trial's); got {margin!r}")
-    return float(margin)
+def check_defer_margin(margin: float | str | None) -> float | str | None:
+    """The relative energy margin of a deferral (≥ 0, or "auto"), validated, or None for no predictor."""
+    if margin is None or margin == AUTO:
+        return margin
+    try:
+        value = float(margin) if isinstance(margin, str) else margin
+    except ValueError:
+        value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"--predict-defer-margin must be 'auto' or a relative energy margin ≥ 0 (e.g. 0.5: "
+                         f"predicted energy half again the dominating trial's); got {margin!r}")
+    return float(value)
 
 
 class Planner:
-    """Ranks and defers untried points with predictors refit on ``completed`` trial rows (see :meth:`refit`)."""
+    """Ranks and defers untried points with predictions refit on the study's trained trials (:meth:`refit`)."""
 
-    def __init__(self, features: Features, objective: Objective, margin: float, accuracy_margin: float) -> None:
-        self.features, self.objective = features, objective
-        self.margin, self.accuracy_margin = margin, accuracy_margin
+    def __init__(self, features: Features, objective: Objective, margin: float | str) -> None:
+        self.features, self.objective, self.margin = features, objective, margin
         self._cache: dict[str, dict[str, Any]] = {}
         self.train: EnergyPredictor | None = None
         self.inference: EnergyPredictor | None = None
@@ -65,13 +83,17 @@ class Planner:
             out["macs_param"] = float(stats["macs"]) / float(stats["trainable_params"])
         return out
 
-    def refit(self, completed: Iterable[dict[str, Any]]) -> None:
-        """Refit on completed trials: dicts with params, ``training_J``, ``steps``, ``inference_J_per_sample``."""
+    def refit(self, trained: Iterable[dict[str, Any]]) -> None:
+        """Refit on trained trials: dicts with params, ``state``, ``accuracy`` (a completed trial's final one, a
+        pruned trial's best case), ``training_J``, ``steps`` (``planned_steps`` of a pruned one),
+        ``inference_J_per_sample``, ``inference_samples``."""
         rows = []
-        for r in completed:
+        for r in trained:
             samples = (r.get("steps") or 0) * int(r["batch_size"])
-            rows.append({**self.characteristics(r), "arch": r["arch"], "accuracy": r.get("accuracy"),
-                         "train_samples": samples, "inference_samples": r.get("inference_samples"),
+            rows.append({**self.characteristics(r), "arch": r["arch"], "state": r.get("state", "COMPLETE"),
+                         "accuracy": r.get("accuracy"), "train_samples": samples,
+                         "planned_samples": (r.get("planned_steps") or r.get("steps") or 0) * int(r["batch_size"]),
+                         "inference_samples": r.get("inference_samples"),
                          "train_J_per_sample": r["training_J"] / samples if samples and r.get("training_J") else None,
                          "inference_J_per_sample": r.get("inference_J_per_sample")})
         self._rows = pd.DataFrame(rows)
@@ -84,20 +106,37 @@ class Planner:
         except AnalysisError as exc:
             self.why_not = str(exc)
 
-    def predict(self, params: dict[str, Any]) -> dict[str, float] | None:
+    def _per_sample(self, params: dict[str, Any], target: str, model: EnergyPredictor) -> tuple[float, float, str]:
+        """(energy per sample, relative uncertainty, how) of ``target`` for a point."""
+        rows = self._rows.dropna(subset=[target])
+        b, mine = float(params["batch_size"]), rows[rows["arch"] == params["arch"]]
+        for b0, e0 in mine.groupby("batch_size")[target].median().items():
+            pairs = rows[rows["batch_size"].isin([b0, b])].pivot_table(index="arch", columns="batch_size",
+                                                                          values=target, aggfunc="median")
+            if b0 != b and b in pairs and b0 in pairs:
+                ratios = (pairs[b] / pairs[b0]).dropna()
+                if len(ratios):
+                    med = float(ratios.median())
+                    return (float(e0) * med, float((ratios / med - 1).abs().max()),
+                            f"{params['arch']} at batch {b0:g} × median ratio {med:.3g} over {len(ratios)} arch(s)")
+        return (max(0.0, float(model.predict(self.characteristics(params)))), float(model.summary.cv_mape),
+                model.describe())
+
+    def predict(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """Predicted training, inference-per-sample and lifecycle energy of an untried point (None: no predictor)."""
         if self.train is None or self.inference is None or self._rows.empty:
             return None
-        x = self.characteristics(params)
-        same = self._rows[self._rows["batch_size"] == float(params["batch_size"])]["train_samples"]
-        samples = statistics.median(same if len(same) else self._rows["train_samples"])
-        train = max(0.0, float(self.train.predict(x))) * samples
-        per_inf = max(0.0, float(self.inference.predict(x)))
-        n_inf = int(statistics.median(self._rows["inference_samples"].dropna()) or 0) if "inference_samples" in \
-            self._rows and self._rows["inference_samples"].notna().any() else 0
-        return {"predicted_training_J": train, "predicted_inference_J_per_sample": per_inf,
-                "predicted_lifecycle_J": self.objective.lifecycle_J(train, per_inf, n_inf),
-                "predicted_train_samples": float(samples)}
+        same = self._rows[self._rows["batch_size"] == float(params["batch_size"])]
+        done = self._rows[self._rows["state"] == "COMPLETE"]
+        samples = statistics.median((same if len(same) else self._rows)["planned_samples"])
+        per_train, u_train, how = self._per_sample(params, "train_J_per_sample", self.train)
+        per_inf, u_inf, _ = self._per_sample(params, "inference_J_per_sample", self.inference)
+        n_inf = int(statistics.median(done["inference_samples"].dropna()) or 0) if "inference_samples" in done and \
+            done["inference_samples"].notna().any() else 0
+        return {"predicted_training_J": per_train * samples, "predicted_inference_J_per_sample": per_inf,
+                "predicted_lifecycle_J": self.objective.lifecycle_J(per_train * samples, per_inf, n_inf),
+                "predicted_train_samples": float(samples), "energy_uncertainty": max(u_train, u_inf),
+                "predictor": how}
 
     def rank_key(self, params: dict[str, Any]) -> tuple[float, float]:
         """Sort key: predicted lifecycle energy; before a predictor exists, the largest batch (the cheapest per
@@ -108,21 +147,41 @@ class Planner:
         macs = self.characteristics(params).get("macs")
         return (-float(params["batch_size"]), float(macs) if macs is not None else float("inf"))
 
-    def deferral(self, number: int, params: dict[str, Any], points: list[FrontPoint]) -> dict[str, Any] | None:
+    def best_case_accuracy(self, params: dict[str, Any]) -> tuple[float, str] | None:
+        """The point's best-case accuracy from its architecture's nearest trained batch size, and how (None:
+        unknown)."""
+        acc = self._rows.assign(accuracy=pd.to_numeric(self._rows["accuracy"], errors="coerce")).dropna(
+            subset=["accuracy"])
+        known = acc.pivot_table(index="arch", columns="batch_size", values="accuracy", aggfunc="max")
+        b = float(params["batch_size"])
+        if params["arch"] not in known.index or b not in known:
+            return None
+        mine = known.loc[params["arch"]].dropna().drop(index=b, errors="ignore")
+        if mine.empty:
+            return None
+        b0 = min(mine.index, key=lambda x: (abs(np.log(x / b)), -x))  # the nearest batch size (the larger on a tie)
+        moves = (known[b] - known[b0]).drop(index=params["arch"]).dropna()
+        if len(moves) < MIN_ANALOGUES:
+            return None
+        gain = max(0.0, float(np.quantile(moves, GAIN_QUANTILE)))
+        return (min(1.0, float(mine[b0]) + gain), f"{params['arch']} at batch {b0:g}: {mine[b0]:.4f} + {gain:.4f} "
+                f"(upper quartile of batch {b0:g} → {b:g} over {len(moves)} other arch(s))")
+
+    def deferral(self, number: int, params: dict[str, Any], points: list[FrontPoint],
+                 tolerance: Tolerance | None = None) -> dict[str, Any] | None:
         """The deferral record for a point predicted dominated by the margin, or None to train it."""
         p = self.predict(params)
-        if p is None or self._rows.empty:
+        acc = self.best_case_accuracy(params) if p is not None else None
+        if p is None or acc is None:
             return None
-        same = pd.to_numeric(self._rows.loc[self._rows["arch"] == params["arch"], "accuracy"], errors="coerce").dropna()
-        if same.empty:
-            return None
-        best = min(1.0, float(same.max()) + self.accuracy_margin)
-        beating = [q for q in points if q.accuracy > best and q.energy_J * (1 + self.margin) <= p["predicted_lifecycle_J"]]
+        margin = p["energy_uncertainty"] if self.margin == AUTO else float(self.margin)
+        beating = [q for q in points if q.energy_J * (1 + margin) <= p["predicted_lifecycle_J"]
+                   and q.accuracy > acc[0] - (tolerance(q, acc[0]) if tolerance else 0.0)]
         if not beating:
             return None
         d = max(beating, key=lambda q: (q.accuracy, -q.energy_J))
-        return {"trial": number, "params": dict(params), **p, "best_case_accuracy": best, "dominated_by": d.trial,
-                "dominator_accuracy": d.accuracy, "dominator_lifecycle_J": d.energy_J, "margin": self.margin,
-                "accuracy_margin": self.accuracy_margin, "predictor": self.train.describe() if self.train else "",
-                "rule": "deferred: a front trial is more accurate than this architecture's best + accuracy margin "
-                        "for predicted lifecycle energy / (1 + margin) or less"}
+        return {"trial": number, "params": dict(params), **p, "best_case_accuracy": acc[0], "accuracy_basis": acc[1],
+                "dominated_by": d.trial, "dominator_accuracy": d.accuracy, "dominator_lifecycle_J": d.energy_J,
+                "margin": margin, "margin_rule": "auto: the prediction's uncertainty" if self.margin == AUTO else
+                "fixed", "rule": "deferred: a front trial at least as accurate as this point's best case (within "
+                                 "the tie) costs predicted lifecycle energy / (1 + margin) or less"}

@@ -5,12 +5,16 @@ supported for multi-objective studies, so intermediate values are kept as the tr
 ``fidelity_reports`` (a list of ``{step, planned_steps, accuracy, spent_J, projected_J, ...}``) and judged here.
 
 The rule, at each report (a validation pass: each epoch, or ``--prune-every`` of an epoch):
-  projected energy = training energy so far / steps × planned steps (the budget's linear extrapolation,
-                     energy is linear in steps), plus the serving volume's inference energy the predictor
+  projected energy = training-loop energy so far / steps × planned steps (the budget's linear extrapolation,
+                     energy is linear in steps; the pruner's extra validation passes are left out: they are the
+                     search's cost, not the model's), plus the serving volume's inference energy the predictor
                      expects when ``--predict-defer-margin`` is on (else 0: an optimistic lower bound);
-  best-case accuracy = accuracy now + ``margin`` (the gain the trial is assumed still able to make);
-  pruned when a completed, feasible trial on the front has energy ≤ the projection AND accuracy > the best case.
-Both bounds are optimistic for the trial, so a pruned trial is dominated unless it gains more than ``margin``.
+  best-case accuracy = accuracy now + margin: with ``--prune-margin auto`` (the default) the most any completed
+                     trial of the study gained after the same fraction of its steps (:mod:`.margins`), else the
+                     fixed margin given;
+  pruned when a completed, feasible trial on the front has energy ≤ the projection AND accuracy above the best
+  case (with ``auto``: by more than a tie the validation set cannot resolve).
+Both bounds are optimistic for the trial, so a pruned trial is dominated unless it gains more than the margin.
 """
 from __future__ import annotations
 
@@ -24,20 +28,25 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from green_mlops.integrations.lightning_base import CALLBACK_BASES
+from green_mlops.search.margins import AUTO, SAMPLES_ATTR, check_margin
+
+__all__ = ["DEFAULT_MARGIN", "FrontPoint", "ParetoPruning", "Verdict", "check_every", "check_margin", "front_points",
+           "judge", "project_J", "verdict_dict"]
 
 log = logging.getLogger(__name__)
 REPORTS_ATTR = "fidelity_reports"
 VERDICT_ATTR = "pruned"
-DEFAULT_MARGIN = 0.05
+DEFAULT_MARGIN = AUTO
 
 
 @dataclass(frozen=True)
 class FrontPoint:
-    """A completed, feasible trial: its number, accuracy and lifecycle energy (J)."""
+    """A completed, feasible trial: its number, accuracy, lifecycle energy (J), validation samples if known."""
 
     trial: int
     accuracy: float
     energy_J: float
+    samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,16 +66,9 @@ class Verdict:
         """One line for the ranking's note column."""
         if not self.prune:
             return f"kept at step {self.step}"
-        return (f"pruned at step {self.step}: accuracy {self.accuracy:.4f} (+margin {self.best_case_accuracy:.4f}) "
-                f"cannot reach trial {self.dominated_by} ({self.dominator_accuracy:.4f} at {self.dominator_J:.4g} J) "
-                f"for the projected {self.projected_J:.4g} J or less")
-
-
-def check_margin(margin: float) -> float:
-    """The optimistic accuracy margin, validated (0 ≤ margin ≤ 1)."""
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (0 <= margin <= 1):
-        raise ValueError(f"--prune-margin must be an accuracy gain between 0 and 1 (e.g. 0.05); got {margin!r}")
-    return float(margin)
+        return (f"pruned at step {self.step}: accuracy {self.accuracy:.4f} (best case {self.best_case_accuracy:.4f}) "
+                f"does not beat trial {self.dominated_by} ({self.dominator_accuracy:.4f} at {self.dominator_J:.4g} J), "
+                f"no dearer than this trial's projected {self.projected_J:.4g} J")
 
 
 def front_points(trials: Iterable[FrozenTrial]) -> list[FrontPoint]:
@@ -78,7 +80,8 @@ def front_points(trials: Iterable[FrozenTrial]) -> list[FrontPoint]:
             continue
         acc, energy = a.get("accuracy"), a.get("lifecycle_J")
         if acc is not None and energy is not None and math.isfinite(acc) and math.isfinite(energy):
-            out.append(FrontPoint(t.number, float(acc), float(energy)))
+            n = a.get(SAMPLES_ATTR)
+            out.append(FrontPoint(t.number, float(acc), float(energy), int(n) if n else None))
     return out
 
 
@@ -89,10 +92,14 @@ def project_J(spent_J: float, step: int, planned_steps: int | None) -> float:
     return max(spent_J, spent_J / step * planned_steps)
 
 
-def judge(points: list[FrontPoint], step: int, accuracy: float, projected_J: float, margin: float) -> Verdict:
-    """Prune when a point with energy ≤ ``projected_J`` is more accurate than ``accuracy + margin``."""
+def judge(points: list[FrontPoint], step: int, accuracy: float, projected_J: float, margin: float,
+          tolerance: Callable[[FrontPoint, float], float] | None = None) -> Verdict:
+    """Prune when a point with energy ≤ ``projected_J`` is more accurate than ``accuracy + margin``; with a
+    ``tolerance(point, best case)``, one less accurate by no more than that counts too (ε-dominance: the
+    validation set cannot tell them apart, and the point is no dearer)."""
     best = min(1.0, accuracy + margin)
-    beating = [p for p in points if p.energy_J <= projected_J and p.accuracy > best]
+    beating = [p for p in points if p.energy_J <= projected_J
+               and p.accuracy > best - (tolerance(p, best) if tolerance else 0.0)]
     if not beating:
         return Verdict(False, step, accuracy, best, projected_J)
     d = max(beating, key=lambda p: (p.accuracy, -p.energy_J))
@@ -104,24 +111,34 @@ def verdict_dict(v: Verdict, spent_J: float, planned_steps: int | None) -> dict[
     return {**asdict(v), "spent_J": spent_J, "planned_steps": planned_steps, "time": time.time()}
 
 
+def check_every(every: float) -> float:
+    """``--prune-every``, validated: a fraction of an epoch in (0, 1]."""
+    if isinstance(every, bool) or not (isinstance(every, (int, float)) and 0 < every <= 1):
+        raise ValueError(f"--prune-every must be a fraction of an epoch in (0, 1] (e.g. 0.25); got {every!r}")
+    return float(every)
+
+
 Report = Callable[[int, int | None, float, float], bool]
 """``report(step, planned_steps, accuracy, spent_J) -> stop?``: what a runner calls at each fidelity."""
 
 
 class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
-    """Reports each validation's accuracy and the fit's energy so far to ``report``; stops fit when told.
+    """Reports each validation's accuracy and the training loop's energy so far to ``report``; stops fit when told.
 
     ``every`` < 1 also validates every that fraction of an epoch (Lightning's ``val_check_interval``),
-    so one-epoch trials get several fidelities.
+    so one-epoch trials get several fidelities. Those extra validation passes (every one not ending an epoch)
+    are metered apart: ``overhead_J`` is what the search spent on them, which the model's own training would
+    not (the sweep counts it in the search's cost and leaves it out of the model's lifecycle energy).
     """
 
     def __init__(self, report: Report, every: float = 1.0, accuracy_key: str = "val_acc") -> None:
-        if not (isinstance(every, (int, float)) and 0 < every <= 1):
-            raise ValueError(f"--prune-every must be a fraction of an epoch in (0, 1] (e.g. 0.25); got {every!r}")
-        self.report, self.every, self.accuracy_key = report, float(every), accuracy_key
+        self.report, self.every, self.accuracy_key = report, check_every(every), accuracy_key
         self._energy: Any = None  # the EnergyCallback, found by what it offers (energy_so_far)
         self._planned: int | None = None
+        self._val: tuple[float, bool] | None = None  # (start, ends an epoch) of the validation under way
         self.pruned = False
+        self.validation_J = 0.0
+        self.overhead_J = 0.0
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         # before on_fit_start: the first read of estimated_stepping_batches fixes the validation schedule
@@ -138,15 +155,28 @@ class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
         planned = trainer.estimated_stepping_batches
         self._planned = int(planned) if math.isfinite(planned) else None
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or self.pruned:
-            return
-        acc = trainer.callback_metrics.get(self.accuracy_key)
+    def _meter(self) -> Any:
         meter = self._energy.meter if self._energy is not None else None
-        step = trainer.global_step
-        if acc is None or meter is None or meter.start_time is None or step <= 0:
+        return meter if meter is not None and meter.start_time is not None else None
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.sanity_checking and self._meter() is not None:
+            self._val = (time.monotonic(), bool(trainer.is_last_batch))
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
             return
-        spent = meter.energy(meter.start_time, time.monotonic(), "pruning").total_J
+        meter, now = self._meter(), time.monotonic()
+        if meter is not None and self._val is not None:
+            val_J = meter.energy(self._val[0], now, "validation").total_J
+            self.validation_J += val_J
+            self.overhead_J += 0.0 if self._val[1] else val_J
+            self._val = None
+        acc = trainer.callback_metrics.get(self.accuracy_key)
+        step = trainer.global_step
+        if self.pruned or acc is None or meter is None or step <= 0:
+            return
+        spent = meter.energy(meter.start_time, now, "pruning").total_J - self.validation_J
         try:
             stop = self.report(step, self._planned, float(acc), float(spent))
         except Exception as exc:  # noqa: BLE001 - a pruning check that fails must not end the training

@@ -34,7 +34,7 @@ from green_mlops.search.heartbeat import heartbeat
 from green_mlops.search.objectives import Objective, accuracy_per_kJ
 from green_mlops.search.plot import pareto_plot
 from green_mlops.search.predict import Features, check_defer_margin
-from green_mlops.search.pruning import DEFAULT_MARGIN, check_margin
+from green_mlops.search.pruning import DEFAULT_MARGIN, SAMPLES_ATTR, check_every, check_margin
 from green_mlops.search.ranking import format_table, ranking_table
 from green_mlops.search.results import trial_rows
 from green_mlops.search.space import SearchSpace
@@ -69,7 +69,7 @@ class SweepSettings:
     progress: bool = True
     run_params: dict[str, Any] = field(default_factory=dict)
     prune: bool = False
-    prune_margin: float = DEFAULT_MARGIN
+    prune_margin: float | str | None = DEFAULT_MARGIN
     prune_every: float = 1.0
     defer_margin: float | None = None
 
@@ -80,8 +80,7 @@ class SweepSettings:
             EnergyBudget(self.energy_budget_J, self.profile_steps)
         check_margin(self.prune_margin)
         check_defer_margin(self.defer_margin)
-        if not (isinstance(self.prune_every, (int, float)) and 0 < self.prune_every <= 1):
-            raise ValueError(f"--prune-every must be a fraction of an epoch in (0, 1] (e.g. 0.25); got {self.prune_every!r}")
+        check_every(self.prune_every)
         if not self.study or not self.experiment:
             raise ValueError("--study and --experiment need a name")
 
@@ -277,17 +276,18 @@ class Sweep:
 
     def _complete(self, trial: optuna.Trial, run_id: str, r: TrialResult, budget: EnergyBudget | None,
                   pruning: PruneState | None = None) -> None:
-        lifecycle = self.objective.lifecycle_J(r.training_J, r.inference_J_per_sample, r.inference_samples)
-        inference_J = lifecycle - r.training_J
-        attrs: dict[str, Any] = {"accuracy": r.accuracy, "training_J": r.training_J,
-                                 "inference_J_per_sample": r.inference_J_per_sample,
+        training_J = r.training_J - r.overhead_J  # the model's; the pruner's extra validations are the search's
+        lifecycle = self.objective.lifecycle_J(training_J, r.inference_J_per_sample, r.inference_samples)
+        inference_J = lifecycle - training_J
+        attrs: dict[str, Any] = {"accuracy": r.accuracy, "training_J": training_J, "overhead_J": r.overhead_J,
+                                 "inference_J_per_sample": r.inference_J_per_sample, SAMPLES_ATTR: r.accuracy_samples,
                                  "inference_samples": r.inference_samples, "inference_J": inference_J,
                                  "lifecycle_J": lifecycle, "duration_s": r.duration_s, "steps": r.steps,
                                  "methods": r.methods, "notes": r.notes,
                                  SPENT_ATTR: spent_J(r.training_J, r.inference_J_per_sample, r.inference_samples)}
         feasible = True
         if budget is not None:
-            predicted = max(budget.predicted_J or 0.0, r.training_J)
+            predicted = max(budget.predicted_J or 0.0, training_J)
             attrs["predicted_training_J"] = predicted
             over = (predicted + inference_J if budget.over_budget else lifecycle) - budget.budget_J
             trial.set_constraint("energy_budget", over)
@@ -297,7 +297,7 @@ class Sweep:
                                   f"{predicted:.0f} J exceeds the budget of {budget.budget_J:.0f} J"]
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        metrics = {"accuracy": r.accuracy, names.TRAINING_J: r.training_J, names.INFERENCE_J: inference_J,
+        metrics = {"accuracy": r.accuracy, names.TRAINING_J: training_J, names.INFERENCE_J: inference_J,
                    names.LIFECYCLE_J: lifecycle, names.INFERENCE_J_PER_SAMPLE: r.inference_J_per_sample,
                    names.PREDICTED_TRAINING_J: attrs.get("predicted_training_J"),
                    "accuracy_per_kJ": accuracy_per_kJ(r.accuracy, lifecycle) if r.accuracy is not None else None}

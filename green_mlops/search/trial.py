@@ -29,6 +29,9 @@ class TrialResult:
 
     ``inference_samples`` is how many samples the inference measurement covered (the default serving
     volume); ``inference_J_per_sample`` is None when inference was skipped (e.g. stopped over budget).
+    ``overhead_J`` is the part of ``training_J`` only the search spent (the pruner's extra validation passes):
+    counted in the search's cost, not in the model's lifecycle energy. ``accuracy_samples``: how many validation
+    samples the accuracy is over (the pruner's tie), when known.
     """
 
     accuracy: float | None
@@ -39,6 +42,8 @@ class TrialResult:
     steps: int | None = None
     methods: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    overhead_J: float = 0.0
+    accuracy_samples: int | None = None
 
 
 TrialRunner = Callable[[TrialContext], TrialResult]
