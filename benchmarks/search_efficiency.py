@@ -213,7 +213,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                         lrs=str(float(grid["lr"].iloc[0])) if "lr" in grid else None)
     out = Path(args.out) / f"seed-{seed}-{mode}"
     out.mkdir(parents=True, exist_ok=True)
-    runner = ReplayRunner(grid, args.prune_every) if args.replay else live_runner(grid, seed, args.accelerator,
+    runner = ReplayRunner(grid, 1.0 if args.no_prune else args.prune_every) if args.replay else live_runner(grid, seed, args.accelerator,
                                                                                       args.max_steps)
     n_inf = int(grid["inference_samples"].median()) if grid["inference_samples"].notna().any() else None
     settings = SweepSettings(study=f"search-efficiency-{mode}-{seed}", storage=f"sqlite:///{out}/study.db",

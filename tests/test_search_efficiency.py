@@ -86,3 +86,41 @@ def test_a_call_stopped_at_its_budget_resumes_with_the_same_out(tmp_path, capsys
     points = list(zip(ranking.loc[ranking["state"] != "FAIL", "arch"], ranking.loc[ranking["state"] != "FAIL",
                                                                                    "batch_size"]))
     assert len(points) == len(set(points)) == 12  # every grid point once, the stopped one run on the resume
+
+
+def test_replay_charges_each_report_a_validation_pass_kept_out_of_the_models_lifecycle(tmp_path):
+    grid = pd.read_csv(GRID).assign(val_samples=10_000)
+    path = tmp_path / "grid.csv"
+    grid.to_csv(path, index=False)
+    out = tmp_path / "bench"
+    assert bench.main(["--grid", str(path), "--replay", "--seeds", "0", "--prune-every", "0.25", "--out", str(out)]) == 0
+    result = json.loads((out / "seed-0-replay.json").read_text())
+    study = optuna.load_study(study_name="search-efficiency-replay-0", storage=f"sqlite:///{out}/seed-0-replay/study.db")
+    rows = {(r["arch"], r["batch_size"]): r for r in grid.to_dict("records")}
+    trained = [t for t in study.trials if "spent_J" in t.user_attrs and "deferred" not in t.user_attrs]
+    assert trained
+    for t in trained:
+        r, a = rows[(t.params["arch"], t.params["batch_size"])], t.user_attrs
+        pass_J = r["inference_J_per_sample"] * 10_000  # one validation pass
+        if t.state == optuna.trial.TrialState.COMPLETE:  # three extra passes (at 1/4, 2/4, 3/4 of the epoch)
+            assert a["overhead_J"] == pytest.approx(3 * pass_J)
+            assert a["lifecycle_J"] == pytest.approx(r["train_J"] + r["inference_J_per_sample"] * r["inference_samples"])
+            assert a["spent_J"] == pytest.approx(a["lifecycle_J"] + 3 * pass_J)
+        else:  # pruned at its k-th report: k passes, all of them the search's
+            k = len(a["fidelity_reports"])
+            assert a["overhead_J"] == pytest.approx(k * pass_J) and a["spent_J"] > k * pass_J
+        assert all(rep["margin_rule"].startswith("auto") for rep in a["fidelity_reports"])
+    assert result["search_energy_J"] == pytest.approx(sum(t.user_attrs.get("spent_J", 0.0) for t in study.trials))
+
+
+def test_a_replay_seed_takes_its_round_and_the_first_rounds_results_where_that_round_lacks_them(tmp_path):
+    grid = pd.read_csv(GRID)
+    again = grid.head(2).assign(round=1, accuracy=lambda d: d["accuracy"] - 0.1)
+    path = tmp_path / "grid.csv"
+    pd.concat([grid, again]).to_csv(path, index=False)
+    first, second = bench.load_grid(path, 0), bench.load_grid(path, 1)
+    assert len(first) == len(second) == len(grid)
+    key = ["arch", "batch_size"]
+    diff = first.set_index(key)["accuracy"] - second.set_index(key)["accuracy"]
+    assert sorted(diff[diff > 0].index) == sorted(zip(again["arch"], again["batch_size"]))
+    assert diff[diff > 0].to_numpy() == pytest.approx([0.1, 0.1])
