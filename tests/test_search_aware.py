@@ -87,6 +87,14 @@ def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up
     assert len(reports) == 1 and reports[0]["prune"] and reports[0]["dominated_by"] in (front.number, kept.number)
     assert dominated.user_attrs["steps"] < kept.user_attrs["steps"]  # stopped at half its epoch
     assert len(kept.user_attrs["fidelity_reports"]) == 2  # validated every half epoch (--prune-every 0.5)
+    # the validation at half the epoch is the search's: in what the trial spent, not in the model's lifecycle
+    k = kept.user_attrs
+    assert k["overhead_J"] > 0 and k["spent_J"] == pytest.approx(k["lifecycle_J"] + k["overhead_J"])
+    assert k["lifecycle_J"] == pytest.approx(k["training_J"] + k["inference_J"])
+    assert dominated.user_attrs["overhead_J"] > 0  # its one report was a mid-epoch validation
+    # the margin is learned: the first trials have no curve to learn from, the pruned one had two
+    assert [r["margin_rule"] for r in front.user_attrs["fidelity_reports"]][0].startswith("auto: fewer than")
+    assert reports[0]["margin_rule"] == "auto" and reports[0]["margin"] >= 0
     table = report.table
     assert table.loc[table["trial"] == dominated.number, "note"].iloc[0].startswith("pruned at step")
 

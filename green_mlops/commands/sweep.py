@@ -205,5 +205,4 @@ class TrainingRunner:
                            inference_samples=o.inference_samples or len(self._data.inference),
                            duration_s=o.train_time_s, steps=o.steps, methods=o.methods,
                            notes=[] if o.status == "completed" else [f"training {o.status} at step {o.steps}"],
-                           overhead_J=sum(float(getattr(cb, "overhead_J", 0.0)) for cb in ctx.callbacks),
                            accuracy_samples=len(self._data.val))

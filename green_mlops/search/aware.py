@@ -36,6 +36,12 @@ class PruneState:
 
     reports: list[dict[str, Any]] = field(default_factory=list)
     verdict: dict[str, Any] | None = None
+    callbacks: list[Any] = field(default_factory=list)
+
+    @property
+    def overhead_J(self) -> float:
+        """What the pruner's extra validation passes drew (the search's energy, not the model's)."""
+        return sum(float(getattr(cb, "overhead_J", 0.0)) for cb in self.callbacks)
 
 
 def tolerance(points: list[FrontPoint]) -> Tolerance:
@@ -119,8 +125,8 @@ class EnergyAware:
                 trial.set_user_attr(VERDICT_ATTR, state.verdict)
             return v.prune
 
-        callbacks = [ParetoPruning(report, self.prune_every)] if self.prune else []
-        return report, state, callbacks
+        state.callbacks = [ParetoPruning(report, self.prune_every)] if self.prune else []
+        return report, state, state.callbacks
 
     def _predicted_inference_J(self, params: dict[str, Any]) -> float:
         """The serving volume's inference energy the predictor expects for this point; 0 (a lower bound) without one."""

@@ -276,10 +276,11 @@ class Sweep:
 
     def _complete(self, trial: optuna.Trial, run_id: str, r: TrialResult, budget: EnergyBudget | None,
                   pruning: PruneState | None = None) -> None:
-        training_J = r.training_J - r.overhead_J  # the model's; the pruner's extra validations are the search's
+        overhead = r.overhead_J or (pruning.overhead_J if pruning is not None else 0.0)  # the pruner's passes
+        training_J = r.training_J - overhead  # the model's training; the extra validations are the search's
         lifecycle = self.objective.lifecycle_J(training_J, r.inference_J_per_sample, r.inference_samples)
         inference_J = lifecycle - training_J
-        attrs: dict[str, Any] = {"accuracy": r.accuracy, "training_J": training_J, "overhead_J": r.overhead_J,
+        attrs: dict[str, Any] = {"accuracy": r.accuracy, "training_J": training_J, "overhead_J": overhead,
                                  "inference_J_per_sample": r.inference_J_per_sample, SAMPLES_ATTR: r.accuracy_samples,
                                  "inference_samples": r.inference_samples, "inference_J": inference_J,
                                  "lifecycle_J": lifecycle, "duration_s": r.duration_s, "steps": r.steps,
@@ -320,9 +321,8 @@ class Sweep:
     def _fail(self, trial: optuna.Trial, run_id: str, why: str, status: str = "FAILED") -> None:
         spent = self.tracking.metric(run_id, names.energy("fit"))
         trial.set_user_attr("error", why[:2000])
-        if spent is not None:
-            trial.set_user_attr("training_J", spent)
-            trial.set_user_attr(SPENT_ATTR, spent)
+        for key in ("training_J", SPENT_ATTR) if spent is not None else ():
+            trial.set_user_attr(key, spent)
         try:
             self.tracking.log_result(run_id, {}, {names.SWEEP_ERROR: why[:5000]}, status)
         except Exception as exc:

@@ -30,8 +30,9 @@ class TrialResult:
     ``inference_samples`` is how many samples the inference measurement covered (the default serving
     volume); ``inference_J_per_sample`` is None when inference was skipped (e.g. stopped over budget).
     ``overhead_J`` is the part of ``training_J`` only the search spent (the pruner's extra validation passes):
-    counted in the search's cost, not in the model's lifecycle energy. ``accuracy_samples``: how many validation
-    samples the accuracy is over (the pruner's tie), when known.
+    counted in the search's cost, not in the model's lifecycle energy; 0 lets the sweep take it from its own
+    pruning callback (a Lightning runner has nothing to do). ``accuracy_samples``: how many validation samples
+    the accuracy is over (the pruner's tie), when known.
     """
 
     accuracy: float | None
