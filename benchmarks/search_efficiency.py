@@ -24,7 +24,7 @@ hypervolume ratio of its front to the grid's; the grid front points it missed. T
 
 Hypervolume: 2-D, in (accuracy, log10 lifecycle J), reference point (the grid's lowest accuracy, log10 of 1.1 ×
 its highest lifecycle energy); both fronts are scored with the same reference point. With the reference at the
-lowest accuracy, the cheap end of the front dominates the score (on the H200 grid its three cheapest points alone
+lowest accuracy, the cheap end of the front dominates the score (on the H200 grid its four cheapest points alone
 score 0.97), so each result also gives the ratio over the upper half of the accuracies (reference accuracy = the
 grid's median) and how many grid front points the search found.
 
@@ -152,23 +152,23 @@ STOPPED = "interrupted (Ctrl-C)"  # the sweep's error text for a trial stopped b
 class Budgeted:
     """Runs a trial only if its expected time (the grid's recorded time × 1.3 + 20 s) fits in what is left.
 
-    In replay, trials take no time: the recorded time is added to a virtual clock, so the rule is the same."""
+    In replay, trials take no time: the recorded time is added to a virtual clock, so the rule is the same.
+    ``clock`` ({"start": monotonic time, "virtual": s}) is shared by every seed of the call: one budget per call."""
 
-    def __init__(self, runner: Any, grid: pd.DataFrame, budget_s: float, replay: bool) -> None:
-        self.runner, self.replay, self.budget_s = runner, replay, budget_s
+    def __init__(self, runner: Any, grid: pd.DataFrame, budget_s: float, replay: bool, clock: dict[str, float]) -> None:
+        self.runner, self.replay, self.budget_s, self.clock = runner, replay, budget_s, clock
         t = grid.get("train_time_s", pd.Series(0.0, index=grid.index)).fillna(0) + \
             grid.get("inference_time_s", pd.Series(0.0, index=grid.index)).fillna(0)
         self.expected = {(a, int(b)): float(x) * 1.3 + 20 for a, b, x in zip(grid["arch"], grid["batch_size"], t)}
-        self.start, self.virtual = time.monotonic(), 0.0
         self.features = runner.features
 
     def __call__(self, ctx: TrialContext) -> TrialResult:
         need = self.expected.get((ctx.params["arch"], int(ctx.params["batch_size"])), 60.0)
-        used = (time.monotonic() - self.start) + self.virtual
+        used = (time.monotonic() - self.clock["start"]) + self.clock["virtual"]
         if used + need > self.budget_s:
             raise BudgetReached(f"{used:.0f} s used, this trial needs ~{need:.0f} s of the {self.budget_s:.0f} s budget")
         if self.replay:
-            self.virtual += need
+            self.clock["virtual"] += need
         return self.runner(ctx)
 
 
@@ -193,14 +193,18 @@ def live_runner(grid: pd.DataFrame, seed: int, accelerator: str, max_steps: int 
     """The sweep's own runner with the grid's training settings (real trainings)."""
     from green_mlops.commands.sweep import TrainingRunner
     from green_mlops.training import TrainConfig
+    from green_mlops.training.data import load_data
 
     first = grid.iloc[0]
+    sizes = {k: int(first[k]) for k in ("train_samples", "val_samples") if pd.notna(first.get(k))}
+    options = sizes if first.get("dataset") in ("digits50k", "synthetic") else {}
     base = TrainConfig(arch=first["arch"], batch_size=int(first["batch_size"]), lr=float(first.get("lr", 0.001)),
                        momentum=float(first.get("momentum", 0.0) or 0.0),
                        weight_decay=float(first.get("weight_decay", 5e-4) or 5e-4), epochs=1,
                        dataset=str(first.get("dataset", "digits")), seed=seed, accelerator=accelerator,
-                       max_steps=max_steps).validate()
-    return TrainingRunner(base)
+                       max_steps=max_steps, data_options=options).validate()
+    # the grid's data (benchmarks/zoo.py builds it with seed 0 for every round); the seed is the training's
+    return TrainingRunner(base, load_data(base.dataset, seed=0, **options))
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -224,7 +228,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     t0 = time.time()
     requeued = requeue_stopped(settings.storage, settings.study)
     if args.budget_s:
-        runner = Budgeted(runner, grid, args.budget_s, args.replay)
+        runner = Budgeted(runner, grid, args.budget_s, args.replay, args.clock)
     sweep = Sweep(space, settings, runner, stream=sys.stderr)
     try:
         report = sweep.run()
@@ -241,7 +245,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     upper = (float(grid["accuracy"].median()), ref[1])  # the upper half of the accuracies only: a stricter score
     hv_upper = [hypervolume(f["accuracy"].to_numpy(float), f["lifecycle_J"].to_numpy(float), upper) for f in (gfront, front)]
     found = {(a, int(b)) for a, b in zip(front["arch"], front["batch_size"])}
-    states = {(a, int(b)): s for a, b, s in zip(table["arch"], table["batch_size"], table["state"])}
+    states: dict[tuple[str, int], str] = {}
+    for a, b, st in zip(table["arch"], table["batch_size"], table["state"]):  # a point stopped and rerun: its rerun
+        states[(a, int(b))] = st if st != "FAIL" else states.get((a, int(b)), st)
     grid_J = float(grid["train_J"].sum() + grid["inference_J"].sum())
     return {"mode": mode, "seed": seed, "grid": str(args.grid), "grid_points": len(grid), "grid_energy_J": grid_J,
             "grid_front": [f"{a}/{int(b)}" for a, b in zip(gfront["arch"], gfront["batch_size"])],
@@ -320,6 +326,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "seconds (its expected time: the grid's × 1.3 + 20 s); rerun with the same --out to resume")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="output folder ($OUT)")
     args = p.parse_args(argv)
+    args.clock = {"start": time.monotonic(), "virtual": 0.0}  # --budget-s covers the whole call, every seed
     if not args.merge and not args.grid:
         p.error("give --grid runs.csv (or --merge seed-*.json)")
     try:
