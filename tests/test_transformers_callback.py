@@ -107,3 +107,18 @@ def test_callback_added_late_ends_the_failed_run_at_exit(tmp_path, store):
     path = client.download_artifacts(run.info.run_id, f"{names.ARTIFACT_DIR}/{names.summary_file('train')}", str(tmp_path))
     summary = json.loads(Path(path).read_text())
     assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom in compute_loss"
+
+
+def test_partial_last_batch_counts_the_samples_it_holds(tmp_path, store):
+    """21 samples, batches of 4, accumulation 2, 2 epochs: 3 optimiser steps an epoch, the last on 4 + 1 samples;
+    energy per sample divides the training epochs' energy by the 42 samples trained on (not 6 × 8 = 48)."""
+    cb = EnergyCallback(interval=0.02)
+    trainer = tiny_trainer(tmp_path / "out", ["mlflow"], [cb], samples=21, per_device_train_batch_size=4,
+                           num_train_epochs=2)
+    trainer.train()
+    assert trainer.state.global_step == 6
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    epochs = [m.value for m in client.get_metric_history(run.info.run_id, names.epoch_energy("train"))]
+    per_sample = run.data.metrics[names.metric(names.ENERGY_PER_SAMPLE_TRAIN)]
+    assert len(epochs) == 2 and per_sample == pytest.approx(sum(epochs) / 42, rel=1e-6)

@@ -31,7 +31,7 @@ from green_mlops import names
 from green_mlops.extras import require
 from green_mlops.meter import EnergyResult, PowerSource, Settings
 from green_mlops.run.core import MeterConfig, MeteredRun, NullRun
-from green_mlops.run.figures import find_accuracy, model_params, training_figures
+from green_mlops.run.figures import batch_size, find_accuracy, model_params, training_figures
 from green_mlops.run.sinks import FunctionLogger, MlflowRun, Sinks
 from green_mlops.run.sources import process_sources
 
@@ -108,19 +108,26 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
         self._own_run: MlflowRun | None = None
         self.run: MeteredRun | NullRun | None = None
         self.summary: dict[str, Any] = {}
-        self._samples_per_step = 0
+        self._samples = 0  # this process's, counted by the wrapped training_step
         self._train_J = 0.0
         self._args: Any = None
         self._state: Any = None
         self._mlflow_callbacks: list[Any] = []  # transformers' MLflowCallback(s) of the trainer, for a failed end
 
     def _attach(self, trainer: Any) -> bool:
-        """Wrap ``trainer.train`` so that an exception escaping it ends the run as failed; True if already done."""
+        """Wrap ``trainer.train`` (an exception escaping it ends the run as failed) and ``trainer.training_step``
+        (counts the samples of each micro-batch: a partial last batch counts what it holds); True if done before."""
         if trainer is None:
             return False
         if getattr(trainer.train, _WRAPPED_BY, None) is self:
             return True
-        train = trainer.train
+        train, training_step = trainer.train, trainer.training_step
+
+        @functools.wraps(training_step)
+        def counted_step(*args: Any, **kwargs: Any) -> Any:  # (model, inputs, num_items_in_batch)
+            out = training_step(*args, **kwargs)
+            self._samples += batch_size(args[1] if len(args) > 1 else kwargs.get("inputs"))
+            return out
 
         @functools.wraps(train)
         def metered_train(*args: Any, **kwargs: Any) -> Any:
@@ -130,7 +137,7 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
                 self._end("failed", exc)
                 raise
         setattr(metered_train, _WRAPPED_BY, self)
-        trainer.train = metered_train
+        trainer.train, trainer.training_step = metered_train, counted_step
         return False
 
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -161,6 +168,7 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
         self._end("failed", RuntimeError("train() began again before the last one ended"), end_mlflow=False)
         self.summary = {}
         self._train_J = 0.0
+        self._samples = 0
         self._args, self._state = args, state
         trainer = _find_trainer()
         covered = self._attach(trainer)  # False when added after the trainer was made: this call is not wrapped
@@ -182,7 +190,6 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
             atexit.register(self._end_at_exit)
         self._idle = self.run.idle
         self.summary = self.run.summary
-        self._samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         stats = model_params(model, None) if model is not None else None
         if stats is not None:
             self.summary["model"] = stats
@@ -213,7 +220,8 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
             return
         atexit.unregister(self._end_at_exit)
         args, state = self._args, self._state
-        samples = self._samples_per_step * state.global_step
+        reduce = _reducer(args) if error is None else None  # after a failure other processes may be gone
+        samples = round(reduce(float(self._samples))) if reduce is not None else self._samples
         evals = [h for h in state.log_history if any(k.startswith("eval_") for k in h)]
 
         def figures(result: EnergyResult, total: float) -> dict[str, float | None]:
@@ -221,8 +229,7 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
                                     accuracy=find_accuracy(evals[-1] if evals else {}, self.accuracy_key),
                                     model=self.summary.get("model"), utilisation=run.utilisation())
 
-        run.finish(status, step=state.global_step, reduce=_reducer(args) if error is None else None, error=error,
-                   figures=figures)
+        run.finish(status, step=state.global_step, reduce=reduce, error=error, figures=figures)
         self.summary = run.summary
         mlflow_status = "FINISHED" if error is None else "FAILED"
         try:
