@@ -122,3 +122,33 @@ def test_partial_last_batch_counts_the_samples_it_holds(tmp_path, store):
     epochs = [m.value for m in client.get_metric_history(run.info.run_id, names.epoch_energy("train"))]
     per_sample = run.data.metrics[names.metric(names.ENERGY_PER_SAMPLE_TRAIN)]
     assert len(epochs) == 2 and per_sample == pytest.approx(sum(epochs) / 42, rel=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_accelerate_two_processes_meter_the_host_once(tmp_path, store):
+    """``accelerate launch`` with two processes on the CPU (gloo): both train; process zero meters CPU and DRAM,
+    the other meters nothing (its host is metered already); the sums and the 24 samples land in one MLflow run."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(root), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(root / "tests" / "hf_script.py"), "ddp", store, str(out)]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    zero, one = (json.loads((out / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert zero["world_size"] == one["world_size"] == 2
+    assert zero["global_step"] == one["global_step"] == 6 and zero["samples"] == one["samples"] == 12
+    assert (zero["run"], sorted(zero["sources"])) == ("MeteredRun", ["cpu", "dram"])
+    assert (one["run"], one["sources"]) == ("NullRun", [])
+    summary = zero["summary"]  # summed over both processes, yet the host's energy once: one meter's worth
+    assert summary["energy_J"] == pytest.approx(summary["local"]["total_J"], rel=1e-9)
+    assert summary["local"]["domains"]["dram"]["energy_J"] == pytest.approx(zero["independent_dram_J"], rel=0.02)
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.ENERGY_TOTAL))
+    assert steps == list(range(1, 7))
+    m = run.data.metrics
+    assert m[names.energy("train")] == pytest.approx(summary["energy_J"])
+    assert m[names.metric(names.ENERGY_PER_SAMPLE_TRAIN)] == pytest.approx(m[names.epoch_energy("train")] / 24)
