@@ -44,8 +44,7 @@ def test_with_mlflow_callback_metrics_go_to_its_run(tmp_path, store):
     trainer = _trainer(tmp_path, ["mlflow"], cb)
     trainer.train()
     assert trainer.state.global_step == STEPS
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    client, run = _the_run(store)
     for key in STEP_METRICS:
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
         assert steps == list(range(1, STEPS + 1)), key
@@ -71,6 +70,26 @@ def test_without_mlflow_metrics_go_through_trainer_log(tmp_path):
     assert cb.summary["metrics"][names.energy("train")] > 0
 
 
+def _the_run(store):
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    return client, run
+
+
+def _failed_run_with_energy_before(store, tmp_path) -> dict:
+    """The run ended FAILED with the steps before the error and their energy; its summary artifact says so."""
+    client, run = _the_run(store)
+    assert run.info.status == "FAILED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.ENERGY_TOTAL))
+    assert steps == list(range(1, FAIL_AT + 1))
+    assert run.data.metrics[names.energy("train")] > 0
+    path = client.download_artifacts(run.info.run_id, f"{names.ARTIFACT_DIR}/{names.summary_file('train')}", str(tmp_path))
+    summary = json.loads(Path(path).read_text())
+    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom in compute_loss"
+    assert summary["energy_J"] > 0
+    return summary
+
+
 @pytest.mark.parametrize("own_run", [False, True], ids=["mlflow-callback-run", "own-run"])
 def test_exception_in_training_keeps_energy_and_marks_the_run_failed(tmp_path, store, own_run):
     """A step that raises: the steps before it are in the run, the run ends FAILED, the caller gets the error."""
@@ -79,16 +98,8 @@ def test_exception_in_training_keeps_energy_and_marks_the_run_failed(tmp_path, s
     with pytest.raises(RuntimeError) as caught:
         trainer.train()
     assert caught.value is FailingTrainer.error  # unchanged: the same object, type and message
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
-    assert run.info.status == "FAILED"
-    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.ENERGY_TOTAL))
-    assert steps == list(range(1, FAIL_AT + 1))
-    assert run.data.metrics[names.energy("train")] > 0
-    arts = {a.path for a in client.list_artifacts(run.info.run_id, names.ARTIFACT_DIR)}
-    assert f"{names.ARTIFACT_DIR}/{names.summary_file('train')}" in arts
-    assert cb.summary["status"] == "failed" and cb.summary["error"] == "RuntimeError: boom in compute_loss"
-    assert cb.summary["energy_J"] > 0
+    summary = _failed_run_with_energy_before(store, tmp_path)
+    assert cb.summary["status"] == "failed" and cb.summary["energy_J"] == pytest.approx(summary["energy_J"])
 
 
 def test_callback_added_late_ends_the_failed_run_at_exit(tmp_path, store):
@@ -98,15 +109,7 @@ def test_callback_added_late_ends_the_failed_run_at_exit(tmp_path, store):
                        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 1 and "RuntimeError: boom in compute_loss" in r.stderr, r.stderr[-3000:]
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
-    assert run.info.status == "FAILED"
-    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.ENERGY_TOTAL))
-    assert steps == list(range(1, FAIL_AT + 1))
-    assert run.data.metrics[names.energy("train")] > 0
-    path = client.download_artifacts(run.info.run_id, f"{names.ARTIFACT_DIR}/{names.summary_file('train')}", str(tmp_path))
-    summary = json.loads(Path(path).read_text())
-    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom in compute_loss"
+    _failed_run_with_energy_before(store, tmp_path)
 
 
 def test_partial_last_batch_counts_the_samples_it_holds(tmp_path, store):
@@ -117,8 +120,7 @@ def test_partial_last_batch_counts_the_samples_it_holds(tmp_path, store):
                            num_train_epochs=2)
     trainer.train()
     assert trainer.state.global_step == 6
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    client, run = _the_run(store)
     epochs = [m.value for m in client.get_metric_history(run.info.run_id, names.epoch_energy("train"))]
     per_sample = run.data.metrics[names.metric(names.ENERGY_PER_SAMPLE_TRAIN)]
     assert len(epochs) == 2 and per_sample == pytest.approx(sum(epochs) / 42, rel=1e-6)
@@ -144,8 +146,7 @@ def test_accelerate_two_processes_meter_the_host_once(tmp_path, store):
     summary = zero["summary"]  # summed over both processes, yet the host's energy once: one meter's worth
     assert summary["energy_J"] == pytest.approx(summary["local"]["total_J"], rel=1e-9)
     assert summary["local"]["domains"]["dram"]["energy_J"] == pytest.approx(zero["independent_dram_J"], rel=0.02)
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    client, run = _the_run(store)
     assert run.info.status == "FINISHED"
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.ENERGY_TOTAL))
     assert steps == list(range(1, 7))
