@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from green_mlops import names
 from green_mlops.metrics.numbers import numbers
 
 __all__ = ["CONFIG_KEYS", "LEVEL", "MIN_CONFIGS", "MIN_REPEATS", "RESAMPLES", "Interval", "argmin_interval",
@@ -26,7 +27,7 @@ RESAMPLES = 2000
 SEED = 0  # fixed: the same runs give the same interval
 MIN_CONFIGS = 5  # fewer configurations than this: no interval on a correlation or a median across them
 MIN_REPEATS = 3  # fewer repeats per batch size than this: no interval on an optimum
-CONFIG_KEYS = ("hardware", "model", "batch_size", "rate_rps")  # rate_rps: a GenAI request-rate level
+CONFIG_KEYS = ("hardware", "model", "batch_size", names.RATE)  # rate_rps: a GenAI request-rate level
 
 
 @dataclass(frozen=True)

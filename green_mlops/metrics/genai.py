@@ -6,6 +6,7 @@ Table 3 (``energy_per_sample``, ``parameters``, ``model_size_to_ram``) are the s
 """
 from __future__ import annotations
 
+from green_mlops import names
 from green_mlops.metrics.numbers import nonneg, number, ratio
 from green_mlops.metrics.paper import energy_per_sample, model_size_to_ram, parameters
 
@@ -87,7 +88,7 @@ STEADY_STATE_METRICS: dict[str, str] = {
     "completed_in_window": "requests that ended inside W",
     "completion_rps": "completed_in_window / duration_s",
     "arrival_rps": "requests sent inside W / duration_s",
-    "energy_per_completed_request_J": "energy_J / completed_in_window (the simple estimator, a cross-check)",
+    names.ENERGY_PER_COMPLETED_REQUEST: "energy_J / completed_in_window (the simple estimator, a cross-check)",
     "steady_over_latency": "duration_s / latency_p50_s",
     "warmup_s": "warm-up length (sent, excluded from the measure)",
     "warmup_requests": "requests sent during the warm-up",
@@ -101,12 +102,12 @@ STEADY_STATE_METRICS: dict[str, str] = {
     "loadgen_cpu_energy_J": "loadgen_cpu_share × cpu_energy_J (estimated)",
     "server_cpu_energy_J": "cpu_energy_J − loadgen_cpu_energy_J",
     "server_energy_J": "energy_J − loadgen_cpu_energy_J",
-    "server_energy_per_request_J": "server_energy_J / served_requests",
+    names.SERVER_ENERGY_PER_REQUEST: "server_energy_J / served_requests",
 }
 #: How a level's figures were obtained, in words: logged as ``green_mlops.genai.<name>`` tags on the level's run.
 LEVEL_PROVENANCE: tuple[str, ...] = ("energy_basis", "estimator", "warmup_how", "steady_how", "loadgen_cpu_method",
                                      "tokens_source", "cache_hit_rate_method", "failures", "unsustainable_reason")
 #: The per-level series on a sweep's parent run (step = level index).
-SWEEP_SERIES: tuple[str, ...] = ("rate_rps", "energy_per_request_J", "energy_per_output_token_J", "energy_per_s_W",
-                                 "latency_p50_s", "completion_rps", "served_rps", "server_energy_per_request_J",
-                                 "warmup_energy_J", "drain_energy_J", "drain_s")
+SWEEP_SERIES: tuple[str, ...] = (names.RATE, names.ENERGY_PER_REQUEST, names.ENERGY_PER_OUTPUT_TOKEN,
+                                 names.ENERGY_PER_SECOND, "latency_p50_s", "completion_rps", "served_rps",
+                                 names.SERVER_ENERGY_PER_REQUEST, "warmup_energy_J", "drain_energy_J", "drain_s")
