@@ -6,6 +6,7 @@ input too. Every message names what a valid value looks like; ``error`` lets a c
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 
@@ -14,13 +15,13 @@ def check_whole(name: str, value: Any, minimum: int, allow_none: bool = False, *
     """``value`` if it is a whole number ≥ ``minimum`` (None too when ``allow_none``); else ``error``."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise error(f"{name} must be a whole number ≥ {minimum}; got {value!r}")
-    return value
+    return int(value)
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_seconds(name: str, value: Any, *, positive: bool = False, example: str = "5",
