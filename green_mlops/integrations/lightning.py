@@ -215,20 +215,29 @@ class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if run is None or run.finished:
             return
         stage = run.name
+        reduce = self._reducer(trainer, pl_module) if error is None else None  # after a failure ranks may be gone
+        samples = self._samples_of_all_ranks(reduce)
 
         def figures(result: EnergyResult, total: float) -> dict[str, float | None]:
             if stage == "fit":
                 return training_figures(result, total, train_J=self._loop_energy.get("train", total),
-                                        samples=self._samples["train"],
+                                        samples=samples["train"],
                                         accuracy=find_accuracy(trainer.callback_metrics, self.accuracy_key),
                                         model=self.summary.get("model"), utilisation=run.utilisation())
-            if stage in ("test", "predict") and self._samples[stage]:
-                return {names.ENERGY_PER_SAMPLE_INFERENCE: self._loop_energy.get(stage, total) / self._samples[stage]}
+            if stage in ("test", "predict") and samples[stage]:
+                return {names.ENERGY_PER_SAMPLE_INFERENCE: self._loop_energy.get(stage, total) / samples[stage]}
             return {}
 
-        reduce = self._reducer(trainer, pl_module) if error is None else None
         run.finish(status, step=trainer.global_step, reduce=reduce, error=error, figures=figures)
         self.summary = run.summary
+
+    def _samples_of_all_ranks(self, reduce: Any) -> dict[str, int]:
+        """Samples each loop ran on, summed over ranks like the energy they are divided into (one collective,
+        made by every rank, metering or not, before the run's own reductions); this rank's alone without one."""
+        if reduce is None:
+            return dict(self._samples)
+        summed = reduce([float(n) for n in self._samples.values()])
+        return {loop: round(n) for loop, n in zip(self._samples, summed)}
 
     def _artifact_dir(self, trainer: Any) -> Path:
         if self.output_dir is not None:
