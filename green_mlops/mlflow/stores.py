@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import numbers
 import os
 import posixpath
 import re
@@ -35,6 +36,7 @@ LOG_BATCH_PATH = "/api/2.0/mlflow/runs/log-batch"
 _CLIENT_ONLY_ENV = ("MLFLOW_TRACKING_AUTH", "MLFLOW_WORKSPACE", "MLFLOW_ENABLE_DB_SDK")
 _TRUE = ("true", "1", "yes", "on")
 CLIENT_ENV = "GREEN_MLOPS_MLFLOW_CLIENT"  # set to 1: deliver through MLflow's client for every store
+MAX_KEY_LENGTH = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
 _NAME = re.compile(r"^[/\w.\- ]*$" if os.name == "nt" else r"^[/\w.\- :]*$")  # MLflow's rule for metric names
 
 
@@ -61,14 +63,14 @@ class MetricStore(Protocol):
 def invalid_metric(record: Record) -> bool:
     """True when MLflow's own validation (``mlflow.utils.validation._validate_metric``) refuses ``record``."""
     key, value, timestamp, step = record
-    if not isinstance(key, str) or not _NAME.match(key):
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _NAME.match(key):
         return True
     norm = posixpath.normpath(key)
     if norm != key or norm == "." or norm.startswith("..") or norm.startswith("/"):
         return True
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
         return True
-    return not isinstance(timestamp, int) or timestamp < 0 or not isinstance(step, int)
+    return not isinstance(timestamp, numbers.Number) or timestamp < 0 or not isinstance(step, numbers.Number)
 
 
 def rest_supported(env: dict[str, str] | None = None) -> bool:
