@@ -24,6 +24,7 @@ from typing import IO, Any
 from green_mlops.mlflow import skinny
 from green_mlops.mlflow.spool import Record, SpoolFile, SyncReport, spooled_runs
 from green_mlops.mlflow.stores import invalid_metric, open_store
+from green_mlops.mlflow.wire import Block
 from green_mlops.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
@@ -304,6 +305,8 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
                     state["seq"] = seq
                     if kind == "records":
                         records.extend(payload)
+                    elif kind == "block":
+                        records.extend(Block(*payload).records())
                     else:
                         controls.append(msg)
                         if kind == "close":

@@ -16,7 +16,8 @@ import sqlite3
 import urllib.parse
 from collections.abc import Sequence
 
-from green_mlops.mlflow.stores import Record, StoreError, invalid_metric
+from green_mlops.mlflow.stores import StoreError, invalid_metric
+from green_mlops.mlflow.wire import Record
 
 METRIC_COLUMNS = frozenset({"key", "value", "timestamp", "step", "is_nan", "run_uuid"})
 _KEYS_PER_QUERY = 500  # as MLflow: bound variables per IN (...) stay well under SQLite's limit

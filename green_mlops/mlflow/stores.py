@@ -17,6 +17,7 @@ every store when ``GREEN_MLOPS_MLFLOW_CLIENT=1`` is set (the way back, should a 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import numbers
 import os
@@ -30,7 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-Record = tuple[str, float, int, int]  # key, value, timestamp in ms, step (as in green_mlops.mlflow.spool)
+from green_mlops.mlflow.wire import Record
+
 LOG_BATCH_PATH = "/api/2.0/mlflow/runs/log-batch"
 # MLflow settings the direct REST path does not reproduce: with any of them set, MLflow's client delivers
 _CLIENT_ONLY_ENV = ("MLFLOW_TRACKING_AUTH", "MLFLOW_WORKSPACE", "MLFLOW_ENABLE_DB_SDK")
@@ -63,14 +65,19 @@ class MetricStore(Protocol):
 def invalid_metric(record: Record) -> bool:
     """True when MLflow's own validation (``mlflow.utils.validation._validate_metric``) refuses ``record``."""
     key, value, timestamp, step = record
-    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _NAME.match(key):
-        return True
-    norm = posixpath.normpath(key)
-    if norm != key or norm == "." or norm.startswith("..") or norm.startswith("/"):
+    if not isinstance(key, str) or _invalid_key(key):
         return True
     if isinstance(value, bool) or not isinstance(value, numbers.Number):
         return True
     return not isinstance(timestamp, numbers.Number) or timestamp < 0 or not isinstance(step, numbers.Number)
+
+
+@functools.lru_cache(maxsize=4096)  # a run has few metric names, and every step repeats them
+def _invalid_key(key: str) -> bool:
+    if len(key) > MAX_KEY_LENGTH or not _NAME.match(key):
+        return True
+    norm = posixpath.normpath(key)
+    return norm != key or norm == "." or norm.startswith("..") or norm.startswith("/")
 
 
 def rest_supported(env: dict[str, str] | None = None) -> bool:

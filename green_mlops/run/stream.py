@@ -27,6 +27,18 @@ StepMetrics = tuple[int, int, dict[str, float]]  # (step, timestamp in ms, metri
 Sink = Callable[[list[StepMetrics]], None]
 
 
+class StepBlock(list):
+    """A batch of :data:`StepMetrics`, which also holds its numbers as arrays: ``keys``, ``steps`` and
+    ``times_ms`` (one per step) and ``values`` (steps × keys), for a sink that takes them whole (an MLflow
+    writer ships them packed, with no Python object per metric)."""
+
+    __slots__ = ("keys", "steps", "times_ms", "values")
+
+    def __init__(self, keys: list[str], steps: np.ndarray, times_ms: np.ndarray, values: np.ndarray) -> None:
+        super().__init__(zip(steps.tolist(), times_ms.tolist(), (dict(zip(keys, row)) for row in values.tolist())))
+        self.keys, self.steps, self.times_ms, self.values = keys, steps, times_ms, values
+
+
 #: Per-step numbers are rounded to the meters' resolution before they are logged: NVML reports power in mW
 #: and energy in mJ, RAPL counts µJ but is read every ~0.1 s. Finer digits are float noise from dividing
 #: interpolated energy by step time (a constant model estimate came out as 3.1999999999999997 W, drawn jagged).
@@ -140,7 +152,7 @@ class EnergyStream:
                 out.append(m)
         return [m for m in out if m.step % self.every_n_steps == 0]
 
-    def _metrics(self, marks: list[_Mark]) -> list[StepMetrics]:
+    def _metrics(self, marks: list[_Mark]) -> StepBlock:
         meter = self.meter
         times = np.array([self._prev_t, *[m.t for m in marks]])
         cum = meter.cumulative(np.concatenate([[self.origin], times]))
@@ -165,12 +177,10 @@ class EnergyStream:
         if idle is not None:
             energy[names.ENERGY_NET] = total - sum(idle.values()) * (times[1:] - self.origin)
         # rounded here, on this background thread, as whole arrays: the training thread pays nothing for it
-        columns = {k: np.round(v, POWER_DECIMALS).tolist() for k, v in power.items()}
-        columns.update({k: np.round(v, ENERGY_DECIMALS).tolist() for k, v in energy.items()})
-        out: list[StepMetrics] = []
-        wall = meter.trace.wall_offset
-        for i, m in enumerate(marks):
-            out.append((m.step, int((m.t + wall) * 1000), {k: v[i] for k, v in columns.items()}))
+        columns = [np.round(v, POWER_DECIMALS) for v in power.values()]
+        columns += [np.round(v, ENERGY_DECIMALS) for v in energy.values()]
+        steps = np.array([m.step for m in marks], dtype=np.int64)
+        times_ms = ((times[1:] + meter.trace.wall_offset) * 1000).astype(np.int64)  # truncated, as int() does
         self._prev_t = marks[-1].t
         self._last_step = marks[-1].step
-        return out
+        return StepBlock([*power, *energy], steps, times_ms, np.column_stack(columns))
