@@ -16,8 +16,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import _validate_metric
 
+from green_mlops.mlflow.rest import RestStore
 from green_mlops.mlflow.sqlite import SqliteStore
-from green_mlops.mlflow.stores import ClientStore, RestStore, StoreError, invalid_metric, open_store, rest_supported
+from green_mlops.mlflow.stores import ClientStore, StoreError, invalid_metric, open_store, rest_supported
 from tests.mlflow_server import MlflowServer
 
 T0 = 1_700_000_000_000
