@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from benchmarks import anchors, overhead
+from benchmarks import anchors, overhead, step_cost
 
 TINY = ["--accelerator", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "4"]
 
@@ -52,6 +52,14 @@ def test_overhead_on_short_steps_says_what_green_mlops_costs_per_step_and_in_mem
     assert {"green-mlops-sampler", "green-mlops-stream", "green-mlops-writer", "delivery process"} <= set(
         row["green_cpu_us"])
     assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| energy |")
+
+
+def test_step_cost_splits_green_mlops_cpu_by_thread_and_process(tmp_path, capsys):
+    assert step_cost.main(["--rates", "200", "--seconds", "1", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "step_cost.json").read_text())["rows"]
+    assert row["steps_delivered"] == row["steps"] + 50  # warm-up and timed steps, every one in MLflow
+    assert {"green-mlops-stream", "delivery process"} <= set(row["cpu_us_per_step"]) and row["helpers_uss_mb"] > 0
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| sqlite | 200 |")
 
 
 def test_rounds_alternate_their_order_so_drift_cancels():
