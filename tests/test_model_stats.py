@@ -245,3 +245,17 @@ def test_attention_is_counted_whatever_kernel_the_cpu_would_pick():
     projections = 4 * 5 * 8 * 8
     scores_and_mix = 2 * 5 * 5 * 8  # Q·Kᵀ and softmax(·)·V, over both heads
     assert s.macs == projections + scores_and_mix
+
+
+def test_lstm_layers_are_counted_though_the_cpu_fuses_them():
+    """An LSTM of width 16 → 32 over 7 steps: four gates, each an input and a hidden matmul per step."""
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(16, 32, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    s = model_stats(Tagger(), torch.randn(2, 7, 16))
+    assert s.macs == 7 * 4 * (16 * 32 + 32 * 32)

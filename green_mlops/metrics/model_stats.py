@@ -12,10 +12,10 @@ user's model gets no hooks or buffers, keeps its training flag and device, and t
 is not advanced. flop_counter counts on PyTorch's ``meta`` device first: shapes only, so neither the
 weights are copied nor any arithmetic done (tens of milliseconds where a CPU pass of a ResNet-50 takes
 seconds). A model that cannot run there (data-dependent Python, a custom kernel, tensors it makes on
-another device) is counted on a CPU copy instead, as thop always is. On the meta device attention runs
-PyTorch's reference path, whose matmuls flop_counter sees; a CPU pass in eval mode may take a fused
-kernel it cannot count. Counting never raises: what could not be counted is ``None``, and ``notes``
-says why.
+another device) is counted on a CPU copy instead, as thop always is. On the meta device attention and
+LSTM layers run PyTorch's reference path, whose matmuls flop_counter sees; a CPU pass in eval mode takes
+fused kernels it cannot see (they counted 0). Counting never raises: what could not be counted is
+``None``, and ``notes`` says why.
 """
 from __future__ import annotations
 
