@@ -10,11 +10,13 @@ in both arms:
 at 500 and 2,500 optimiser steps, in interleaved rounds whose order alternates (ABBA) so drift cancels.
 The CPU of a fit is the whole process tree's: the parent reads the child's ``wait4`` resource usage,
 which covers every thread and every process it started and waited for (the metric delivery process).
-Per arm the CPU is a line over steps through the medians of the two lengths; what the callback adds is
-the difference of intercepts (fixed part, start-up included: imports, meter start, model statistics,
-artifacts, the delivery process) and of slopes (per logged step). "cold" is a process's first fit: the
-whole tree from interpreter start to exit, less any later fits. ``--fits 2`` also runs a second fit in the
-same process and reports its figures ("warm": imports already done, as in an in-process search).
+What the callback adds at each length is the median over rounds of energy − bare within a round (paired,
+so load that drifts between rounds cancels); the line through the shortest and longest fit gives the
+fixed part (intercept: start-up, model statistics, artifacts, the delivery process) and the part per
+logged step (slope). "cold" is a process's first fit: the whole tree from interpreter start to exit, less
+any later fits, so imports count. ``--fits 2`` (the default) also runs a second fit in the same process
+("warm": imports done, as in an in-process search), split into the training process and the rest (the
+delivery process, reaped at the fit's end).
 
 Inside the energy arm, probe callbacks around ``EnergyCallback`` split its own hooks' CPU (set-up, the
 first batch's model statistics, tear-down) and the fit-end time: from the last step's end to ``fit()``
@@ -49,6 +51,12 @@ def cpu_now() -> float:
     """CPU-seconds of this process (all threads) and of its children that have been waited for."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _self_cpu() -> float:
+    """CPU-seconds of this process alone (all its threads)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
 # -- the child: one process, ``fits`` fits of one arm -------------------------------------------------------
@@ -118,11 +126,11 @@ def child(arm: str, steps: int, fits: int, workdir: Path) -> dict[str, Any]:
                              enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
                              num_sanity_val_steps=0, default_root_dir=str(workdir))
         loader = DataLoader(data, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(i))
-        c0, w0 = cpu_now(), time.perf_counter()
+        c0, s0, w0 = cpu_now(), _self_cpu(), time.perf_counter()
         trainer.fit(MLP(), loader)
-        w1, c1 = time.perf_counter(), cpu_now()
+        w1, c1, s1 = time.perf_counter(), cpu_now(), _self_cpu()
         assert trainer.global_step == steps, trainer.global_step
-        rows.append({"fit": i, "cpu_s": c1 - c0, "wall_s": w1 - w0, "fit_end_s": w1 - after.last_step_end,
+        rows.append({"fit": i, "cpu_s": c1 - c0, "self_cpu_s": s1 - s0, "wall_s": w1 - w0, "fit_end_s": w1 - after.last_step_end,
                      "setup_cpu_s": after.at["setup"] - before.at["setup"],
                      "first_batch_cpu_s": after.at["first_batch"] - before.at["first_batch"],
                      "teardown_cpu_s": after.at["teardown"] - before.at["teardown"]})
@@ -152,32 +160,42 @@ def run_child(arm: str, steps: int, fits: int, root: Path) -> dict[str, Any]:
     return row
 
 
-def line(points: dict[int, list[float]]) -> tuple[float, float]:
-    """Intercept and slope of the line through the medians at the shortest and longest fit."""
-    lo, hi = min(points), max(points)
-    m_lo, m_hi = statistics.median(points[lo]), statistics.median(points[hi])
-    slope = (m_hi - m_lo) / (hi - lo) if hi != lo else 0.0
-    return m_lo - slope * lo, slope
+MEASURES = {  # what each figure is, per child process row
+    "cold": "a process's first fit: its whole tree from interpreter start to exit, less the later fits",
+    "warm": "a later fit in the same process: training process and delivery process",
+    "warm_training_process": "the same fits, the training process alone (all its threads)",
+}
+
+
+def _value(measure: str, r: dict[str, Any]) -> float:
+    later = r["fits"][1:]
+    if measure == "cold":
+        return r["process_cpu_s"] - sum(f["cpu_s"] for f in later)
+    key = "cpu_s" if measure == "warm" else "self_cpu_s"
+    return statistics.median(f[key] for f in later)
+
+
+def added(rows: list[dict[str, Any]], measure: str) -> dict[int, float]:
+    """Per fit length: the median over rounds of energy − bare in the same round (paired, so load drift cancels)."""
+    cells = {(r["round"], r["arm"], r["steps"]): _value(measure, r) for r in rows}
+    out = {}
+    for n in sorted({r["steps"] for r in rows}):
+        diffs = [cells[(rd, "energy", n)] - cells[(rd, "bare", n)] for rd in sorted({r["round"] for r in rows})
+                 if (rd, "energy", n) in cells and (rd, "bare", n) in cells]
+        if diffs:
+            out[n] = statistics.median(diffs)
+    return out
 
 
 def summarise(rows: list[dict[str, Any]], fits: int) -> dict[str, Any]:
-    """Per measure (cold process tree, and warm fit when run): fixed CPU added, per-step CPU added."""
+    """Per measure: CPU added at each length, and the line through the shortest and longest (fixed, per step)."""
     out: dict[str, Any] = {}
-    # cold: the whole process tree (interpreter start to exit) less the fits after its first one
-    measures = {"cold": lambda r: r["process_cpu_s"] - sum(f["cpu_s"] for f in r["fits"][1:])}
-    if fits > 1:
-        measures["warm"] = lambda r: statistics.median(f["cpu_s"] for f in r["fits"][1:])
-    for name, get in measures.items():
-        per_arm = {}
-        for arm in ARMS:
-            pts: dict[int, list[float]] = {}
-            for r in rows:
-                if r["arm"] == arm:
-                    pts.setdefault(r["steps"], []).append(get(r))
-            per_arm[arm] = line(pts)
-        out[name] = {"bare": per_arm["bare"], "energy": per_arm["energy"],
-                     "fixed_added_cpu_s": per_arm["energy"][0] - per_arm["bare"][0],
-                     "per_step_added_cpu_ms": 1000 * (per_arm["energy"][1] - per_arm["bare"][1])}
+    for measure in MEASURES if fits > 1 else ["cold"]:
+        at = added(rows, measure)
+        lo, hi = min(at), max(at)
+        slope = (at[hi] - at[lo]) / (hi - lo)
+        out[measure] = {"added_cpu_s_at_steps": at, "fixed_added_cpu_s": at[lo] - slope * lo,
+                        "per_step_added_cpu_ms": 1000 * slope}
     ends = {arm: statistics.median(f["fit_end_s"] for r in rows if r["arm"] == arm for f in r["fits"]) for arm in ARMS}
     out["fit_end_s"] = ends
     out["fit_end_added_s"] = ends["energy"] - ends["bare"]
@@ -189,18 +207,22 @@ def summarise(rows: list[dict[str, Any]], fits: int) -> dict[str, Any]:
 
 
 def table(s: dict[str, Any]) -> str:
-    lines = ["| measure | bare | energy | added |", "| --- | --- | --- | --- |"]
-    for name in ("cold", "warm"):
+    """Markdown: what the callback adds (energy − bare, paired by round)."""
+    lengths = sorted(next(v for k, v in s.items() if k in MEASURES)["added_cpu_s_at_steps"])
+    lines = ["| CPU the callback adds (energy − bare, median of rounds) | "
+             + " | ".join(f"{n} steps, CPU-s" for n in lengths) + " | fixed, CPU-s | per step, CPU ms |",
+             "|" + " --- |" * (len(lengths) + 3)]
+    for name in MEASURES:
         if name in s:
             m = s[name]
-            lines.append(f"| {name}: fixed CPU-s (intercept) | {m['bare'][0]:.2f} | {m['energy'][0]:.2f} "
-                         f"| **{m['fixed_added_cpu_s']:+.2f}** |")
-            lines.append(f"| {name}: CPU ms per step (slope) | {1000 * m['bare'][1]:.2f} | {1000 * m['energy'][1]:.2f} "
-                         f"| **{m['per_step_added_cpu_ms']:+.2f}** |")
-    lines.append(f"| fit end: last step to fit() returning, s | {s['fit_end_s']['bare']:.3f} "
-                 f"| {s['fit_end_s']['energy']:.3f} | **{s['fit_end_added_s']:+.3f}** |")
+            lines.append(f"| {name}: {MEASURES[name]} | "
+                         + " | ".join(f"{m['added_cpu_s_at_steps'][n]:+.2f}" for n in lengths)
+                         + f" | **{m['fixed_added_cpu_s']:+.2f}** | **{m['per_step_added_cpu_ms']:+.2f}** |")
+    blank = " |" * (len(lengths) + 1)
+    lines.append(f"| fit end, s: last step to fit() returning (bare {s['fit_end_s']['bare']:.3f}, "
+                 f"energy {s['fit_end_s']['energy']:.3f}) |{blank} **{s['fit_end_added_s']:+.3f}** |")
     for k, v in s["hooks_cpu_s"].items():
-        lines.append(f"| callback's {k.replace('_cpu_s', '')} hook, CPU-s{HOOK_NOTES.get(k, '')} | | | {v:+.3f} |")
+        lines.append(f"| callback's {k.replace('_cpu_s', '')} hook, CPU-s{HOOK_NOTES.get(k, '')} |{blank} {v:+.3f} |")
     return "\n".join(lines)
 
 

@@ -22,20 +22,26 @@ def test_smoke_run_measures_both_arms_in_fresh_processes_and_prints_the_table_la
     assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| callback's teardown hook")
 
 
-def test_fixed_and_per_step_parts_are_the_intercept_and_slope_through_the_medians():
-    def row(arm, steps, first, later):
-        return {"arm": arm, "steps": steps, "process_cpu_s": 10 + first + later,
-                "fits": [{"cpu_s": first, "fit_end_s": 0.1, "setup_cpu_s": 0, "first_batch_cpu_s": 0,
-                          "teardown_cpu_s": 0}, {"cpu_s": later, "fit_end_s": 0.1, "setup_cpu_s": 0,
-                                                 "first_batch_cpu_s": 0, "teardown_cpu_s": 0}]}
+def test_fixed_and_per_step_parts_come_from_differences_paired_within_each_round():
+    def row(rnd, arm, steps, first, later, own):
+        fit = {"fit_end_s": 0.1, "setup_cpu_s": 0, "first_batch_cpu_s": 0, "teardown_cpu_s": 0}
+        return {"round": rnd, "arm": arm, "steps": steps, "process_cpu_s": 10 + first + later,
+                "fits": [{**fit, "cpu_s": first, "self_cpu_s": first}, {**fit, "cpu_s": later, "self_cpu_s": own}]}
 
-    rows = [row("bare", 100, 1.0, 1.0), row("bare", 300, 3.0, 3.0), row("bare", 300, 3.0, 3.0),
-            row("energy", 100, 2.5, 1.7), row("energy", 300, 4.9, 4.1), row("energy", 300, 4.9, 4.1)]
+    load = [0.0, 5.0, 9.0]  # every fit of a round slowed alike: the paired differences do not see it
+    rows = [r for rd, extra in enumerate(load) for r in (
+        row(rd, "bare", 100, 1 + extra, 1 + extra, 1 + extra), row(rd, "bare", 300, 3 + extra, 3 + extra, 3 + extra),
+        row(rd, "energy", 100, 2.5 + extra, 1.7 + extra, 1.2 + extra),
+        row(rd, "energy", 300, 4.9 + extra, 4.1 + extra, 3.4 + extra))]
     s = fit_cost.summarise(rows, fits=2)
-    assert s["warm"]["fixed_added_cpu_s"] == pytest.approx(0.5)  # 1.7 - 0.012 × 100 vs 1.0 - 0.01 × 100
+    assert s["warm"]["added_cpu_s_at_steps"] == {100: pytest.approx(0.7), 300: pytest.approx(1.1)}
+    assert s["warm"]["fixed_added_cpu_s"] == pytest.approx(0.5)  # 0.7 − 100 × 0.002
     assert s["warm"]["per_step_added_cpu_ms"] == pytest.approx(2.0)
-    assert s["cold"]["fixed_added_cpu_s"] == pytest.approx(1.3)  # the first fit plus the process's own start
+    assert s["warm_training_process"]["fixed_added_cpu_s"] == pytest.approx(0.1)  # 0.2 − 100 × 0.001
+    assert s["warm_training_process"]["per_step_added_cpu_ms"] == pytest.approx(1.0)
+    assert s["cold"]["fixed_added_cpu_s"] == pytest.approx(1.3)  # 1.5 − 100 × 0.002: the process's own start
     assert s["fit_end_added_s"] == pytest.approx(0.0)
+    assert fit_cost.table(s).splitlines()[2].startswith("| cold: ")
 
 
 def test_bad_arguments_are_refused_before_any_fit():
