@@ -34,6 +34,7 @@ import pandas as pd
 
 from green_mlops.analysis.errors import AnalysisError
 from green_mlops.analysis.regression import EnergyPredictor
+from green_mlops.argtypes import check_number
 from green_mlops.search.margins import AUTO
 from green_mlops.search.objectives import Objective
 from green_mlops.search.pruning import FrontPoint
@@ -54,11 +55,9 @@ def check_defer_margin(margin: float | str | None) -> float | str | None:
     try:
         value = float(margin) if isinstance(margin, str) else margin
     except ValueError:
-        value = None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"--predict-defer-margin must be 'auto' or a relative energy margin ≥ 0 (e.g. 0.5: "
-                         f"predicted energy half again the dominating trial's); got {margin!r}")
-    return float(value)
+        value = margin
+    return check_number("--predict-defer-margin ('auto' or a relative energy margin)", value, positive=False,
+                        example="0.5: predicted energy half again the dominating trial's")
 
 
 class Planner:
