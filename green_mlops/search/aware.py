@@ -111,7 +111,9 @@ class EnergyAware:
             trials = study.get_trials(deepcopy=False)
             points, projected = front_points(trials), project_J(spent, step, planned) + inference_J
             margin, rule = self.margin, "fixed"
-            if margin is None:
+            if planned and step >= planned:  # the last validation: nothing left to save, the front decides
+                margin, rule = None, "end of training"
+            elif margin is None:
                 margin = remaining_gain(curves(trials, REPORTS_ATTR), step / planned if planned else 1.0)
                 rule = "auto" if margin is not None else f"auto: fewer than {MIN_CURVES} learning curves yet"
             v = (judge(points, step, accuracy, projected, margin, tolerance(points) if self.margin is None else None)
