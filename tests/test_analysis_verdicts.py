@@ -11,6 +11,7 @@ import pytest
 from green_mlops.analysis import analyse, load_csv
 from green_mlops.analysis.basis import GROSS_LABEL, NET_LABEL, choose_basis
 from green_mlops.analysis.batch_size import optimum_verdict
+from green_mlops.analysis.correlation import one_batch_size
 from green_mlops.analysis.findings import check_findings, combine
 from green_mlops.analysis.paper_metrics import paper_metrics
 from green_mlops.analysis.schema import EXPORT, EXPORT_COLUMNS, from_export, to_export
@@ -251,3 +252,5 @@ def test_zoo_benchmark_csv_loads_with_its_own_column_names_and_rounds_as_repeats
     assert choose_basis(runs).net
     twice = runs.groupby(["model", "batch_size"]).size()
     assert (twice == 2).sum() == 22 and (twice == 1).sum() == 26
+    keep, _ = one_batch_size(runs)  # round 1 ran more batch-256 points; Table 3 stays at the paper's 128
+    assert set(runs.loc[keep, "batch_size"]) == {128}

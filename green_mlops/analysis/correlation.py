@@ -56,8 +56,9 @@ def one_batch_size(runs: pd.DataFrame, by: str = "hardware") -> tuple[pd.Series,
     """Which runs to correlate: per ``by`` group, those at one batch size, as Table 3 compares models.
 
     Across batch sizes a model's energy changes several-fold, which would swamp what a metric says about
-    the model. The batch size kept is the one with the most models (then most runs, then the closest to
-    the paper's 128). Returns a boolean mask over ``runs`` and a note per group where runs were left out.
+    the model. The batch size kept is the one with the most models (then the closest to the paper's 128, then
+    most runs: a repeat round that ran only part of the grid must not move the comparison to another batch
+    size). Returns a boolean mask over ``runs`` and a note per group where runs were left out.
     """
     keep = pd.Series(True, index=runs.index)
     if "batch_size" not in runs:
@@ -71,7 +72,7 @@ def one_batch_size(runs: pd.DataFrame, by: str = "hardware") -> tuple[pd.Series,
             continue
         count = pd.DataFrame({"models": models.loc[idx].groupby(s).nunique(), "runs": s.value_counts()})
         count["distance"] = -(count.index.to_series() - PAPER_BATCH_SIZE).abs()
-        best = count.sort_values(["models", "runs", "distance"], ascending=False).index[0]
+        best = count.sort_values(["models", "distance", "runs"], ascending=False).index[0]
         keep.loc[idx] = s.eq(best)
         notes.append(f"{name}: correlations over the {int(count.at[best, 'runs'])} runs at batch size {best:g} "
                      f"({int(count.at[best, 'models'])} models) of {len(idx)}: like Table 3, models are compared at "
