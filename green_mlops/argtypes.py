@@ -52,8 +52,51 @@ def _argtype(parse: Callable[[str], Any], check: Callable[[Any], Any], what: str
     return convert
 
 
-nonneg_seconds = _argtype(float, lambda v: check_seconds("value", v), "a number of seconds (e.g. 5)")
-positive_int = _argtype(int, lambda v: check_whole("value", v, 1), "a whole number")
+def whole(minimum: int, example: str = "3") -> Callable[[str], int]:
+    """argparse type: a whole number ≥ ``minimum``."""
+    return _argtype(int, lambda v: check_whole("value", v, minimum), f"a whole number (e.g. {example})")
+
+
+def number(*, positive: bool, example: str) -> Callable[[str], float]:
+    """argparse type: a finite number > 0 (``positive``) or ≥ 0."""
+    return _argtype(float, lambda v: check_number("value", v, positive=positive, example=example),
+                    f"a number (e.g. {example})")
+
+
+def seconds(*, positive: bool, example: str = "5") -> Callable[[str], float]:
+    """argparse type: a finite number of seconds > 0 (``positive``) or ≥ 0."""
+    return _argtype(float, lambda v: check_seconds("value", v, positive=positive, example=example),
+                    f"a number of seconds (e.g. {example})")
+
+
+def check_fraction(name: str, value: Any, *, open_low: bool = False, example: str = "0.5") -> float:
+    """``value`` as float if it lies in [0, 1] ((0, 1] when ``open_low``); else ValueError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (0 < value <= 1 if open_low else 0 <= value <= 1):
+        raise ValueError(f"{name} must be a fraction {'above 0 and at most' if open_low else 'from 0 to'} 1 "
+                         f"(e.g. {example}); got {value!r}")
+    return float(value)
+
+
+def fraction(*, open_low: bool = False, example: str = "0.5") -> Callable[[str], float]:
+    """argparse type: a number in [0, 1], or (0, 1] when ``open_low``."""
+    return _argtype(float, lambda v: check_fraction("value", v, open_low=open_low, example=example),
+                    f"a fraction (e.g. {example})")
+
+
+def finite(example: str = "0") -> Callable[[str], float]:
+    """argparse type: any finite number (negative too), e.g. a clock offset."""
+    def check(v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"value must be a finite number (e.g. {example}); got {v!r}")
+        return v
+    return _argtype(float, check, f"a number (e.g. {example})")
+
+
+nonneg_seconds = seconds(positive=False)
+positive_seconds = seconds(positive=True)
+positive_int = whole(1)
+nonneg_int = whole(0, "0")
 
 
 def interval(text: str) -> float:

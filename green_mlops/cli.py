@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse said why (exit 2) or printed --help/--version (0): a code, not a raise
+            return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
         return int(args.func(args))
     except (SettingsError, MissingExtra) as exc:
         print(f"green-mlops: {exc}", file=sys.stderr)
