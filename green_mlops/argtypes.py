@@ -118,6 +118,17 @@ def port(text: str) -> int:
     return value
 
 
+def parse(parser: argparse.ArgumentParser, argv: Any) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)``, or the exit code argparse chose (2 after saying why, 0 after ``--help``).
+
+    So ``main(argv)`` returns a code for bad input instead of raising SystemExit in the caller's process.
+    """
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows every option's default: appended as "(default: …)" unless the help already says it.
 

@@ -21,6 +21,7 @@ from green_mlops.argtypes import (
     nonneg_int,
     nonneg_seconds,
     number,
+    parse,
     positive_int,
     positive_seconds,
     seconds,
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``genai`` on its own (``python -m green_mlops.commands.genai``), before it is wired into ``green-mlops``."""
     parser = argparse.ArgumentParser(prog="green-mlops genai", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parse(parser, argv)
+    return args if isinstance(args, int) else run(args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.argtypes import interval, nonneg_int, nonneg_seconds, number, positive_int
+from green_mlops.argtypes import interval, nonneg_int, nonneg_seconds, number, parse, positive_int
 from green_mlops.commands.common import quiet_lightning
 from green_mlops.outputs import add_json_option, json_stdout, print_json
 from green_mlops.redact import redact_uri
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``green-mlops train`` on its own (``python -m green_mlops.commands.train``)."""
     parser = argparse.ArgumentParser(prog="green-mlops train", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parse(parser, argv)
+    return args if isinstance(args, int) else run(args)
 
 
 if __name__ == "__main__":
