@@ -204,3 +204,58 @@ def test_counters_agree_on_zoo_models_up_to_thops_element_wise_rules(arch):
         assert full == ours.macs
     else:  # thop's BatchNorm and average-pooling rules add to the same conv/linear work
         assert full > ours.macs
+
+
+def test_default_counter_runs_on_the_meta_device_without_copying_the_weights(monkeypatch):
+    import green_mlops.metrics.model_stats as ms
+
+    def no_copy(model):
+        raise AssertionError("the weights were copied to the CPU")
+
+    monkeypatch.setattr(ms, "_cpu_copy", no_copy)
+    s = model_stats(_cnn(), torch.randn(4, 3, 8, 8))
+    assert s.macs == 8 * 8 * 8 * 3 * 3 * 3 + 8 * 10 and s.flops == 2 * s.macs and s.notes == ()
+
+
+def test_a_model_the_meta_device_cannot_run_is_counted_on_a_cpu_copy():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.lin(x) * 2 if float(x.abs().sum()) >= 0 else x  # needs the data: not on meta
+
+    s = model_stats(DataDependent(), torch.randn(3, 6))
+    assert s.macs == 6 * 4 and s.flops == 2 * 6 * 4 and s.notes == ()
+
+
+def test_attention_is_counted_whatever_kernel_the_cpu_would_pick():
+    """Self-attention as vision transformers call it, one sequence of 5 tokens of width 8: the four projections
+    and both matmuls. In eval mode a CPU pass takes a fused kernel flop_counter cannot see (it counted 0)."""
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    s = model_stats(SelfAttention(), torch.randn(2, 5, 8))
+    projections = 4 * 5 * 8 * 8
+    scores_and_mix = 2 * 5 * 5 * 8  # Q·Kᵀ and softmax(·)·V, over both heads
+    assert s.macs == projections + scores_and_mix
+
+
+def test_lstm_layers_are_counted_though_the_cpu_fuses_them():
+    """An LSTM of width 16 → 32 over 7 steps: four gates, each an input and a hidden matmul per step."""
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(16, 32, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    s = model_stats(Tagger(), torch.randn(2, 7, 16))
+    assert s.macs == 7 * 4 * (16 * 32 + 32 * 32)

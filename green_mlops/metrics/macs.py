@@ -17,20 +17,27 @@ import os
 
 import torch
 
-__all__ = ["COUNTERS", "ENV_MAC_COUNTER", "count_macs"]
+__all__ = ["COUNTERS", "ENV_MAC_COUNTER", "chosen_counter", "count_macs"]
 
 ENV_MAC_COUNTER = "GREEN_MLOPS_MAC_COUNTER"
 COUNTERS = ("flop_counter", "thop")
 
 
-def count_macs(probe: torch.nn.Module, x: torch.Tensor, flops: int | None, notes: list[str],
+def chosen_counter(counter: str | None = None) -> str:
+    """The MAC counter asked for: ``counter``, else $GREEN_MLOPS_MAC_COUNTER, else ``flop_counter`` (not checked)."""
+    return (counter or os.environ.get(ENV_MAC_COUNTER, "") or "flop_counter").strip().lower()
+
+
+def count_macs(probe: torch.nn.Module | None, x: torch.Tensor, flops: int | None, notes: list[str],
                counter: str | None = None) -> tuple[int | None, str | None]:
     """MACs of ``probe(x)`` and the counter's name; ``flops`` is flop_counter's count of the same pass.
+
+    ``probe`` (a CPU copy of the model) is needed by thop only; flop_counter's MACs are ``flops / 2``.
 
     ``counter`` defaults to $GREEN_MLOPS_MAC_COUNTER, else ``flop_counter``. Never raises: what could
     not be counted is None and ``notes`` says why and how to fix it.
     """
-    chosen = (counter or os.environ.get(ENV_MAC_COUNTER, "") or "flop_counter").strip().lower()
+    chosen = chosen_counter(counter)
     if chosen not in COUNTERS:
         notes.append(f"MACs not counted: {ENV_MAC_COUNTER}={chosen!r} is not a MAC counter; use one of "
                      f"{', '.join(COUNTERS)} (default flop_counter)")
@@ -41,6 +48,9 @@ def count_macs(probe: torch.nn.Module, x: torch.Tensor, flops: int | None, notes
                          f"{ENV_MAC_COUNTER}=thop counts by module hooks instead")
             return None, None
         return flops // 2, "torch.utils.flop_counter"
+    if probe is None:
+        notes.append("MACs not counted: thop runs a CPU copy of the model and none was given")
+        return None, None
     return _thop(probe, x, notes), "thop"
 
 

@@ -7,10 +7,15 @@
   by default, or from thop when chosen (:mod:`green_mlops.metrics.macs` says how they differ), both for ONE
   sample: a batch of 1 shaped like ``example_input[0:1]``.
 
-Counting runs on a CPU copy of the model in eval mode under ``torch.no_grad`` and a forked CPU RNG,
-so the user's model gets no hooks or buffers, keeps its training flag and device, and the global
-random stream is not advanced. Counting never raises: what could not be counted is ``None``, and
-``notes`` says why.
+Counting runs on a copy of the model in eval mode under ``torch.no_grad`` and a forked CPU RNG, so the
+user's model gets no hooks or buffers, keeps its training flag and device, and the global random stream
+is not advanced. flop_counter counts on PyTorch's ``meta`` device first: shapes only, so neither the
+weights are copied nor any arithmetic done (tens of milliseconds where a CPU pass of a ResNet-50 takes
+seconds). A model that cannot run there (data-dependent Python, a custom kernel, tensors it makes on
+another device) is counted on a CPU copy instead, as thop always is. On the meta device attention and
+LSTM layers run PyTorch's reference path, whose matmuls flop_counter sees; a CPU pass in eval mode takes
+fused kernels it cannot see (they counted 0). Counting never raises: what could not be counted is
+``None``, and ``notes`` says why.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from green_mlops.metrics.macs import count_macs
+from green_mlops.metrics.macs import chosen_counter, count_macs
 
 __all__ = ["ModelStats", "model_stats"]
 
@@ -101,6 +106,11 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor, notes: list[st
         notes.append(f"MACs and FLOPs not counted: example_input of shape {tuple(example_input.shape)} has no "
                      "sample along its first (batch) dimension")
         return None, None, None, None
+    if chosen_counter(mac_counter) != "thop":
+        flops = _meta_flops(model, example_input[0:1].detach())
+        if flops is not None:
+            macs, macs_counter = count_macs(None, example_input[0:1], flops, notes, mac_counter)
+            return macs, flops, tuple(example_input[0:1].shape), macs_counter
     try:
         x = example_input[0:1].detach().to("cpu")
         probe = _cpu_copy(model).eval()
@@ -122,6 +132,25 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor, notes: list[st
         notes.append(f"FLOPs not counted: {_why(exc)}")
     macs, macs_counter = count_macs(probe, x, flops, notes, mac_counter)
     return macs, flops, shape, macs_counter
+
+
+def _meta_flops(model: torch.nn.Module, x: torch.Tensor) -> int | None:
+    """flop_counter's FLOPs of ``model(x)`` run on a copy on the meta device; None if the model cannot run there."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        memo: dict[int, object] = {}
+        for p in model.parameters():
+            memo[id(p)] = torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
+        for b in model.buffers():
+            memo[id(b)] = b.detach().to("meta")
+        probe = copy.deepcopy(model, memo).eval()
+        counter = FlopCounterMode(display=False)
+        with _quiet(), torch.no_grad(), counter:
+            probe(x.to("meta"))
+        return int(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - anything the meta device cannot do: the CPU copy counts instead
+        return None
 
 
 def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,25 @@ def write_run_artifacts(meter: EnergyMeter, steps: Sequence[StepMetrics], summar
     path.write_text(json.dumps(summary, indent=2, default=str))
     files.append(path)
     return files
+
+
+def start_run_artifacts(meter: EnergyMeter, steps: Sequence[StepMetrics], summary: dict[str, Any], name: str,
+                        xlabel: str = "step") -> Future[list[Path]]:
+    """:func:`write_run_artifacts` on a thread of its own, so drawing overlaps the metric writers' last delivery.
+
+    The thread is not a daemon: should its caller stop waiting, the interpreter still lets it finish at exit.
+    """
+    done: Future[list[Path]] = Future()
+
+    def work() -> None:
+        if done.set_running_or_notify_cancel():
+            try:
+                done.set_result(write_run_artifacts(meter, steps, summary, name, xlabel=xlabel))
+            except BaseException as exc:  # handed to whoever waits on the result
+                done.set_exception(exc)
+
+    threading.Thread(target=work, name=f"green-mlops-artifacts-{name}").start()
+    return done
 
 
 def summary_line(stage: str, status: str, total_J: float, local: EnergyResult | None, where: list[str]) -> str:

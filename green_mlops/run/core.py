@@ -21,7 +21,7 @@ from green_mlops import names
 from green_mlops.argtypes import check_seconds, check_whole
 from green_mlops.meter import EnergyMeter, EnergyResult, PowerSource, Settings, validate_interval
 from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2e_g
-from green_mlops.run.artifacts import summary_line, write_run_artifacts
+from green_mlops.run.artifacts import start_run_artifacts, summary_line
 from green_mlops.run.sinks import Sinks
 from green_mlops.run.stage_energy import stage_metrics, stage_vector
 from green_mlops.run.stream import EnergyStream, StepMetrics
@@ -175,16 +175,21 @@ class MeteredRun:
         summary["metrics"] = end
         self.summary.update(summary)
         where: list[str] = []
+        files = None
         try:
             if self.sinks.files:
                 self.sinks.flush()
                 self.sinks.log_now(end, step)
-                files = write_run_artifacts(self.meter, self.steps, self.summary, self.name, xlabel=self.xlabel)
-                where = self.sinks.log_artifacts(files, self.fallback_dir)
+                files = start_run_artifacts(self.meter, self.steps, self.summary, self.name, xlabel=self.xlabel)
         except Exception as exc:  # the metrics already queued must still be delivered
             log.warning("green_mlops: logging the %s summary failed: %s", self.name, exc)
         finally:
-            self.sinks.close()
+            self.sinks.close()  # waits for the last delivery while the files are being written
+        if files is not None:
+            try:
+                where = self.sinks.log_artifacts(files.result(), self.fallback_dir)
+            except Exception as exc:
+                log.warning("green_mlops: writing the %s artifacts failed: %s", self.name, exc)
         if cfg.print_summary and self.sinks.files:
             try:
                 print(summary_line(self.name, status, total, result if reduce is None else None, where),
