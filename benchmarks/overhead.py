@@ -1,22 +1,32 @@
-"""What the EnergyCallback costs a training run, resolved to about 1 % (issue #3).
+"""What the EnergyCallback costs a training run, resolved to about 1 % (issues #3 and #16).
 
-The workload (``benchmarks/workload.py``): ResNet18 on CIFAR-shaped batches of 128 under Lightning.
+The workload (``benchmarks/workload.py``, ``--workload``): ResNet18 on CIFAR-shaped batches of 128 under
+Lightning (about 13 ms a step on an H100), or an MLP for short steps where a per-step cost shows most:
+``mlp`` (134 k parameters, the module self.log()s its loss every step, as in issue #16's measurement:
+≥ 250 steps/s on an H200) and ``mlp-small`` (21 k parameters, no self.log: ≥ 1,000 steps/s).
 Set-ups, run as many short fits in one process, interleaved in rounds whose order alternates
 (A B C, C B A, A B C, ...) so that slow drifts of clocks and temperature cancel:
 
   bare          no logger, no callback
+  logger        no callback; an MLFlowLogger on a SQLite store (the run a user who logs to MLflow has)
   energy        EnergyCallback logging every step to an MLFlowLogger on a SQLite store
   energy-nolog  EnergyCallback, no logger (the meter and step attribution alone)
   energy-http   EnergyCallback logging every step through an MLflow tracking server (--server)
   lightning     no callback; the module self.log()s five metrics every step to an MLFlowLogger (SQLite)
 
-Each round gives every set-up's throughput ratio to bare in that same round (paired, so drift
-between rounds cancels); the report is the median ratio with a bootstrap 95 % confidence interval.
-Beside it, the training (main) thread's CPU time per step, which a shared VM disturbs far less than
-wall time, and the difference to bare: what the set-up adds to the thread that drives the GPU.
+Each round gives every set-up's throughput ratio to the baseline (``--baseline``, default bare) in that
+same round (paired, so drift between rounds cancels); the report is the median ratio with a bootstrap
+95 % confidence interval. Beside it, the training (main) thread's CPU time per step, which a shared VM
+disturbs far less than wall time, and the difference to the baseline: what the set-up adds to the
+thread that drives the GPU. Then what green_mlops itself spends per logged step (every step is logged):
+the CPU time of its threads in the training process (sampler, step stream, writer) and of its helper
+process (MLflow delivery), read per thread from Linux's schedstat. And the memory a set-up adds to a run:
+each set-up once more in a fresh process (``--memory-rounds``), the training process's RSS plus its
+child processes' USS at the end of the timed steps, minus the baseline's.
 Set-up costs (MLflow run creation, the delivery process start) happen before the timed steps.
 
     PYTHONPATH=. python3 benchmarks/overhead.py [--rounds 12] [--steps 300] [--kinds bare,energy,lightning]
+    PYTHONPATH=. python3 benchmarks/overhead.py --workload mlp --kinds logger,energy --baseline logger
     PYTHONPATH=. python3 benchmarks/overhead.py --accelerator cpu --steps 5 --rounds 1   # smoke run
 
 Prints the table last; writes details to $OUT/overhead.json (default ``bench_out``).
@@ -29,6 +39,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +48,13 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("bare", "energy", "energy-nolog", "energy-http", "lightning")
+KINDS = ("bare", "logger", "energy", "energy-nolog", "energy-http", "lightning")
+LOGGED = ("logger", "energy", "energy-http", "lightning")  # set-ups with an MLFlowLogger
+STEPS = {"resnet18": 300, "mlp": 3000, "mlp-small": 6000}  # default timed steps: several seconds of each
+ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP_RESAMPLES = 10_000
 TARGET = 0.99  # issue #3: throughput with the callback ≥ 0.99 of bare
+TARGETS = {"resnet18": 0.995, "mlp": 0.99, "mlp-small": 0.98}  # issue #16, by workload
 
 
 def round_order(kinds: list[str], r: int) -> list[str]:
@@ -59,14 +74,14 @@ def median_ci(values: list[float], confidence: float = 0.95) -> tuple[float, flo
     return med, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def parse_kinds(text: str, server: str | None) -> list[str]:
+def parse_kinds(text: str, server: str | None, baseline: str = "bare") -> list[str]:
     """The set-ups asked for, checked before any training starts."""
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise SystemExit(f"unknown set-up(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
-    if "bare" not in kinds:
-        raise SystemExit("--kinds must include bare: every ratio is against it")
+    if baseline not in kinds:
+        raise SystemExit(f"--kinds must include the baseline {baseline}: every ratio is against it")
     if len(set(kinds)) != len(kinds):
         raise SystemExit(f"--kinds names a set-up twice: {text}")
     if "energy-http" in kinds and not server:
@@ -84,7 +99,7 @@ def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> 
     from green_mlops.lightning import EnergyCallback
 
     logger: Any = False
-    if kind in ("energy", "lightning", "energy-http"):
+    if kind in LOGGED:
         uri = args.server if kind == "energy-http" else f"sqlite:///{workdir}/mlflow.db"
         logger = MLFlowLogger(experiment_name=f"overhead-{kind}", tracking_uri=uri,
                               artifact_location=None if kind == "energy-http" else f"{workdir}/artifacts")
@@ -97,27 +112,73 @@ def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> 
         callbacks = [probe_stop, cb, probe_start]  # brackets the callback's own meter window
         before = wait_for_writers(cb)
     res = run_fit(args.accelerator, args.steps, args.warmup, args.batch_size, logger=logger, callbacks=callbacks,
-                  log_five=kind == "lightning", counter=counter, before_start=before, root_dir=workdir)
+                  log_five=kind == "lightning", counter=counter, before_start=before, root_dir=workdir,
+                  workload=args.workload)
     row: dict[str, Any] = {"kind": kind, **res.as_dict()}
+    green = res.green_cpu_us  # the sampler's cost is per second of run; the stream's and writer's per step
+    row["green_sampler_us"] = green.get("green-mlops-sampler", 0.0)
+    row["green_threads_us"] = sum(v for k, v in green.items() if k.startswith("green-mlops"))
+    row["green_helpers_us"] = sum(v for k, v in green.items() if not k.startswith("green-mlops"))
+    row["memory_mb"] = res.rss_mb_at_end + res.children_uss_mb  # the training process + its helpers' own pages
     if cb is not None and cb.summary.get("local"):
         domains = cb.summary["local"]["domains"]
         row["callback_gpu_J"] = domains.get("gpu", {}).get("energy_J")
         row["callback_total_J"] = cb.summary.get("energy_J")
         row["steps_logged"] = len(cb.steps)
+        row["metrics_per_step"] = len(cb.steps[-1][2]) if cb.steps else 0
         if probe_start is not None and probe_start.at_setup is not None and probe_stop.at_teardown is not None:
             row["counter_over_callback_window_J"] = probe_stop.at_teardown - probe_start.at_setup
     return row
 
 
-def summarise(rows: list[dict[str, Any]], kinds: list[str]) -> dict[str, dict[str, Any]]:
-    """Per set-up: throughput, paired ratios to bare, CPU per step and the difference to bare."""
+def memory_rows(kinds: list[str], args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    """Each set-up once in a fresh interpreter (memory a process once held stays held): its fit's row."""
+    rows = []
+    for r in range(args.memory_rounds):
+        for kind in round_order(kinds, r):
+            result = out / f"overhead-memory-{kind}.json"
+            result.unlink(missing_ok=True)
+            argv = [a for a in sys.argv[1:]] if args.argv is None else list(args.argv)
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--memory-child", kind,
+                   "--memory-result", str(result)]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+            proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+            if proc.returncode or not result.exists():
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                rows.append({"round": r, "kind": kind, "error": f"exit {proc.returncode}: {tail[0][:300]}"})
+                continue
+            rows.append({"round": r, **json.loads(result.read_text())})
+            result.unlink()
+            print(f"memory {r} {kind:12s} {rows[-1]['memory_mb']:7.0f} MB (RSS {rows[-1]['rss_mb_at_end']:.0f} "
+                  f"+ child processes' USS {rows[-1]['children_uss_mb']:.0f})", flush=True)
+    return rows
+
+
+def memory_child(args: argparse.Namespace) -> int:
+    """The --memory-child process: one fit of one set-up, its row to --memory-result."""
+    from benchmarks.workload import prepare
+
+    prepare(args.accelerator)
+    workdir = tempfile.mkdtemp(prefix="overhead-memory-")
+    row = one_fit(args.memory_child, args, workdir, None)
+    keep = ("kind", "rss_mb_at_end", "children_uss_mb", "children", "memory_mb", "peak_rss_mb", "steps_per_s")
+    Path(args.memory_result).write_text(json.dumps({k: row[k] for k in keep if k in row}))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def summarise(rows: list[dict[str, Any]], kinds: list[str], baseline: str = "bare",
+              memory: list[dict[str, Any]] = ()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
+    """Per set-up: throughput, paired ratios to the baseline, CPU per step and the difference, memory added."""
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_round.setdefault(row["round"], {})[row["kind"]] = row
+    mem = {k: [m["memory_mb"] for m in memory if m["kind"] == k and "memory_mb" in m] for k in kinds}
+    base_mem = statistics.median(mem[baseline]) if mem.get(baseline) else None
     out: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         mine = [r for r in rows if r["kind"] == kind]
-        pairs = [(rd[kind], rd["bare"]) for rd in by_round.values() if kind in rd and "bare" in rd]
+        pairs = [(rd[kind], rd[baseline]) for rd in by_round.values() if kind in rd and baseline in rd]
         ratios = [a["steps_per_s"] / b["steps_per_s"] for a, b in pairs]
         cpu_diff = [a["main_thread_cpu_us"] - b["main_thread_cpu_us"] for a, b in pairs]
         rates = [r["steps_per_s"] for r in mine]
@@ -125,16 +186,21 @@ def summarise(rows: list[dict[str, Any]], kinds: list[str]) -> dict[str, dict[st
             "rounds": len(mine), "steps_per_s": rates, "steps_per_s_median": statistics.median(rates),
             "ratio_per_round": ratios, "ratio": median_ci(ratios),
             "main_thread_cpu_us": statistics.median(r["main_thread_cpu_us"] for r in mine),
-            "main_thread_cpu_us_vs_bare": median_ci(cpu_diff),
+            "main_thread_cpu_us_vs_baseline": median_ci(cpu_diff),
             "process_cpu_us": statistics.median(r["process_cpu_us"] for r in mine),
             "children_cpu_us": statistics.median(r["children_cpu_us"] for r in mine),
+            "green_sampler_us": statistics.median(r["green_sampler_us"] for r in mine),
+            "green_threads_us": statistics.median(r["green_threads_us"] for r in mine),
+            "green_helpers_us": statistics.median(r["green_helpers_us"] for r in mine),
+            "green_us": statistics.median(r["green_threads_us"] + r["green_helpers_us"] for r in mine),
+            "memory_mb": statistics.median(mem[kind]) if mem.get(kind) else None,
         }
+        s["memory_added_mb"] = (s["memory_mb"] - base_mem) if s["memory_mb"] is not None and base_mem else None
         joules = [r["gpu_J_timed"] / r["steps"] for r in mine if r.get("gpu_J_timed") is not None]
         s["gpu_J_per_step"] = statistics.median(joules) if joules else None
         errs = [100 * (r["callback_gpu_J"] / r["counter_over_callback_window_J"] - 1) for r in mine
                 if r.get("callback_gpu_J") is not None and r.get("counter_over_callback_window_J")]
         s["callback_gpu_error_pct"] = errs or None
-        s["verdict"] = verdict(s["ratio"])
         out[kind] = s
     return out
 
@@ -156,19 +222,25 @@ def _ci(triple: tuple[float, float | None, float | None], fmt: str) -> str:
     return f"{med:{fmt}}" + (f" [{lo:{fmt}}, {hi:{fmt}}]" if lo is not None else "")
 
 
-def table(summary: dict[str, dict[str, Any]]) -> str:
+def table(summary: dict[str, dict[str, Any]], baseline: str = "bare") -> str:
     """The markdown table printed last."""
-    head = ("| set-up | steps/s, median (min–max) | ratio to bare, median [95 % CI] | main-thread CPU µs/step "
-            "| vs bare, µs [95 % CI] | process CPU µs/step | child processes CPU µs/step | GPU J/step "
-            "| callback GPU J vs counter |")
-    lines = [head, "|" + " --- |" * 9]
+    head = (f"| set-up | steps/s, median (min–max) | ratio to {baseline}, median [95 % CI] | main-thread CPU µs/step "
+            f"| vs {baseline}, µs [95 % CI] | green_mlops CPU µs per logged step: sampler + stream & writer + delivery "
+            "process = all "
+            f"| memory MB (RSS + helpers' USS) | added vs {baseline}, MB | process CPU µs/step "
+            "| child processes CPU µs/step | GPU J/step | callback GPU J vs counter |")
+    lines = [head, "|" + " --- |" * 12]
     for kind, s in summary.items():
         rates = s["steps_per_s"]
         err = s["callback_gpu_error_pct"]
+        green = (f"{s['green_sampler_us']:.1f} + {s['green_threads_us'] - s['green_sampler_us']:.1f} + "
+                 f"{s['green_helpers_us']:.1f} = {s['green_us']:.1f}" if s["green_us"] else "—")
+        mem = "n/a" if s["memory_mb"] is None else f"{s['memory_mb']:.0f}"
+        added = "n/a" if s["memory_added_mb"] is None else f"{s['memory_added_mb']:+.0f}"
         lines.append(
             f"| {kind} | {s['steps_per_s_median']:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {_ci(s['ratio'], '.3f')} "
-            f"| {s['main_thread_cpu_us']:.0f} | {_ci(s['main_thread_cpu_us_vs_bare'], '+.0f')} "
-            f"| {s['process_cpu_us']:.0f} | {s['children_cpu_us']:.0f} "
+            f"| {s['main_thread_cpu_us']:.0f} | {_ci(s['main_thread_cpu_us_vs_baseline'], '+.0f')} | {green} "
+            f"| {mem} | {added} | {s['process_cpu_us']:.0f} | {s['children_cpu_us']:.0f} "
             f"| {'n/a' if s['gpu_J_per_step'] is None else format(s['gpu_J_per_step'], '.2f')} "
             f"| {'—' if not err else f'{statistics.median(err):+.2f} % (median of {len(err)})'} |")
     return "\n".join(lines)
@@ -177,21 +249,35 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--accelerator", default="gpu", help="gpu (default) or cpu for a smoke run")
+    p.add_argument("--workload", default="resnet18", choices=sorted(STEPS),
+                   help="resnet18 (default; ~13 ms steps), mlp (≥ 250 steps/s on an H200), mlp-small (≥ 1,000)")
     p.add_argument("--rounds", type=int, default=12, help="interleaved rounds (default 12)")
-    p.add_argument("--steps", type=int, default=300, help="timed optimiser steps per fit (default 300)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed optimiser steps per fit (default 300 for resnet18, 3000 for mlp, 6000 for mlp-small)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30 on GPU, 2 on CPU)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--prime-steps", type=int, default=None,
                    help="one untimed bare fit before round 0 (CUDA, cuDNN and allocator warm-up; default 50 on GPU)")
     p.add_argument("--kinds", default="bare,energy,lightning", help=f"comma-separated set-ups from {', '.join(KINDS)}")
+    p.add_argument("--baseline", default="bare", choices=KINDS,
+                   help="the set-up ratios, CPU and memory are compared with (default bare; logger: a run that "
+                        "already logs to MLflow)")
+    p.add_argument("--memory-rounds", type=int, default=1,
+                   help="each set-up this many times more in a fresh process, for memory (default 1; 0: none)")
     p.add_argument("--server", default=None, help="tracking server URI for energy-http")
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="start no round that would end later than this after launch (default 540; 0: no limit)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="folder for overhead.json ($OUT)")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--memory-result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.argv = argv
+    args.steps = args.steps if args.steps is not None else STEPS[args.workload]
     for name in ("rounds", "steps", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be ≥ 1")
+    if args.memory_rounds < 0:
+        p.error("--memory-rounds must be ≥ 0")
     gpu = args.accelerator != "cpu"
     args.warmup = args.warmup if args.warmup is not None else (30 if gpu else 2)
     args.prime_steps = args.prime_steps if args.prime_steps is not None else (50 if gpu else 0)
@@ -209,7 +295,9 @@ def within_budget(t0: float, rounds_t0: float, rounds_done: int, budget_s: float
 def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     args = parse_args(argv)
-    kinds = parse_kinds(args.kinds, args.server)
+    if args.memory_child:
+        return memory_child(args)
+    kinds = parse_kinds(args.kinds, args.server, args.baseline)
     from benchmarks.workload import GpuCounter, prepare, run_fit
 
     prepare(args.accelerator)
@@ -218,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="overhead-")
     counter = GpuCounter.open(args.accelerator)
     if args.prime_steps:
-        run_fit(args.accelerator, args.prime_steps, args.warmup, args.batch_size, root_dir=workdir)
+        run_fit(args.accelerator, args.prime_steps, args.warmup, args.batch_size, root_dir=workdir,
+                workload=args.workload)
     rows: list[dict[str, Any]] = []
     started = time.time()
     rounds_t0 = time.monotonic()
@@ -230,21 +319,27 @@ def main(argv: list[str] | None = None) -> int:
             row = {"round": r, **one_fit(kind, args, workdir, counter)}
             rows.append(row)
             print(f"round {r:2d} {kind:12s} {row['steps_per_s']:7.1f} steps/s  main thread "
-                  f"{row['main_thread_cpu_us']:7.0f} µs/step  children {row['children_cpu_us']:6.0f} µs/step", flush=True)
+                  f"{row['main_thread_cpu_us']:7.0f} µs/step  green_mlops {row['green_threads_us']:6.1f} + "
+                  f"{row['green_helpers_us']:6.1f} µs/step", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
-    summary = summarise(rows, kinds)
+    memory = memory_rows(kinds, args, out)
+    summary = summarise(rows, kinds, args.baseline, memory)
     import torch
 
+    target = TARGETS[args.workload]
     info = {"device": torch.cuda.get_device_name() if args.accelerator != "cpu" else platform.processor() or "cpu",
-            "python": platform.python_version(), "torch": torch.__version__, "command": " ".join(sys.argv),
-            "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - started, "args": vars(args)}
-    text = table(summary)
-    (out / "overhead.json").write_text(json.dumps({**info, "summary": summary, "details": rows}, indent=1))
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - started,
+            "args": {k: v for k, v in vars(args).items() if k != "argv"}, "target": target}
+    text = table(summary, args.baseline)
+    (out / "overhead.json").write_text(json.dumps({**info, "summary": summary, "details": rows, "memory": memory},
+                                                  indent=1))
     (out / "overhead.md").write_text(text + "\n")
-    print(f"\n{len({r['round'] for r in rows})} rounds × {args.steps} timed steps, order alternating; ratios paired within rounds")
+    print(f"\n{args.workload}: {len({r['round'] for r in rows})} rounds × {args.steps} timed steps, order "
+          f"alternating; ratios paired within rounds, against {args.baseline}")
     for kind, s in summary.items():
-        if kind != "bare":
-            print(f"  {kind}: ratio {_ci(s['ratio'], '.3f')}: {s['verdict']}")
+        if kind != args.baseline:
+            print(f"  {kind}: ratio {_ci(s['ratio'], '.3f')}: {verdict(s['ratio'], target)}")
     print()
     print(text)
     return 0

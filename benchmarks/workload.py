@@ -1,4 +1,9 @@
-"""The one workload every benchmark times: torchvision ResNet18 under Lightning on CIFAR-shaped batches.
+"""The workloads the benchmarks time under Lightning: torchvision ResNet18 on CIFAR-shaped batches, and MLPs.
+
+``resnet18`` (the default) is a step of about 13 ms on an H100/H200; the MLPs make short steps, where a
+per-step cost shows most (issue #16): ``mlp`` (two hidden layers of 256 on 256 inputs, 134 k parameters,
+the module also ``self.log``s its loss every step, as in the issue's measurement) and ``mlp-small`` (width
+64, 21 k parameters, no ``self.log``), for ≥ 250 and ≥ 1000 steps a second on a GPU.
 
 A fit runs ``warmup`` optimiser steps, then times ``steps`` more between two GPU-synchronised
 ``perf_counter`` reads. Besides steps/s it records what is far less noisy than wall time on a shared
@@ -43,12 +48,20 @@ def check_accelerator(accelerator: str) -> None:
                          "use --accelerator cpu for a smoke run")
 
 
-class BatchPool(Dataset):
-    """``length`` CIFAR-shaped batches served in turn from ``batches`` made once (item i is a whole batch)."""
+#: workload -> (hidden width, whether the module self.logs its loss every step); None: ResNet18
+WORKLOADS: dict[str, tuple[int, bool] | None] = {"resnet18": None, "mlp": (256, True), "mlp-small": (64, False)}
+MLP_INPUTS = 256
 
-    def __init__(self, batches: int, batch_size: int, length: int, pin: bool = False) -> None:
+
+class BatchPool(Dataset):
+    """``length`` batches served in turn from ``batches`` made once (item i is a whole batch): CIFAR-shaped
+    images, or ``features`` inputs a sample for an MLP."""
+
+    def __init__(self, batches: int, batch_size: int, length: int, pin: bool = False,
+                 features: int | None = None) -> None:
         g = torch.Generator().manual_seed(0)
-        self.x = [torch.randn(batch_size, 3, 32, 32, generator=g) for _ in range(batches)]
+        shape = (batch_size, 3, 32, 32) if features is None else (batch_size, features)
+        self.x = [torch.randn(*shape, generator=g) for _ in range(batches)]
         self.y = [torch.randint(0, 10, (batch_size,), generator=g) for _ in range(batches)]
         if pin:
             self.x = [x.pin_memory() for x in self.x]
@@ -83,6 +96,34 @@ class ResNet18(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.001, weight_decay=5e-4)
+
+
+class MLP(pl.LightningModule):
+    """Two hidden layers of ``width`` on ``MLP_INPUTS`` inputs, 10 classes; ``log_loss`` self.log()s the loss."""
+
+    def __init__(self, width: int, log_loss: bool) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(MLP_INPUTS, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                                       torch.nn.ReLU(), torch.nn.Linear(width, 10))
+        self.log_loss = log_loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        if self.log_loss:
+            self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def make_model(workload: str, log_five: bool = False) -> pl.LightningModule:
+    """The LightningModule of ``workload`` (see ``WORKLOADS``); ``log_five`` applies to ResNet18 only."""
+    if workload not in WORKLOADS:
+        raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}; got {workload!r}")
+    spec = WORKLOADS[workload]
+    return ResNet18(log_five=log_five) if spec is None else MLP(*spec)
 
 
 class GpuCounter:
@@ -146,6 +187,41 @@ def children_cpu_s() -> float:
     return total
 
 
+def _cpu_s(stat: Path, fallback: Callable[[], float]) -> float:
+    """CPU seconds from Linux's ``schedstat`` (nanoseconds; psutil's clock ticks are 10 ms), else ``fallback``."""
+    try:
+        return int(stat.read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return fallback()
+
+
+def green_cpu_s() -> dict[str, float]:
+    """CPU seconds so far of green_mlops' threads in this process (named ``green-mlops-*``: sampler, stream,
+    writer) and of its helper processes (the MLflow delivery process), by name."""
+    import threading
+
+    import psutil
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    me = psutil.Process()
+    for t in me.threads():
+        name = names.get(t.id, "")
+        if name.startswith("green-mlops"):
+            cpu = _cpu_s(Path(f"/proc/{me.pid}/task/{t.id}/schedstat"), lambda t=t: t.user_time + t.system_time)
+            out[name] = out.get(name, 0.0) + cpu
+    for child in me.children(recursive=True):
+        try:
+            if any("green_mlops.mlflow.delivery" in c for c in child.cmdline()):
+                tasks = Path(f"/proc/{child.pid}/task")
+                cpu = (sum(_cpu_s(t / "schedstat", lambda: 0.0) for t in tasks.iterdir()) if tasks.is_dir()
+                       else sum(child.cpu_times()[:2]))
+                out["delivery process"] = out.get("delivery process", 0.0) + cpu
+        except psutil.Error:
+            pass
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -198,7 +274,8 @@ class Timer(pl.Callback):
         self.ready_wait_s = 0.0
         self.children: list[dict[str, Any]] = []
         self.rss_mb_at_end = 0.0
-
+        self.green_start: dict[str, float] = {}
+        self.green_end: dict[str, float] = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -210,6 +287,7 @@ class Timer(pl.Callback):
             if self.sync:
                 torch.cuda.synchronize()
             # the slow reads first (NVML counter ~4 ms, psutil), so no clock's window holds them
+            self.green_start = green_cpu_s()
             self.start = {"counter": self.counter.read_J() if self.counter else None, "children": children_cpu_s()}
             self.start.update(process=time.process_time(), thread=time.thread_time(), wall=time.perf_counter())
         elif trainer.global_step == self.warmup + self.steps:
@@ -217,6 +295,7 @@ class Timer(pl.Callback):
                 torch.cuda.synchronize()
             self.end = {"wall": time.perf_counter(), "thread": time.thread_time(), "process": time.process_time()}
             self.end.update(children=children_cpu_s(), counter=self.counter.read_J() if self.counter else None)
+            self.green_end = green_cpu_s()
             self.children = children_memory()
             self.rss_mb_at_end = rss_mb()
 
@@ -225,6 +304,10 @@ class Timer(pl.Callback):
         if not self.start or not self.end:
             raise RuntimeError("the timed steps did not complete (fewer steps than warm-up + timed ran)")
         return (self.end[clock] - self.start[clock]) / self.steps * scale
+
+    def green_per_step(self) -> dict[str, float]:
+        """CPU µs per timed step of each green_mlops thread and helper process (see ``green_cpu_s``)."""
+        return {k: (v - self.green_start.get(k, 0.0)) / self.steps * 1e6 for k, v in self.green_end.items()}
 
 
 @dataclass
@@ -246,6 +329,7 @@ class FitResult:
     children: list[dict[str, Any]]
     rss_mb_at_end: float  # this process at the end of the timed steps (peak_rss_mb also covers what came after)
     peak_rss_mb: float
+    green_cpu_us: dict[str, float]  # per timed step: each green_mlops thread and helper process
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,8 +345,8 @@ def prepare(accelerator: str) -> None:
 def run_fit(accelerator: str = "gpu", steps: int = 300, warmup: int = 30, batch_size: int = 128, *,
             logger: Any = False, callbacks: Sequence[pl.Callback] = (), log_five: bool = False,
             counter: GpuCounter | None = None, before_start: Callable[[], None] | None = None,
-            root_dir: str | None = None) -> FitResult:
-    """One fit of ResNet18 for ``warmup + steps`` steps; times the last ``steps`` (see the module doc).
+            root_dir: str | None = None, workload: str = "resnet18") -> FitResult:
+    """One fit of ``workload`` for ``warmup + steps`` steps; times the last ``steps`` (see the module doc).
 
     ``root_dir``: where Lightning and callbacks without an MLflow logger write files (default: the cwd).
     """
@@ -274,8 +358,10 @@ def run_fit(accelerator: str = "gpu", steps: int = 300, warmup: int = 30, batch_
                          callbacks=[timer, *callbacks], enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0,
                          default_root_dir=root_dir)
-    data = DataLoader(BatchPool(16, batch_size, warmup + steps + 10, pin=cuda), batch_size=None, num_workers=0)
-    model = ResNet18(log_five=log_five)
+    model = make_model(workload, log_five)
+    features = None if WORKLOADS[workload] is None else MLP_INPUTS
+    data = DataLoader(BatchPool(16, batch_size, warmup + steps + 10, pin=cuda, features=features), batch_size=None,
+                      num_workers=0)
     gc.collect()  # every fit starts from the same heap state: no collection of the last fit's garbage mid-timing
     c0 = counter.read_J() if counter else None
     t0 = time.perf_counter()
@@ -292,7 +378,7 @@ def run_fit(accelerator: str = "gpu", steps: int = 300, warmup: int = 30, batch_
                      children_rss_mb=sum(c["rss_mb"] for c in timer.children),
                      children_uss_mb=sum(c["uss_mb"] for c in timer.children), children=timer.children,
                      rss_mb_at_end=timer.rss_mb_at_end,
-                     peak_rss_mb=peak_rss_mb())
+                     peak_rss_mb=peak_rss_mb(), green_cpu_us=timer.green_per_step())
 
 
 def wait_for_writers(callback: pl.Callback, timeout: float = 120.0) -> Callable[[], None]:

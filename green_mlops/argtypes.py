@@ -1,42 +1,19 @@
 """Checks of user input, written once: for Python arguments (ValueError) and argparse types (usage error).
 
-Every message names what a valid value looks like.
+The checks themselves (``check_whole``, ``check_seconds``, ``check_number``, ``validate_interval``) live in the
+bottom layer, :mod:`green_mlops.meter`, which checks its own input with them; they are re-exported here, the
+one place the rest of the package imports them from. Every message names what a valid value looks like.
 """
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from typing import Any
 
-from green_mlops.meter import validate_interval
+from green_mlops.meter import check_number, check_seconds, check_whole, validate_interval
 
-
-def check_whole(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
-    """``value`` if it is a whole number ≥ ``minimum`` (None too when ``allow_none``); else ValueError."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number ≥ {minimum}; got {value!r}")
-    return value
-
-
-def check_seconds(name: str, value: Any, *, positive: bool = False, example: str = "5") -> float:
-    """``value`` as float if it is a finite number of seconds ≥ 0 (> 0 when ``positive``); else ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be {'more than 0' if positive else '0 or more'} seconds (e.g. {example}); "
-                         f"got {value!r}")
-    return float(value)
-
-
-def check_number(name: str, value: Any, *, positive: bool, example: str) -> float:
-    """``value`` as float if it is a finite number ≥ 0 (> 0 when ``positive``); else ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} number "
-                         f"(e.g. {example}); got {value!r}")
-    return float(value)
+__all__ = ["DefaultsHelpFormatter", "check_number", "check_seconds", "check_whole", "interval", "nonneg_seconds",
+           "port", "positive_int"]
 
 
 def _argtype(parse: Callable[[str], Any], check: Callable[[Any], Any], what: str) -> Callable[[str], Any]:

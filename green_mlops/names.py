@@ -108,6 +108,28 @@ INFERENCE_J_PER_SAMPLE = "energy/inference_J_per_sample"
 LIFECYCLE_J = energy("lifecycle")
 PREDICTED_TRAINING_J = energy("predicted_training")
 
+# -- GenAI (``green-mlops genai``): a rate level's figures, as levels.csv columns and its MLflow run's metrics ---
+RATE = "rate_rps"  # the level's offered request rate: a param and a metric of the level's run
+SATURATION_RATE = "saturation_rps"  # on the sweep's parent run: the highest sustained rate before saturation
+ENERGY_PER_REQUEST = "energy_per_request_J"  # over requests served in the steady window
+ENERGY_PER_OK_REQUEST = "energy_per_ok_request_J"
+ENERGY_PER_COMPLETED_REQUEST = "energy_per_completed_request_J"
+ENERGY_PER_OUTPUT_TOKEN = "energy_per_output_token_J"
+ENERGY_PER_SECOND = "energy_per_s_W"  # the window's mean power
+SERVER_ENERGY_PER_REQUEST = "server_energy_per_request_J"  # the load generator's CPU share taken off
+
+
+def device_energy_per_request(domain: str) -> str:
+    """``{domain}_energy_per_request_J``: one domain's (gpu, cpu, dram) energy per served request."""
+    return f"{domain}_energy_per_request_J"
+
+
+#: Level metrics also logged under the paper's Table 6 names (:data:`green_mlops.metrics.genai.GENAI_METRICS`).
+GENAI_PAPER_NAMES = {ENERGY_PER_REQUEST: "energy_per_sample", ENERGY_PER_OUTPUT_TOKEN: "energy_per_output_token",
+                     RATE: "request_rate", "cache_hit_rate": "cache_hit_rate",
+                     "average_output_token_length": "average_output_token_length"}
+GENAI_ARTIFACT_DIR = "genai"  # a GenAI sweep's tables and figures in its parent run
+
 # -- tags --------------------------------------------------------------------------------------------------
 TAG_PREFIX = "green_mlops."
 HW_TAG_PREFIX = "green_mlops.hw."

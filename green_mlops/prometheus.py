@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from green_mlops.argtypes import check_seconds
 from green_mlops.extras import require
 
 if TYPE_CHECKING:
@@ -36,8 +37,7 @@ class PrometheusExporter:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"Prometheus port must be a whole number from 1 to 65535 (0 picks a free one), "
                              f"e.g. 9464; got {port!r}")
-        if not (isinstance(power_window_s, (int, float)) and power_window_s > 0 and math.isfinite(power_window_s)):
-            raise ValueError(f"power_window_s must be a positive number of seconds (e.g. 1); got {power_window_s!r}")
+        check_seconds("power_window_s", power_window_s, positive=True, example="1")
         require("prometheus")  # now, before any training: the error names the pip install line
         self.port = port
         self.addr = addr

@@ -1,6 +1,8 @@
 """A tiny real training set-up for callback tests: an MLP on scikit-learn's bundled digits."""
 from __future__ import annotations
 
+import importlib
+
 import pytorch_lightning as pl
 import torch
 from sklearn.datasets import load_digits
@@ -16,7 +18,9 @@ def digits_loaders(batch_size: int = 64) -> tuple[DataLoader, DataLoader]:
     return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=256)
 
 
-class DigitsMLP(pl.LightningModule):
+class DigitsSteps:
+    """The MLP's layers and steps, mixed into a LightningModule of either package."""
+
     def __init__(self, fail_at_step: int | None = None) -> None:
         super().__init__()
         self.net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
@@ -49,3 +53,12 @@ class DigitsMLP(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1, weight_decay=5e-4)
+
+
+class DigitsMLP(DigitsSteps, pl.LightningModule):
+    """The digits MLP as a ``pytorch_lightning`` module."""
+
+
+def digits_mlp(package: str) -> type:
+    """The digits MLP as a LightningModule of ``package`` (``lightning.pytorch`` or ``pytorch_lightning``)."""
+    return type("DigitsMLP", (DigitsSteps, importlib.import_module(package).LightningModule), {})

@@ -27,7 +27,8 @@ FORBIDDEN = [
 #: Names of the contract, as literals: they belong in names.py only.
 CONTRACT = re.compile(r"^(power|energy|co2e|time|samples)/|^green_mlops/|^green_mlops\.(hw|method|provenance|sweep|"
                       r"analysis|genai)\.|_summary\.json$|_trace\.parquet$|_energy\.png$|"
-                      r"^energy_per_sample_(train|inference)_J$")
+                      r"^energy_per_sample_(train|inference)_J$|"
+                      r"^(rate|saturation)_rps$|energy_per_((ok_|completed_)?request|output_token)_J$|^energy_per_s_W$")
 
 
 def _modules():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from green_mlops.cli import main
-from green_mlops.meter import EnergyMeter
+from green_mlops.meter import EnergyMeter, discover
 from green_mlops.meter.settings import Settings, SettingsError, SettingsWarning
 from green_mlops.search import StorageError, open_storage
 
@@ -140,3 +140,28 @@ def test_genai_probe_honours_a_short_timeout(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "did not answer" in err and "Traceback" not in err
     assert took < 60, f"{took:.0f} s: the probe waited for its 180 s floor"
+
+
+# -- issue 14: one set of checks, each caller's own error type -----------------------------------------
+
+def test_shared_checks_raise_each_callers_error_naming_a_valid_value():
+    from green_mlops.genai import ConfigError, SweepConfig
+    from green_mlops.prometheus import PrometheusExporter
+    from green_mlops.search.budget import EnergyBudget
+
+    cases = [
+        (lambda: open_storage("sqlite:///x.db", heartbeat_s=0), StorageError, "heartbeat interval (seconds) must be a whole number ≥ 1"),
+        (lambda: SweepConfig(endpoint="http://h:1", model="m", rates=(1,), requests=1, idle_s=-1), ConfigError,
+         "idle must be 0 or more seconds (e.g. 10)"),
+        (lambda: SweepConfig(endpoint="http://h:1", model="m", rates=(1,), requests=1, model_bytes=0), ConfigError,
+         "model bytes must be a positive number"),
+        (lambda: EnergyMeter(0.1, sources=discover(Settings.from_env(), gpu=False).sources).measure_idle("5"), ValueError,
+         "idle time must be 0 or more seconds"),
+        (lambda: EnergyBudget(float("inf")), ValueError, "energy budget in joules must be a positive number (e.g. 5000)"),
+        (lambda: PrometheusExporter(0, power_window_s=0), ValueError, "power_window_s must be more than 0 seconds"),
+    ]
+    for make, error, message in cases:
+        with pytest.raises(error) as err:
+            make()
+        assert type(err.value) is error and message in one_line(str(err.value))
+

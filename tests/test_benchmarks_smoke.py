@@ -12,14 +12,15 @@ import time
 
 import pytest
 
-from benchmarks import anchors, overhead
+from benchmarks import anchors, overhead, step_cost
 
 TINY = ["--accelerator", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "4"]
 
 
 def test_overhead_pairs_ratios_within_a_round_and_prints_the_table_last(tmp_path, capsys):
     # energy-nolog: the callback without MLflow; the MLflow path runs in the green_mlops anchors case below
-    assert overhead.main([*TINY, "--rounds", "1", "--kinds", "bare,energy-nolog,lightning", "--out", str(tmp_path)]) == 0
+    assert overhead.main([*TINY, "--rounds", "1", "--kinds", "bare,energy-nolog,lightning", "--memory-rounds", "0",
+                          "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "overhead.json").read_text())
     assert [r["kind"] for r in report["details"]] == ["bare", "energy-nolog", "lightning"]
     for kind in ("bare", "energy-nolog", "lightning"):
@@ -31,6 +32,34 @@ def test_overhead_pairs_ratios_within_a_round_and_prints_the_table_last(tmp_path
     (energy,) = [r for r in report["details"] if r["kind"] == "energy-nolog"]
     assert energy["steps_logged"] == 3  # warm-up + timed steps, each with its energy
     assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| lightning |")
+
+
+def test_overhead_on_short_steps_says_what_green_mlops_costs_per_step_and_in_memory(tmp_path, capsys):
+    """The MLP workload against a run that already logs to MLflow: CPU of green_mlops' threads and its delivery
+    process per logged step, and memory added, from a fresh process per set-up."""
+    assert overhead.main([*TINY, "--workload", "mlp-small", "--rounds", "1", "--kinds", "logger,energy",
+                          "--baseline", "logger", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "overhead.json").read_text())
+    energy, logger = report["summary"]["energy"], report["summary"]["logger"]
+    assert energy["green_helpers_us"] > 0  # the delivery process (two timed steps: the threads may not have run)
+    assert logger["green_us"] == 0 and logger["ratio"][0] == 1.0
+    assert [m["kind"] for m in report["memory"]] == ["logger", "energy"] and logger["memory_added_mb"] == 0
+    (child,) = [c for m in report["memory"] if m["kind"] == "energy" for c in m["children"]]
+    assert child["what"] == "green_mlops MLflow delivery process" and child["uss_mb"] > 0
+    assert energy["memory_added_mb"] is not None
+    (row,) = [r for r in report["details"] if r["kind"] == "energy"]
+    assert row["steps_logged"] == 3 and row["metrics_per_step"] >= 3
+    assert {"green-mlops-sampler", "green-mlops-stream", "green-mlops-writer", "delivery process"} <= set(
+        row["green_cpu_us"])
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| energy |")
+
+
+def test_step_cost_splits_green_mlops_cpu_by_thread_and_process(tmp_path, capsys):
+    assert step_cost.main(["--rates", "200", "--seconds", "1", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "step_cost.json").read_text())["rows"]
+    assert row["steps_delivered"] == row["steps"] + 50  # warm-up and timed steps, every one in MLflow
+    assert {"green-mlops-stream", "delivery process"} <= set(row["cpu_us_per_step"]) and row["helpers_uss_mb"] > 0
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| sqlite | 200 |")
 
 
 def test_rounds_alternate_their_order_so_drift_cancels():

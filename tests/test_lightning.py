@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import time
 
@@ -14,6 +15,7 @@ from green_mlops.lightning import EnergyCallback
 from green_mlops.run.stream import metric_names
 from tests.lightning_digits import DigitsMLP, digits_loaders
 
+LIGHTNING_PACKAGES = [p for p in ("lightning.pytorch", "pytorch_lightning") if importlib.util.find_spec(p.split(".")[0])]
 STEP_METRICS = ["power/cpu_W", "power/dram_W", "power/total_W", "energy/cpu_J", "energy/dram_J",
                 "energy/total_J", "energy/net_J"]
 
@@ -122,8 +124,10 @@ def test_bad_input_is_refused_before_training(kwargs, match):
 
 
 @pytest.mark.timeout(600)
-def test_ddp_counts_host_energy_once(tmp_path):
-    """DDP, two CPU processes (gloo): CPU and DRAM are metered once per host, totals reduced to rank 0."""
+@pytest.mark.parametrize("package", LIGHTNING_PACKAGES)
+def test_ddp_counts_host_energy_once_and_samples_of_every_rank(tmp_path, package):
+    """DDP, two CPU processes (gloo): CPU and DRAM are metered once per host, totals reduced to rank 0, and
+    energy per sample divides each loop's all-ranks energy by the samples of all ranks (not rank 0's)."""
     import json
     import os
     import subprocess
@@ -133,7 +137,7 @@ def test_ddp_counts_host_energy_once(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "ddp.json"
     env = {**os.environ, "PYTHONPATH": str(root)}
-    r = subprocess.run([sys.executable, str(root / "tests" / "ddp_script.py"), str(out)], cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(root / "tests" / "ddp_script.py"), str(out), package], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=540)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -142,6 +146,11 @@ def test_ddp_counts_host_energy_once(tmp_path):
     # the host's constant DRAM model shows double counting plainly: it must match one meter, not two
     assert data["callback_dram_J"] == pytest.approx(data["independent_dram_J"], rel=0.02)
     assert data["callback_total_J"] == pytest.approx(data["independent_total_J"], rel=0.10)
+    # samples the ranks really ran on: fit 2 epochs × 1400 (700 a rank); test 397 held out, padded to 2 × 199 by
+    # the DistributedSampler; predict 397 (Lightning's predict sampler repeats none)
+    assert data["train_per_sample_J"] == pytest.approx(data["train_epoch_J"] / (2 * 1400), rel=1e-9)
+    assert data["test_per_sample_J"] == pytest.approx(data["test_J"] / 398, rel=1e-9)
+    assert data["predict_per_sample_J"] == pytest.approx(data["predict_J"] / 397, rel=1e-9)
 
 
 class _ServerOutage(pl.Callback):

@@ -117,3 +117,21 @@ def test_every_metric_is_documented_with_the_papers_words():
     for name in PAPER_METRICS:
         doc = getattr(metrics, name).__doc__
         assert doc and "Paper:" in doc and f"{name}:" in doc, name
+
+
+def test_one_notion_of_a_number_for_metrics_and_analysis():
+    """numbers.py: None (or NaN in a column) for what is no finite number; strings only when asked (params)."""
+    import numpy as np
+    import pandas as pd
+
+    from green_mlops.metrics.numbers import column, number, ratio
+
+    assert [number(v) for v in (3, 2.5, np.float32(1.5), None, True, "4", math.inf, math.nan)] == \
+        [3.0, 2.5, 1.5, None, None, None, None, None]
+    assert number("4.5", text=True) == 4.5 and number("x", text=True) is None
+    assert ratio(-3, 2) == -1.5 and ratio(-3, 2, negative_ok=False) is None and ratio(1, 0) is None
+    assert ratio(1e308, 1e-308) is None  # an overflow is no number either
+    runs = pd.DataFrame({"a": ["1", "x", math.inf, 2]})
+    assert column(runs, "a").tolist()[::3] == [1.0, 2.0] and column(runs, "a")[1:3].isna().all()
+    assert column(runs, "missing").isna().all() and len(column(runs, "missing")) == 4
+    assert np.isnan(column(runs, "a")[2])

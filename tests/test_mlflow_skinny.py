@@ -1,7 +1,10 @@
-"""The delivery process imports MLflow without pandas, numpy and pyarrow, and falls back when a store needs them.
+"""The delivery process imports MLflow only where it must, then without pandas, numpy and pyarrow, and falls back
+when a store needs them.
 
 Real MLflow throughout: a SQLite store and the module's tracking server. The delivery process's
 memory maps show which shared libraries it loaded, so "no numpy" is read from the process itself.
+A SQLite store and a tracking server are written without MLflow's client (``green_mlops.mlflow.stores``);
+``GREEN_MLOPS_MLFLOW_CLIENT=1`` sends them through it, which is how the tests below reach MLflow's client.
 """
 from __future__ import annotations
 
@@ -71,9 +74,16 @@ def test_a_refusal_is_recognised_through_the_exceptions_that_wrap_it():
     assert finder.find_spec("pandasx", None) is None  # a prefix is not the package
 
 
+# compiled parts MLflow's client brings (SQLAlchemy's, pydantic's, protobuf's): none in a process without it
+MLFLOW_CLIENT_LIBS = {"sqlalchemy", "pydantic_core", "google"}
+
+
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", [False, True], ids=["direct", "mlflow-client"])
 @pytest.mark.parametrize("store", ["sqlite", "server"])
-def test_delivery_process_has_no_pandas_numpy_or_pyarrow_and_delivers(store, tmp_path, request):
+def test_delivery_process_has_no_pandas_numpy_or_pyarrow_and_delivers(store, client, tmp_path, request, monkeypatch):
+    if client:
+        monkeypatch.setenv("GREEN_MLOPS_MLFLOW_CLIENT", "1")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else request.getfixturevalue("server").uri
     run_id = new_run(uri)
     w = MetricWriter(run_id, uri, flush_interval=0.1)
@@ -81,7 +91,10 @@ def test_delivery_process_has_no_pandas_numpy_or_pyarrow_and_delivers(store, tmp
         w.log(KEY, float(step), step, T0 + step)
     assert w.flush(60) is True
     loaded = loaded_packages(w._proc.pid)
-    assert "sqlalchemy" in loaded or store == "server"  # MLflow itself did load: the maps are read right
+    if client:
+        assert loaded & MLFLOW_CLIENT_LIBS  # MLflow itself did load: the maps are read right
+    else:
+        assert not loaded & MLFLOW_CLIENT_LIBS, loaded
     assert not loaded & {"numpy", "pandas", "pyarrow"}, loaded
     w.close()
     assert steps(uri, run_id) == list(range(500))
@@ -89,6 +102,7 @@ def test_delivery_process_has_no_pandas_numpy_or_pyarrow_and_delivers(store, tmp
 
 @pytest.mark.timeout(120)
 def test_a_store_that_needs_a_refused_import_is_delivered_with_every_import(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("GREEN_MLOPS_MLFLOW_CLIENT", "1")
     monkeypatch.setattr(skinny, "OPTIONAL", (*skinny.OPTIONAL, "sqlalchemy"))  # as a store plugin needing it would
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = new_run(uri)
@@ -107,6 +121,7 @@ def test_a_store_that_needs_a_refused_import_is_delivered_with_every_import(monk
 
 @pytest.mark.timeout(120)
 def test_sync_falls_back_to_every_import_too(monkeypatch, tmp_path):
+    monkeypatch.setenv("GREEN_MLOPS_MLFLOW_CLIENT", "1")
     monkeypatch.setattr(skinny, "OPTIONAL", (*skinny.OPTIONAL, "sqlalchemy"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = new_run(uri)

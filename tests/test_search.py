@@ -161,7 +161,7 @@ def test_objective_modes():
 
 def test_budget_validation():
     for bad in (0, -1.0, float("inf"), "5"):
-        with pytest.raises(ValueError, match="positive number of joules"):
+        with pytest.raises(ValueError, match="energy budget in joules must be a positive number"):
             EnergyBudget(bad)
 
 

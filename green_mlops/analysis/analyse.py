@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from matplotlib.figure import Figure
 
+from green_mlops import names
 from green_mlops.analysis import figures
 from green_mlops.analysis.basis import Basis, choose_basis
 from green_mlops.analysis.correlation import Correlations, correlations, one_batch_size
@@ -78,7 +79,7 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figu
     if genai:
         try:
             out.correlations["genai"] = correlations(runs, "energy_per_sample",
-                                                     [*GENAI_METRICS, "energy_per_output_token_J"])
+                                                     [*GENAI_METRICS, names.ENERGY_PER_OUTPUT_TOKEN])
         except AnalysisError as exc:
             out.correlations["genai"] = str(exc)
     try:

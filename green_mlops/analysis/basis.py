@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from green_mlops.analysis.schema import PHASES, device_col, net_col, per_sample_col
+from green_mlops.metrics.numbers import column
 
 __all__ = ["GROSS_LABEL", "NET_LABEL", "Basis", "choose_basis"]
 
@@ -39,25 +40,21 @@ class Basis:
         return "net" if self.net else "gross"
 
 
-def _num(runs: pd.DataFrame, col: str) -> pd.Series:
-    return pd.to_numeric(runs[col], errors="coerce") if col in runs else pd.Series(float("nan"), index=runs.index)
-
-
 def choose_basis(runs: pd.DataFrame) -> Basis:
     """Net when each phase that has a gross energy has its net for every such run; else gross, with what is
     missing (a training net over the steps window only does not count: its window is not the fit's)."""
     missing = []
     for phase in PHASES:
-        gross, net = _num(runs, f"{phase}_energy_J"), _num(runs, net_col(phase))
+        gross, net = column(runs, f"{phase}_energy_J"), column(runs, net_col(phase))
         lacking = int((gross.notna() & net.isna()).sum())
         if lacking:
             stage = "fit" if phase == "train" else "test/predict"
             missing.append(f"{lacking} of {int(gross.notna().sum())} runs lack net {phase} energy "
                            f"(energy/{stage.split('/')[-1]}_net_J or an idle baseline in the stage summary)")
-    if not missing and _num(runs, net_col("train")).notna().any():
+    if not missing and column(runs, net_col("train")).notna().any():
         return Basis(True, NET_LABEL, "every run measured idle power before it; net = gross − idle power × the "
                                       "phase's own duration, per device and in total")
-    steps = _num(runs, "train_steps_net_J").notna().any()
+    steps = column(runs, "train_steps_net_J").notna().any()
     why = "; ".join(missing) or "no run has a net energy"
     if steps:
         why += ("; the per-step energy/net_J covers the training steps only (not the fit window its time covers), "

@@ -17,6 +17,7 @@ from scipy import stats
 
 from green_mlops.analysis.errors import TooFewRuns
 from green_mlops.analysis.uncertainty import config_means, correlation_interval
+from green_mlops.metrics.numbers import numbers
 
 __all__ = ["MIN_RUNS", "PAPER_BATCH_SIZE", "Correlations", "correlations", "one_batch_size"]
 
@@ -78,10 +79,6 @@ def one_batch_size(runs: pd.DataFrame, by: str = "hardware") -> tuple[pd.Series,
     return keep, notes
 
 
-def _usable(x: pd.Series) -> pd.Series:
-    return pd.to_numeric(x, errors="coerce").replace([np.inf, -np.inf], np.nan)
-
-
 def correlations(table: pd.DataFrame, target: str, metrics: Sequence[str], by: str | None = "hardware",
                  min_runs: int = MIN_RUNS) -> Correlations:
     """Correlate every column in ``metrics`` with ``target`` within each group of ``by`` (None: all runs).
@@ -95,7 +92,7 @@ def correlations(table: pd.DataFrame, target: str, metrics: Sequence[str], by: s
     for name, g in groups:
         if "model" in g:
             g = config_means(g, [target, *[m for m in metrics if m in g]])
-        y = _usable(g[target])
+        y = numbers(g[target])
         if y.notna().sum() < min_runs:
             notes.append(f"{name}: {int(y.notna().sum())} run(s) with {target}; correlations need at least "
                          f"{min_runs} (run more configurations on this hardware)")
@@ -103,7 +100,7 @@ def correlations(table: pd.DataFrame, target: str, metrics: Sequence[str], by: s
         for m in metrics:
             if m not in g or m == target:
                 continue
-            x = _usable(g[m])
+            x = numbers(g[m])
             ok = x.notna() & y.notna()
             n = int(ok.sum())
             if n < min_runs:

@@ -21,6 +21,7 @@ from green_mlops.analysis.basis import Basis
 from green_mlops.analysis.correlation import one_batch_size
 from green_mlops.analysis.errors import MissingData
 from green_mlops.analysis.schema import DOMAINS
+from green_mlops.metrics.numbers import column, numbers
 
 __all__ = ["batch_size_effect", "one_size", "energy_vs_macs_param", "energy_vs_time", "epoch_curves", "png",
            "power_per_device", "time_per_model"]
@@ -54,12 +55,6 @@ def png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def _num(runs: pd.DataFrame, col: str) -> pd.Series:
-    if col not in runs:
-        return pd.Series(np.nan, index=runs.index, dtype=float)
-    return pd.to_numeric(runs[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
-
-
 def _hardware_groups(df: pd.DataFrame, limit: int = 4) -> list[tuple[str, pd.DataFrame]]:
     return list(df.groupby("hardware", sort=True))[:limit]
 
@@ -67,12 +62,12 @@ def _hardware_groups(df: pd.DataFrame, limit: int = 4) -> list[tuple[str, pd.Dat
 def _scope(runs: pd.DataFrame, averaged: bool = False) -> str:
     """Which models and batch sizes a figure shows, and how repeats (and, if ``averaged``, sizes) combine."""
     models = sorted(runs["model"].astype(str).unique()) if "model" in runs else []
-    sizes = sorted(_num(runs, "batch_size").dropna().unique())
+    sizes = sorted(column(runs, "batch_size").dropna().unique())
     names = ", ".join(models) if len(models) <= 6 else f"{len(models)} models"
     at = (f"at batch size {sizes[0]:g}" if len(sizes) == 1 else
           f"at batch sizes {', '.join(f'{b:g}' for b in sizes)}" + (" (averaged per model)" if averaged else "")
           if sizes else "")
-    repeats = "" if "repeat" not in runs or _num(runs, "repeat").nunique() < 2 else "; repeats averaged"
+    repeats = "" if "repeat" not in runs or column(runs, "repeat").nunique() < 2 else "; repeats averaged"
     return f"{names} {at} ({len(runs)} runs{repeats})".replace("  ", " ")
 
 
@@ -85,8 +80,8 @@ def one_size(runs: pd.DataFrame) -> pd.DataFrame:
 def time_per_model(runs: pd.DataFrame) -> tuple[Figure, str]:
     """Fig. 2: seconds per 1000 samples of training and of inference, per model (one panel per hardware)."""
     runs = one_size(runs)
-    df = runs.assign(train=_num(runs, "train_time_s") / _num(runs, "train_samples") * 1000,
-                     inference=_num(runs, "inference_time_s") / _num(runs, "inference_samples") * 1000)
+    df = runs.assign(train=column(runs, "train_time_s") / column(runs, "train_samples") * 1000,
+                     inference=column(runs, "inference_time_s") / column(runs, "inference_samples") * 1000)
     df = df.dropna(subset=["train", "inference"], how="all")
     if df.empty:
         raise MissingData("Fig. 2 needs time/fit_s or time/test_s with sample counts (EnergyCallback on fit and test)")
@@ -120,7 +115,7 @@ def power_per_device(runs: pd.DataFrame) -> tuple[Figure, str]:
     """Fig. 3: mean gross power of each device (GPU, CPU, DRAM) per model, in training and in inference, each
     device's energy divided by the time of the same window; idle power marked where it was measured."""
     runs = one_size(runs)
-    phases = [p for p in ("train", "inference") if any(_num(runs, f"{p}_power_{d}_W").notna().any() for d in DOMAINS)]
+    phases = [p for p in ("train", "inference") if any(column(runs, f"{p}_power_{d}_W").notna().any() for d in DOMAINS)]
     if not phases:
         raise MissingData("Fig. 3 needs per-device energy (the callback's fit/test summaries, or energy/<device>_J)")
     groups = _hardware_groups(runs)
@@ -128,11 +123,11 @@ def power_per_device(runs: pd.DataFrame) -> tuple[Figure, str]:
                         len(phases))
     notes = []
     for r, (hw, g) in enumerate(groups):
-        idle = _num(g, "idle_total_W").mean()
+        idle = column(g, "idle_total_W").mean()
         for c, phase in enumerate(phases):
             ax: Axes = axes[r, c]
-            cols = {d: f"{phase}_power_{d}_W" for d in DOMAINS if _num(g, f"{phase}_power_{d}_W").notna().any()}
-            means = pd.DataFrame({d: _num(g, col) for d, col in cols.items()}).groupby(g["model"]).mean()
+            cols = {d: f"{phase}_power_{d}_W" for d in DOMAINS if column(g, f"{phase}_power_{d}_W").notna().any()}
+            means = pd.DataFrame({d: column(g, col) for d, col in cols.items()}).groupby(g["model"]).mean()
             left = np.zeros(len(means))
             for d in cols:
                 vals = means[d].fillna(0).to_numpy()
@@ -157,7 +152,7 @@ def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, infere
     """Fig. 6: energy of training and of inference against MACs per parameter, one point per run."""
     panels = []
     for phase, table in (("train", train_metrics), ("inference", inference_metrics)):
-        x, y = _num(table, "macs_param"), _num(runs, basis.energy(phase))
+        x, y = column(table, "macs_param"), column(runs, basis.energy(phase))
         ok = x.notna() & y.notna()
         if ok.any():
             panels.append((phase, x[ok], y[ok]))
@@ -194,7 +189,7 @@ def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, infere
 def batch_size_effect(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     """Fig. 7: energy per training sample and mean utilisation against batch size, one line per model tried at
     two or more sizes. Runs without a utilisation trace show mean training power instead (the paper's Fig. 7a)."""
-    b, e = _num(runs, "batch_size"), _num(runs, basis.per_sample("train"))
+    b, e = column(runs, "batch_size"), column(runs, basis.per_sample("train"))
     ok = b.notna() & e.notna()
     sizes = b[ok].groupby([runs.loc[ok, "hardware"], runs.loc[ok, "model"]]).transform("nunique")
     ok &= sizes.reindex(runs.index).fillna(0) >= 2
@@ -202,9 +197,9 @@ def batch_size_effect(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
         raise MissingData("Fig. 7 needs runs of one model at two or more batch sizes (a batch_size param), e.g. "
                           "`green-mlops sweep` over batch sizes")
     device = runs["train_util_device"] if "train_util_device" in runs else pd.Series(None, index=runs.index)
-    util = _num(runs, "train_util")[ok] * 100
+    util = column(runs, "train_util")[ok] * 100
     has_util = util.notna().any()
-    right = util if has_util else (_num(runs, "train_energy_J") / _num(runs, "train_time_s"))[ok]  # gross power
+    right = util if has_util else (column(runs, "train_energy_J") / column(runs, "train_time_s"))[ok]  # gross power
     df = runs[ok].assign(_b=b[ok], _e=e[ok], _u=right, _d=device[ok])
     fig, axes = _figure(10, 4.6, 1, 2)
     several = runs["hardware"].nunique() > 1
@@ -247,7 +242,7 @@ def epoch_curves(epochs: pd.DataFrame) -> tuple[Figure, str]:
     for ax, (col, label) in zip(axes.flat, (("loss", "loss"), ("accuracy", "accuracy"),
                                             ("cumulative_energy_J", "cumulative energy (J)"))):
         for hw, g in epochs.groupby("hardware", sort=True):
-            s = pd.to_numeric(g[col], errors="coerce").groupby(g["epoch"]).agg(["mean", "min", "max"])
+            s = numbers(g[col]).groupby(g["epoch"]).agg(["mean", "min", "max"])
             if s["mean"].notna().any():
                 line = ax.plot(s.index, s["mean"], marker="o", label=f"{hw} ({g['run_id'].nunique()} runs)")[0]
                 ax.fill_between(s.index, s["min"], s["max"], alpha=0.2, color=line.get_color())
@@ -267,7 +262,7 @@ def energy_vs_time(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     """Energy against duration for training and inference, with the least-squares line and Pearson r."""
     panels = []
     for phase in ("train", "inference"):
-        t, e = _num(runs, f"{phase}_time_s"), _num(runs, basis.energy(phase))
+        t, e = column(runs, f"{phase}_time_s"), column(runs, basis.energy(phase))
         ok = t.notna() & e.notna()
         if ok.any():
             panels.append((phase, t[ok], e[ok]))
@@ -283,7 +278,7 @@ def energy_vs_time(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
                 xs = np.linspace(t[idx].min(), t[idx].max(), 50)
                 ax.plot(xs, fit.intercept + fit.slope * xs, color=colours[hw], linewidth=1,
                         label=f"{PHASE_LABEL[phase]} fit on {hw}: r = {fit.rvalue:.3f}, slope {fit.slope:.4g} W")
-            gpu = _num(runs, basis.device(phase, "gpu"))[idx]
+            gpu = column(runs, basis.device(phase, "gpu"))[idx]
             window = runs.loc[idx].get(f"{phase}_device_window", pd.Series(dtype=object))
             if gpu.notna().all() and window.eq("stage").all() and len(idx):
                 ax.scatter(t[idx], gpu, s=18, marker="x", color=colours[hw], label=f"GPU alone on {hw}")

@@ -21,6 +21,7 @@ from green_mlops.analysis.uncertainty import (
     median_interval,
 )
 from green_mlops.analysis.verdict import AGREES, BY_CONSTRUCTION, CANNOT_TELL, DIFFERS, TOO_FEW, judge
+from green_mlops.metrics.numbers import column, numbers
 
 __all__ = ["FindingCheck", "batch_size_optimum", "check_findings", "combine", "constant_power_devices"]
 
@@ -56,13 +57,9 @@ def combine(verdicts: list[str]) -> str:
     return TOO_FEW
 
 
-def _num(s: pd.Series) -> pd.Series:
-    return pd.to_numeric(s, errors="coerce").replace([np.inf, -np.inf], np.nan)
-
-
 def _one_size(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     keep, _ = one_batch_size(runs)
-    sizes = _num(runs.loc[keep, "batch_size"]).dropna().unique() if "batch_size" in runs else []
+    sizes = numbers(runs.loc[keep, "batch_size"]).dropna().unique() if "batch_size" in runs else []
     return runs[keep], (f" at batch size {sizes[0]:g}" if len(sizes) == 1 and runs["batch_size"].nunique() > 1 else "")
 
 
@@ -74,8 +71,8 @@ def train_inference_ratio(runs: pd.DataFrame) -> FindingCheck:
     if any(c not in runs for c in need):
         return FindingCheck(claim, paper, "n/a", TOO_FEW, "runs lack train or inference time and sample counts", region)
     sub, at = _one_size(runs)
-    ratio = (_num(sub["train_time_s"]) / _num(sub["train_samples"])) / (
-        _num(sub["inference_time_s"]) / _num(sub["inference_samples"]))
+    ratio = (numbers(sub["train_time_s"]) / numbers(sub["train_samples"])) / (
+        numbers(sub["inference_time_s"]) / numbers(sub["inference_samples"]))
     per_config = config_means(sub.assign(_ratio=ratio), ["_ratio"])["_ratio"].dropna()
     if per_config.empty:
         return FindingCheck(claim, paper, "n/a", TOO_FEW, "no run has both a training and a test/predict stage metered",
@@ -95,9 +92,8 @@ def macs_param_correlation(runs: pd.DataFrame, metric_table: pd.DataFrame, energ
     """``macs_param`` correlates with energy (Spearman ρ ≈ 0.9, Table 3), better than MACs (ρ ≈ 0.8)."""
     claim, paper = "macs_param correlates with energy", "Spearman ρ ≈ 0.85–0.92 per hardware (MACs alone ≈ 0.8)"
     region = f"ρ ≥ {RHO_REGION[0]:g}"
-    table = runs.assign(_mp=_num(metric_table["macs_param"]) if "macs_param" in metric_table else np.nan,
-                        _e=_num(runs[energy]) if energy in runs else np.nan,
-                        _macs=_num(runs["macs"]) if "macs" in runs else np.nan)
+    table = runs.assign(_mp=numbers(metric_table["macs_param"]) if "macs_param" in metric_table else np.nan,
+                        _e=column(runs, energy), _macs=column(runs, "macs"))
     sub, at = _one_size(table)
     parts, verdicts = [], []
     for hw, g in sub.groupby("hardware", sort=True):
@@ -157,7 +153,7 @@ def constant_power_devices(g: pd.DataFrame, phase: str) -> list[str]:
     for d, (prov, method) in device_methods(g).items():
         if prov != "estimated":
             continue
-        power = _num(g.get(f"{phase}_power_{d}_W", pd.Series(np.nan, index=g.index))).dropna()
+        power = column(g, f"{phase}_power_{d}_W").dropna()
         varies = len(power) > 1 and power.mean() > 0 and power.std() / power.mean() >= CONSTANT_CV
         if method in ("per-gb-model", "dimm-cv2f-model") or not varies:
             out.append(d)
@@ -214,7 +210,7 @@ def check_findings(runs: pd.DataFrame, inference_metrics: pd.DataFrame, basis: B
     """The four findings the project reproduces, in the paper's order, on the chosen energy basis."""
     basis = basis or choose_basis(runs)
     inference = basis.energy("inference")
-    energy = inference if _num(runs.get(inference, pd.Series(dtype=float))).notna().sum() >= MIN_CONFIGS \
+    energy = inference if column(runs, inference).notna().sum() >= MIN_CONFIGS \
         else basis.energy("train")
     return [train_inference_ratio(runs), macs_param_correlation(runs, inference_metrics, energy),
             batch_size_finding(runs, basis.per_sample("train")), energy_time_linearity(runs, basis)]

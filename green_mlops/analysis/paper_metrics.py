@@ -10,12 +10,12 @@ With a net :class:`~green_mlops.analysis.basis.Basis` every energy and power inp
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
 
 from green_mlops.analysis.basis import Basis
+from green_mlops.metrics.numbers import number
 from green_mlops.metrics.paper import PAPER_METRICS, derived_metrics
 
 __all__ = ["PHASES", "paper_metrics"]
@@ -23,25 +23,19 @@ __all__ = ["PHASES", "paper_metrics"]
 PHASES = ("inference", "train")
 
 
-def _val(row: dict[str, Any], key: str) -> float | None:
-    v = row.get(key)
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _inputs(row: dict[str, Any], phase: str, basis: Basis) -> dict[str, float | None]:
     """The arguments of :func:`green_mlops.metrics.derived_metrics` for one run and phase."""
+    def val(key: str) -> float | None:
+        return number(row.get(key), text=True)
+
     return {
-        "energy_J": _val(row, basis.energy(phase)), "samples": _val(row, f"{phase}_samples"),
-        "duration_s": _val(row, f"{phase}_time_s"), "accuracy": _val(row, "accuracy"),
-        "macs": _val(row, "macs"), "trainable_params": _val(row, "trainable_params"),
-        "model_size_bytes": _val(row, "model_size_bytes"), "gpu_energy_J": _val(row, basis.device(phase, "gpu")),
-        "utilisation": _val(row, f"{phase}_util"), "ram_bytes": _val(row, "ram_bytes"),
+        "energy_J": val(basis.energy(phase)), "samples": val(f"{phase}_samples"),
+        "duration_s": val(f"{phase}_time_s"), "accuracy": val("accuracy"),
+        "macs": val("macs"), "trainable_params": val("trainable_params"),
+        "model_size_bytes": val("model_size_bytes"), "gpu_energy_J": val(basis.device(phase, "gpu")),
+        "utilisation": val(f"{phase}_util"), "ram_bytes": val("ram_bytes"),
         # gross: the device's mean power over the phase's own window (runs.py matches the windows)
-        "gpu_power_W": None if basis.net else _val(row, f"{phase}_power_gpu_W"),
+        "gpu_power_W": None if basis.net else val(f"{phase}_power_gpu_W"),
     }
 
 
@@ -57,7 +51,7 @@ def paper_metrics(runs: pd.DataFrame, phase: str = "inference", basis: Basis | N
     for row in runs.to_dict("records"):
         computed = derived_metrics(**_inputs(row, phase, basis))
         if phase == "train" and not basis.net:
-            logged = {k: _val(row, k) for k in PAPER_METRICS}
+            logged = {k: number(row.get(k), text=True) for k in PAPER_METRICS}
             computed = {**computed, **{k: v for k, v in logged.items() if v is not None}}
         rows.append(computed)
     return pd.DataFrame(rows, index=runs.index, columns=list(PAPER_METRICS), dtype=float)

@@ -27,8 +27,8 @@ RUN_COLUMNS = {"model": "model", "batch_size": "batch size", "hardware": "hardwa
                "train_net_per_sample_J": "J/sample (train, net)", "inference_energy_J": "inference J (gross)",
                "inference_net_J": "inference J (net)", names.ENERGY_PER_SAMPLE_INFERENCE: "J/sample (inference, gross)",
                "inference_net_per_sample_J": "J/sample (inference, net)", "idle_total_W": "idle W",
-               "request_rate": "requests/s", "energy_per_request_J": "J/request",
-               "energy_per_output_token_J": "J/output token",
+               "request_rate": "requests/s", names.ENERGY_PER_REQUEST: "J/request",
+               names.ENERGY_PER_OUTPUT_TOKEN: "J/output token",
                "provenance": "energy provenance (per device: measured/estimated, method)"}
 HW_TAGS = ["cpu_model", "cpu_count", "ram_gb", "gpu_count", "gpu_names", "gpu_driver", "virtual_machine", "os"]
 

@@ -41,7 +41,7 @@ __all__ = ["DOMAINS", "hardware_label", "load_csv", "load_epochs", "load_epochs_
            "require_energy"]
 
 LOSS_KEYS = ("val_loss", "train_loss_epoch", "train_loss", "loss")
-GENAI_ENERGY_KEYS = ("energy_per_request_J",)  # one row per request-rate level of `green-mlops genai`
+GENAI_ENERGY_KEYS = (names.ENERGY_PER_REQUEST,)  # one row per request-rate level of `green-mlops genai`
 _PREFIXES = ("metrics.", "params.", "tags.")
 
 

@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from green_mlops import names
+from green_mlops.metrics.numbers import numbers
+
 __all__ = ["CONFIG_KEYS", "LEVEL", "MIN_CONFIGS", "MIN_REPEATS", "RESAMPLES", "Interval", "argmin_interval",
            "config_means", "correlation_interval", "median_interval"]
 
@@ -24,7 +27,7 @@ RESAMPLES = 2000
 SEED = 0  # fixed: the same runs give the same interval
 MIN_CONFIGS = 5  # fewer configurations than this: no interval on a correlation or a median across them
 MIN_REPEATS = 3  # fewer repeats per batch size than this: no interval on an optimum
-CONFIG_KEYS = ("hardware", "model", "batch_size", "rate_rps")  # rate_rps: a GenAI request-rate level
+CONFIG_KEYS = ("hardware", "model", "batch_size", names.RATE)  # rate_rps: a GenAI request-rate level
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def config_means(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     cols = [c for c in dict.fromkeys(columns) if c in runs and c not in keys]
     df = runs[keys].copy()
     for c in cols:
-        df[c] = pd.to_numeric(runs[c], errors="coerce").replace([np.inf, -np.inf], np.nan)
+        df[c] = numbers(runs[c])
     df = df.dropna(subset=cols, how="all")
     if not keys:
         return df.assign(repeats=1).reset_index(drop=True)

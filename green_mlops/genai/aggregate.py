@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from green_mlops import names
 from green_mlops.genai.cpu_share import CpuSpan, loadgen_share
 from green_mlops.genai.model_info import model_metrics
 from green_mlops.genai.record import LevelInfo, SweepRecord
@@ -81,7 +82,7 @@ def level_row(level: LevelInfo, requests: pd.DataFrame, phases: dict[str, Energy
     sustainable, why = judge(steady, level.rate_rps, completed=completed, duration_s=duration)
     sources = sorted(set(requests["tokens_source"].dropna()))
     row: dict[str, Any] = {
-        "level": level.index, "rate_rps": level.rate_rps, "requests": len(steady), "ok": len(ok),
+        "level": level.index, names.RATE: level.rate_rps, "requests": len(steady), "ok": len(ok),
         "failed": len(failed), "failures": ", ".join(f"{k}: {v}" for k, v in kinds.items()),
         "served_requests": n_served, "completed_in_window": completed,
         "start": level.start, "steady_start": w0, "steady_end": w1, "end": level.end,
@@ -104,7 +105,7 @@ def level_row(level: LevelInfo, requests: pd.DataFrame, phases: dict[str, Energy
             row[f"{name}_p{q}_s"] = _pct(values, q)
     row["steady_over_latency"] = _ratio(duration, row["latency_p50_s"])
     row.update(energy_columns(phases.get("steady"), n_served, n_ok, tokens, duration))
-    row["energy_per_completed_request_J"] = _ratio(row["energy_J"], completed)
+    row[names.ENERGY_PER_COMPLETED_REQUEST] = _ratio(row["energy_J"], completed)
     for phase in ("warmup", "drain"):
         row[f"{phase}_energy_J"] = _basis_total(phases.get(phase))
     row["estimator"] = ESTIMATOR
@@ -126,18 +127,18 @@ def cpu_split(level: LevelInfo, row: dict[str, Any], idle: CpuSpan | None) -> di
     loadgen = share * cpu if not math.isnan(share) and not math.isnan(cpu) else math.nan
     out.update(loadgen_cpu_share=share, loadgen_cpu_method=f"estimated: {how}", loadgen_cpu_energy_J=loadgen,
                server_cpu_energy_J=cpu - loadgen, server_energy_J=row["energy_J"] - loadgen)
-    out["server_energy_per_request_J"] = _ratio(out["server_energy_J"], row["served_requests"])
+    out[names.SERVER_ENERGY_PER_REQUEST] = _ratio(out["server_energy_J"], row["served_requests"])
     return out
 
 
 def energy_columns(energy: EnergyResult | None, requests: float, ok: float, tokens: float,
                    duration_s: float) -> dict[str, Any]:
     """Window energy, its split per domain, and the per-request, per-token and per-second ratios."""
-    names = ["energy_J", "gross_energy_J", "idle_power_W", *(f"{d}_energy_J" for d in DOMAINS),
-             "energy_per_request_J", "energy_per_ok_request_J", "energy_per_output_token_J", "energy_per_s_W",
-             *(f"{d}_energy_per_request_J" for d in DOMAINS)]
+    columns = ["energy_J", "gross_energy_J", "idle_power_W", *(f"{d}_energy_J" for d in DOMAINS),
+               names.ENERGY_PER_REQUEST, names.ENERGY_PER_OK_REQUEST, names.ENERGY_PER_OUTPUT_TOKEN,
+               names.ENERGY_PER_SECOND, *(names.device_energy_per_request(d) for d in DOMAINS)]
     if energy is None:
-        return {"energy_basis": "not metered", **dict.fromkeys(names, math.nan), "energy_final": False}
+        return {"energy_basis": "not metered", **dict.fromkeys(columns, math.nan), "energy_final": False}
     net = energy.net_J is not None
     total = energy.net_J if net else energy.total_J
     out: dict[str, Any] = {
@@ -148,12 +149,12 @@ def energy_columns(energy: EnergyResult | None, requests: float, ok: float, toke
     for d in DOMAINS:
         value = energy.domain_net_J(d) if net else energy.domain_J(d)
         out[f"{d}_energy_J"] = math.nan if value is None else value
-    out["energy_per_request_J"] = _nan(energy_per_request(total, requests))  # the paper's one definition
-    out["energy_per_ok_request_J"] = _nan(energy_per_request(total, ok))
-    out["energy_per_output_token_J"] = _nan(energy_per_output_token(total, tokens))
-    out["energy_per_s_W"] = _ratio(total, duration_s)
+    out[names.ENERGY_PER_REQUEST] = _nan(energy_per_request(total, requests))  # the paper's one definition
+    out[names.ENERGY_PER_OK_REQUEST] = _nan(energy_per_request(total, ok))
+    out[names.ENERGY_PER_OUTPUT_TOKEN] = _nan(energy_per_output_token(total, tokens))
+    out[names.ENERGY_PER_SECOND] = _ratio(total, duration_s)
     for d in DOMAINS:
-        out[f"{d}_energy_per_request_J"] = _ratio(out[f"{d}_energy_J"], requests)
+        out[names.device_energy_per_request(d)] = _ratio(out[f"{d}_energy_J"], requests)
     out["energy_final"] = energy.final
     return out
 
@@ -163,10 +164,10 @@ def device_rows(level: LevelInfo, energy: EnergyResult, requests: float) -> list
     rows = []
     for s in energy.sources:
         value = s.net_J if s.net_J is not None else s.energy_J
-        rows.append({"level": level.index, "rate_rps": level.rate_rps, "device": s.info.name, "domain": s.info.domain,
+        rows.append({"level": level.index, names.RATE: level.rate_rps, "device": s.info.name, "domain": s.info.domain,
                      "provenance": s.info.provenance, "method": s.info.method, "gross_energy_J": s.energy_J,
                      "idle_power_W": math.nan if s.idle_power_W is None else s.idle_power_W,
-                     "energy_J": value, "energy_per_request_J": _ratio(value, requests)})
+                     "energy_J": value, names.ENERGY_PER_REQUEST: _ratio(value, requests)})
     return rows
 
 

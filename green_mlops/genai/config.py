@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from green_mlops.argtypes import check_number, check_seconds, check_whole
 from green_mlops.meter import validate_interval
 
 API_PATHS = {"chat": "/chat/completions", "completions": "/completions"}
@@ -157,32 +158,25 @@ class SweepConfig:
             raise ConfigError("give at most one of duration (seconds of steady window per rate level) or requests "
                               "(arrivals expected in it), e.g. --duration 60 or --requests 200; neither: sized "
                               "from the latency")
-        if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
-            raise ConfigError(f"duration must be more than 0 seconds; got {self.duration_s!r}")
-        if self.requests is not None and (not isinstance(self.requests, int) or self.requests < 1):
-            raise ConfigError(f"requests per level must be a whole number ≥ 1; got {self.requests!r}")
+        if self.duration_s is not None:
+            check_seconds("duration", self.duration_s, positive=True, example="60", error=ConfigError)
+        check_whole("requests per level", self.requests, 1, allow_none=True, error=ConfigError)
         if self.arrival not in ("poisson", "constant"):
             raise ConfigError(f"arrival must be 'poisson' or 'constant'; got {self.arrival!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ConfigError(f"max tokens must be a whole number ≥ 1; got {self.max_tokens!r}")
+        check_whole("max tokens", self.max_tokens, 1, error=ConfigError)
         for name in ("idle_s", "cooldown_s", *(("warmup_s",) if self.warmup_s is not None else ())):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ConfigError(f"{name.removesuffix('_s')} must be 0 or more seconds; got {value!r}")
-        if not (self.steady_min_s > 0 and math.isfinite(self.steady_min_s)):
-            raise ConfigError(f"the shortest steady window must be more than 0 seconds; got {self.steady_min_s!r}")
-        if not (self.warmup_min_s >= 0 and math.isfinite(self.warmup_min_s)):
-            raise ConfigError(f"the shortest warm-up must be 0 or more seconds; got {self.warmup_min_s!r}")
-        for name in ("model_parameters", "model_bytes"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{name.replace('_', ' ')} must be a number greater than 0; got {value!r}")
+            check_seconds(name.removesuffix("_s"), getattr(self, name), example="10", error=ConfigError)
+        check_seconds("the shortest steady window", self.steady_min_s, positive=True, example="30", error=ConfigError)
+        check_seconds("the shortest warm-up", self.warmup_min_s, example="10", error=ConfigError)
+        for name, example in (("model_parameters", "1.2e9"), ("model_bytes", "2.5e9")):
+            if getattr(self, name) is not None:
+                check_number(name.replace("_", " "), getattr(self, name), positive=True, example=example,
+                             error=ConfigError)
         try:
             validate_interval(self.interval_s)
         except ValueError as exc:
             raise ConfigError(f"meter {exc}") from None
-        if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
-            raise ConfigError(f"request timeout must be more than 0 seconds; got {self.timeout_s!r}")
+        check_seconds("request timeout", self.timeout_s, positive=True, example="120", error=ConfigError)
         self.target()
 
     def steady_rule(self) -> str:

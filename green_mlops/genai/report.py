@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from green_mlops import names
 from green_mlops.genai.aggregate import SweepAnalysis
 from green_mlops.genai.saturation import Saturation
 
@@ -53,15 +54,15 @@ def plot_sweep(analysis: SweepAnalysis, directory: str | Path, title: str = "") 
     plt = _pyplot()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    levels = analysis.levels.sort_values("rate_rps")
+    levels = analysis.levels.sort_values(names.RATE)
     files = []
     basis = str(levels["energy_basis"].iloc[0]) if len(levels) else ""
     if len(levels) and levels["energy_J"].notna().any():
-        for column, name, ylabel in (("energy_per_request_J", "energy_per_request.png", "energy per request (J)"),
-                                     ("energy_per_output_token_J", "energy_per_token.png",
+        for column, name, ylabel in ((names.ENERGY_PER_REQUEST, "energy_per_request.png", "energy per request (J)"),
+                                     (names.ENERGY_PER_OUTPUT_TOKEN, "energy_per_token.png",
                                       "energy per output token (J)")):
             fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
-            ax.plot(levels["rate_rps"], levels[column], marker="o")
+            ax.plot(levels[names.RATE], levels[column], marker="o")
             _mark(ax, levels, analysis.saturation)
             _axes(ax, ylabel + f", {basis}", f"{title}: {ylabel} vs request rate (steady window)")
             files.append(_save(fig, out / name, plt))
@@ -69,7 +70,7 @@ def plot_sweep(analysis: SweepAnalysis, directory: str | Path, title: str = "") 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
     for column, label in (("latency_p50_s", "latency p50"), ("latency_p90_s", "latency p90"),
                           ("latency_p99_s", "latency p99"), ("ttft_p50_s", "time to first token p50")):
-        ax.plot(levels["rate_rps"], levels[column], marker="o", label=label)
+        ax.plot(levels[names.RATE], levels[column], marker="o", label=label)
     _mark(ax, levels, analysis.saturation)
     _axes(ax, "seconds", f"{title}: latency vs request rate")
     ax.legend(fontsize=8)
@@ -81,7 +82,7 @@ def plot_devices(devices: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     """Stacked bars: energy per request of each device (GPU, CPU, DRAM) at every rate level."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
-    table = devices.pivot_table(index="rate_rps", columns="device", values="energy_per_request_J", aggfunc="sum")
+    table = devices.pivot_table(index=names.RATE, columns="device", values=names.ENERGY_PER_REQUEST, aggfunc="sum")
     bottom = pd.Series(0.0, index=table.index)
     labels = [f"{r:g}" for r in table.index]
     for device in table.columns:
@@ -104,13 +105,13 @@ def plot_compare(levels_by_model: Mapping[str, pd.DataFrame], directory: str | P
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for column, name, ylabel in (("energy_per_request_J", "compare_energy_per_request.png", "energy per request (J)"),
-                                 ("energy_per_output_token_J", "compare_energy_per_token.png",
+    for column, name, ylabel in ((names.ENERGY_PER_REQUEST, "compare_energy_per_request.png", "energy per request (J)"),
+                                 (names.ENERGY_PER_OUTPUT_TOKEN, "compare_energy_per_token.png",
                                   "energy per output token (J)")):
         fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
         for model, levels in levels_by_model.items():
-            t = levels.sort_values("rate_rps")
-            ax.plot(t["rate_rps"], t[column], marker="o", label=model)
+            t = levels.sort_values(names.RATE)
+            ax.plot(t[names.RATE], t[column], marker="o", label=model)
         _axes(ax, ylabel, f"{ylabel} vs request rate")
         ax.legend(fontsize=8)
         files.append(_save(fig, out / name, plt))
@@ -123,8 +124,8 @@ def plot_compare(levels_by_model: Mapping[str, pd.DataFrame], directory: str | P
             values = []
             for model in models:
                 d = devices_by_model[model]
-                d = d[(d["domain"] == domain) & ((d["rate_rps"] - at_rps).abs() < 1e-9)]
-                values.append(float(d["energy_per_request_J"].sum()) if len(d) else math.nan)
+                d = d[(d["domain"] == domain) & ((d[names.RATE] - at_rps).abs() < 1e-9)]
+                values.append(float(d[names.ENERGY_PER_REQUEST].sum()) if len(d) else math.nan)
             ax.bar([i + j * width for i in range(len(models))], values, width=width, label=domain)
         ax.set_xticks([i + width for i in range(len(models))], models)
         ax.set_ylabel("energy per request (J)")
@@ -140,13 +141,14 @@ def console_table(levels: pd.DataFrame) -> str:
     head = ["rps", "sent", "ok", "failed", "served/s", "p50 lat s", "p50 ttft s", "out tok", "window s", "energy J",
             "J/req", "J/token", "W", "drain s", "drain J", "cache hit", "sustained"]
     rows = []
-    for _, r in levels.sort_values("rate_rps").iterrows():
-        rows.append([f"{r['rate_rps']:g}", str(r["requests"]), str(r["ok"]), str(r["failed"]),
+    for _, r in levels.sort_values(names.RATE).iterrows():
+        rows.append([f"{r[names.RATE]:g}", str(r["requests"]), str(r["ok"]), str(r["failed"]),
                      _num(r["served_rps"], ".2f"), _num(r["latency_p50_s"], ".3f"), _num(r["ttft_p50_s"], ".3f"),
                      _num(r["output_tokens"], ".0f"), _num(r["duration_s"], ".1f"), _num(r["energy_J"], ".1f"),
-                     _num(r["energy_per_request_J"], ".3g"), _num(r["energy_per_output_token_J"], ".3g"),
-                     _num(r["energy_per_s_W"], ".1f"), _num(r["drain_s"], ".1f"), _num(r["drain_energy_J"], ".1f"),
-                     _num(r["cache_hit_rate"], ".2f"), "yes" if r["sustainable"] else "NO"])
+                     _num(r[names.ENERGY_PER_REQUEST], ".3g"), _num(r[names.ENERGY_PER_OUTPUT_TOKEN], ".3g"),
+                     _num(r[names.ENERGY_PER_SECOND], ".1f"), _num(r["drain_s"], ".1f"),
+                     _num(r["drain_energy_J"], ".1f"), _num(r["cache_hit_rate"], ".2f"),
+                     "yes" if r["sustainable"] else "NO"])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head, *rows]]
     lines.insert(1, "-" * len(lines[0]))
@@ -166,7 +168,7 @@ def _mark(ax, levels: pd.DataFrame, saturation: Saturation) -> None:
         ax.axvline(saturation.rate_rps, color="grey", linestyle="--", linewidth=1,
                    label=f"saturation {saturation.rate_rps:g} rps")
     bad = levels[~levels["sustainable"].astype(bool)]
-    for i, rate in enumerate(bad["rate_rps"]):
+    for i, rate in enumerate(bad[names.RATE]):
         ax.axvspan(rate * 0.97, rate * 1.03, color="red", alpha=0.15, label="rate not sustained" if i == 0 else None)
 
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from green_mlops import names
+
 
 @dataclass(frozen=True)
 class Saturation:
@@ -40,8 +42,8 @@ def find_saturation(levels: pd.DataFrame, *, energy_tolerance: float = 0.05, lat
     """
     if levels.empty:
         return Saturation(None, "no levels", "the sweep ran no rate level")
-    table = levels.sort_values("rate_rps").reset_index(drop=True)
-    rates = table["rate_rps"].tolist()
+    table = levels.sort_values(names.RATE).reset_index(drop=True)
+    rates = table[names.RATE].tolist()
     for i, row in table.iterrows():
         previous = rates[i - 1] if i else None
         if not bool(row.get("sustainable", True)):
@@ -49,21 +51,21 @@ def find_saturation(levels: pd.DataFrame, *, energy_tolerance: float = 0.05, lat
             if previous is None:
                 return Saturation(None, "saturated below the lowest rate",
                                   f"{rates[0]:g} rps, the lowest rate tested, was not sustained: {reason}")
-            return Saturation(previous, "next rate not sustained", f"{row['rate_rps']:g} rps: {reason}")
+            return Saturation(previous, "next rate not sustained", f"{row[names.RATE]:g} rps: {reason}")
         if previous is None:
             continue
-        e_now, e_before = _f(row.get("energy_per_request_J")), _f(table.loc[i - 1].get("energy_per_request_J"))
+        e_now, e_before = _f(row.get(names.ENERGY_PER_REQUEST)), _f(table.loc[i - 1].get(names.ENERGY_PER_REQUEST))
         if not math.isnan(e_now) and not math.isnan(e_before) and e_before > 0 \
                 and e_now > (1 - energy_tolerance) * e_before:
             return Saturation(previous, "energy per request stopped falling",
-                              f"{e_now:.4g} J per request at {row['rate_rps']:g} rps against {e_before:.4g} J at "
+                              f"{e_now:.4g} J per request at {row[names.RATE]:g} rps against {e_before:.4g} J at "
                               f"{previous:g} rps (less than {energy_tolerance:.0%} lower)")
         lat_now = _f(row.get("latency_p50_s"))
         lat_low = _f(table.loc[: i - 1, "latency_p50_s"].min()) if "latency_p50_s" in table else math.nan
         if not math.isnan(lat_now) and not math.isnan(lat_low) and lat_low > 0 \
                 and lat_now > latency_factor * lat_low and lat_now - lat_low > latency_floor_s:
             return Saturation(previous, "latency climbed",
-                              f"median latency {lat_now:.3g} s at {row['rate_rps']:g} rps against {lat_low:.3g} s "
+                              f"median latency {lat_now:.3g} s at {row[names.RATE]:g} rps against {lat_low:.3g} s "
                               f"at lower rates (more than {latency_factor:g}×)")
     if len(rates) == 1:
         return Saturation(None, "one level only", "a saturation rate needs at least two rate levels")

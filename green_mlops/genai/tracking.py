@@ -19,10 +19,6 @@ from green_mlops.genai.record import SweepRecord
 from green_mlops.meter import EnergyResult
 from green_mlops.metrics.genai import LEVEL_PROVENANCE, SWEEP_SERIES
 
-ARTIFACT_DIR = "genai"
-PAPER_NAMES = {"energy_per_request_J": "energy_per_sample", "energy_per_output_token_J": "energy_per_output_token",
-               "rate_rps": "request_rate",
-               "cache_hit_rate": "cache_hit_rate", "average_output_token_length": "average_output_token_length"}
 TEXT_COLUMNS = set(LEVEL_PROVENANCE)
 
 
@@ -38,7 +34,7 @@ def level_metrics(row: dict[str, Any]) -> dict[str, float]:
             continue
         if not math.isnan(number):
             out[key] = number
-    for ours, paper in PAPER_NAMES.items():
+    for ours, paper in names.GENAI_PAPER_NAMES.items():
         if ours in out:
             out[paper] = out[ours]
     return out
@@ -71,16 +67,16 @@ def log_sweep(record: SweepRecord, analysis: SweepAnalysis, files: Sequence[Path
             tags[names.genai_tag("notes")] = " | ".join(record.notes)[:5000]
         mlflow.set_tags(tags)
         if sat.rate_rps is not None:
-            mlflow.log_metric("saturation_rps", sat.rate_rps)
+            mlflow.log_metric(names.SATURATION_RATE, sat.rate_rps)
         for _, row in analysis.levels.iterrows():
             metrics = level_metrics(row.to_dict())
             mlflow.log_metrics({k: metrics[k] for k in SWEEP_SERIES if k in metrics}, step=int(row["level"]))
-            with mlflow.start_run(run_name=f"{row['rate_rps']:g} rps", nested=True):
-                mlflow.log_params({"rate_rps": f"{row['rate_rps']:g}", "level": int(row["level"])})
+            with mlflow.start_run(run_name=f"{row[names.RATE]:g} rps", nested=True):
+                mlflow.log_params({names.RATE: f"{row[names.RATE]:g}", "level": int(row["level"])})
                 mlflow.log_metrics(metrics)
                 mlflow.set_tags({names.genai_tag(k): str(row[k])[:5000] for k in TEXT_COLUMNS if row.get(k)})
                 mlflow.set_tags({k: v for k, v in tags.items() if k.startswith((names.METHOD_TAG_PREFIX,
                                                                               names.PROVENANCE_TAG_PREFIX))})
         for path in files:
-            mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
+            mlflow.log_artifact(str(path), artifact_path=names.GENAI_ARTIFACT_DIR)
         return parent.info.run_id

@@ -20,27 +20,12 @@ from green_mlops import names
 from green_mlops.integrations.lightning_base import CALLBACK_BASES, mlflow_run
 from green_mlops.meter import EnergyResult, PowerSource, Settings
 from green_mlops.run.core import MeterConfig, MeteredRun, NullRun
-from green_mlops.run.figures import find_accuracy, model_params, training_figures
+from green_mlops.run.figures import batch_size, find_accuracy, first_array, model_params, training_figures
 from green_mlops.run.sinks import Sinks
 from green_mlops.run.sources import process_sources
 from green_mlops.run.stream import StepMetrics
 
 log = logging.getLogger(__name__)
-
-
-def _first_tensor(batch: Any) -> torch.Tensor | None:
-    """The first tensor of a batch (nested lists, tuples and dicts are followed), or None."""
-    while isinstance(batch, (list, tuple, dict)):
-        if not batch:
-            return None
-        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-    return batch if isinstance(batch, torch.Tensor) else None
-
-
-def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (0 when there is none)."""
-    x = _first_tensor(batch)
-    return int(x.shape[0]) if x is not None and x.dim() > 0 else 0
 
 
 def _sinks(trainer: Any) -> Sinks:
@@ -149,22 +134,23 @@ class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
     # -- the hot path -------------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._stats_pending:
-            self._log_model_stats(trainer, pl_module, _first_tensor(batch))
+            x = first_array(batch)
+            self._log_model_stats(trainer, pl_module, x if isinstance(x, torch.Tensor) else None)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.run is not None:
             self.run.step(trainer.global_step)
-        self._samples["train"] += _batch_size(batch)
+        self._samples["train"] += batch_size(batch)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._samples["test"] += _batch_size(batch)
+        self._samples["test"] += batch_size(batch)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._samples["predict"] += _batch_size(batch)
+        self._samples["predict"] += batch_size(batch)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not trainer.sanity_checking:
-            self._samples["validate"] += _batch_size(batch)
+            self._samples["validate"] += batch_size(batch)
 
     # -- epochs -------------------------------------------------------------------------------------------
     def _epoch_begin(self, loop: str) -> None:
@@ -229,20 +215,29 @@ class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if run is None or run.finished:
             return
         stage = run.name
+        reduce = self._reducer(trainer, pl_module) if error is None else None  # after a failure ranks may be gone
+        samples = self._samples_of_all_ranks(reduce)
 
         def figures(result: EnergyResult, total: float) -> dict[str, float | None]:
             if stage == "fit":
                 return training_figures(result, total, train_J=self._loop_energy.get("train", total),
-                                        samples=self._samples["train"],
+                                        samples=samples["train"],
                                         accuracy=find_accuracy(trainer.callback_metrics, self.accuracy_key),
                                         model=self.summary.get("model"), utilisation=run.utilisation())
-            if stage in ("test", "predict") and self._samples[stage]:
-                return {names.ENERGY_PER_SAMPLE_INFERENCE: self._loop_energy.get(stage, total) / self._samples[stage]}
+            if stage in ("test", "predict") and samples[stage]:
+                return {names.ENERGY_PER_SAMPLE_INFERENCE: self._loop_energy.get(stage, total) / samples[stage]}
             return {}
 
-        reduce = self._reducer(trainer, pl_module) if error is None else None
         run.finish(status, step=trainer.global_step, reduce=reduce, error=error, figures=figures)
         self.summary = run.summary
+
+    def _samples_of_all_ranks(self, reduce: Any) -> dict[str, int]:
+        """Samples each loop ran on, summed over ranks like the energy they are divided into (one collective,
+        made by every rank, metering or not, before the run's own reductions); this rank's alone without one."""
+        if reduce is None:
+            return dict(self._samples)
+        summed = reduce([float(n) for n in self._samples.values()])
+        return {loop: round(n) for loop, n in zip(self._samples, summed)}
 
     def _artifact_dir(self, trainer: Any) -> Path:
         if self.output_dir is not None:

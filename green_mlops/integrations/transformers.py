@@ -8,12 +8,22 @@ the user's), else to a run of its own when ``tracking_uri`` is given, else throu
 whatever ``report_to`` names. Under ``accelerate``/``torchrun`` each process meters its own GPU, the host is
 metered once per node, and process zero logs the sums.
 
+``TrainerCallback`` has no hook for an exception, so the callback wraps its trainer's ``train`` when the trainer
+is made (``on_init_end``): an exception escaping ``train()`` ends the run as ``failed`` with the energy up to
+then (summary, metrics, artifacts; the MLflow run it started, or transformers' ``MLflowCallback`` started,
+ends ``FAILED``, as under Lightning) and goes on to the caller unchanged. A callback added later with
+``trainer.add_callback`` is covered from the next ``train()``; for the call already running, an unfinished run
+is ended as failed at the next ``train()`` or when the interpreter exits.
+
     trainer = Trainer(model, args, train_dataset=..., callbacks=[EnergyCallback(idle_seconds=5)])
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import inspect
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +31,14 @@ from green_mlops import names
 from green_mlops.extras import require
 from green_mlops.meter import EnergyResult, PowerSource, Settings
 from green_mlops.run.core import MeterConfig, MeteredRun, NullRun
-from green_mlops.run.figures import find_accuracy, model_params, training_figures
+from green_mlops.run.figures import batch_size, find_accuracy, model_params, training_figures
 from green_mlops.run.sinks import FunctionLogger, MlflowRun, Sinks
 from green_mlops.run.sources import process_sources
 
 log = logging.getLogger(__name__)
 
 STAGE = "train"
+_WRAPPED_BY = "_green_mlops_callback"  # marks a trainer's ``train`` as wrapped, naming the callback
 
 
 def _find_trainer() -> Any:
@@ -97,10 +108,43 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
         self._own_run: MlflowRun | None = None
         self.run: MeteredRun | NullRun | None = None
         self.summary: dict[str, Any] = {}
-        self._samples_per_step = 0
+        self._samples = 0  # this process's, counted by the wrapped training_step
         self._train_J = 0.0
+        self._args: Any = None
+        self._state: Any = None
+        self._mlflow_callbacks: list[Any] = []  # transformers' MLflowCallback(s) of the trainer, for a failed end
 
-    def _sinks(self, state: Any) -> Sinks:
+    def _attach(self, trainer: Any) -> bool:
+        """Wrap ``trainer.train`` (an exception escaping it ends the run as failed) and ``trainer.training_step``
+        (counts the samples of each micro-batch: a partial last batch counts what it holds); True if done before."""
+        if trainer is None:
+            return False
+        if getattr(trainer.train, _WRAPPED_BY, None) is self:
+            return True
+        train, training_step = trainer.train, trainer.training_step
+
+        @functools.wraps(training_step)
+        def counted_step(*args: Any, **kwargs: Any) -> Any:  # (model, inputs, num_items_in_batch)
+            out = training_step(*args, **kwargs)
+            self._samples += batch_size(args[1] if len(args) > 1 else kwargs.get("inputs"))
+            return out
+
+        @functools.wraps(train)
+        def metered_train(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return train(*args, **kwargs)
+            except BaseException as exc:
+                self._end("failed", exc)
+                raise
+        setattr(metered_train, _WRAPPED_BY, self)
+        trainer.train, trainer.training_step = metered_train, counted_step
+        return False
+
+    def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._attach(_find_trainer())
+
+    def _sinks(self, state: Any, trainer: Any) -> Sinks:
+        self._own_run = None
         if not state.is_world_process_zero:
             return Sinks()
         import mlflow
@@ -114,7 +158,6 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
             exp_id = exp.experiment_id if exp is not None else client.create_experiment(self.experiment)
             self._own_run = MlflowRun(client, client.create_run(exp_id).info.run_id, self.tracking_uri)
             return Sinks([self._own_run])
-        trainer = _find_trainer()
         if trainer is None:
             log.warning("green_mlops: no MLflow run and no Trainer found; energy goes to the summary and %s only",
                         self.output_dir or names.ARTIFACT_DIR)
@@ -122,14 +165,20 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
         return Sinks(others=[_trainer_logger(trainer)])
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self._end("failed", RuntimeError("train() began again before the last one ended"), end_mlflow=False)
         self.summary = {}
         self._train_J = 0.0
+        self._samples = 0
+        self._args, self._state = args, state
+        trainer = _find_trainer()
+        covered = self._attach(trainer)  # False when added after the trainer was made: this call is not wrapped
+        self._mlflow_callbacks = _mlflow_callbacks(trainer)
         try:
             sources = (list(self._given_sources) if self._given_sources is not None else
                        process_sources(self.config.settings, world_size=args.world_size,
                                        local_rank=max(args.local_process_index, 0),
                                        gpu_index=getattr(args.device, "index", None)))
-            sinks = self._sinks(state)
+            sinks = self._sinks(state, trainer)
             out = self.output_dir or Path(args.output_dir) / names.ARTIFACT_DIR
             self.run = (MeteredRun(STAGE, self.config, sinks, sources, idle=self._idle, fallback_dir=out)
                         if sources else NullRun(sinks))
@@ -137,9 +186,10 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
             log.warning("green_mlops: training runs unmetered: %s", exc)
             self.run = NullRun()
             return
+        if not covered:  # registered after the run's writers, so it runs before they close at exit
+            atexit.register(self._end_at_exit)
         self._idle = self.run.idle
         self.summary = self.run.summary
-        self._samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         stats = model_params(model, None) if model is not None else None
         if stats is not None:
             self.summary["model"] = stats
@@ -158,10 +208,20 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
             self._train_J += self.run.epoch_end("train", state.global_step, _reducer(args))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._end("success")
+
+    def _end_at_exit(self) -> None:
+        self._end("failed", getattr(sys, "last_value", None) or RuntimeError("the interpreter exited during train()"))
+
+    def _end(self, status: str, error: BaseException | None = None, end_mlflow: bool = True) -> None:
+        """Finish the metered run (sums over processes unless it failed) and end the MLflow run it began."""
         run = self.run
         if run is None or run.finished:
             return
-        samples = self._samples_per_step * state.global_step
+        atexit.unregister(self._end_at_exit)
+        args, state = self._args, self._state
+        reduce = _reducer(args) if error is None else None  # after a failure other processes may be gone
+        samples = round(reduce(float(self._samples))) if reduce is not None else self._samples
         evals = [h for h in state.log_history if any(k.startswith("eval_") for k in h)]
 
         def figures(result: EnergyResult, total: float) -> dict[str, float | None]:
@@ -169,7 +229,33 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
                                     accuracy=find_accuracy(evals[-1] if evals else {}, self.accuracy_key),
                                     model=self.summary.get("model"), utilisation=run.utilisation())
 
-        run.finish("success", step=state.global_step, reduce=_reducer(args), figures=figures)
+        run.finish(status, step=state.global_step, reduce=reduce, error=error, figures=figures)
         self.summary = run.summary
-        if self._own_run is not None:
-            self._own_run.client.set_terminated(self._own_run.run_id)
+        mlflow_status = "FINISHED" if error is None else "FAILED"
+        try:
+            if self._own_run is not None:
+                self._own_run.client.set_terminated(self._own_run.run_id, mlflow_status)
+            elif error is not None and end_mlflow and state.is_world_process_zero:
+                _end_mlflow_callback_run(self._mlflow_callbacks, mlflow_status)
+        except Exception as exc:  # the energy is in the summary; ending the run is MLflow's business
+            log.warning("green_mlops: could not mark the MLflow run %s: %s", mlflow_status, exc)
+
+
+def _mlflow_callbacks(trainer: Any) -> list[Any]:
+    """transformers' ``MLflowCallback`` (and subclasses) among the trainer's callbacks."""
+    try:
+        from transformers.integrations import MLflowCallback
+    except ImportError:
+        return []
+    return [cb for cb in getattr(getattr(trainer, "callback_handler", None), "callbacks", [])
+            if isinstance(cb, MLflowCallback)]
+
+
+def _end_mlflow_callback_run(callbacks: list[Any], status: str) -> None:
+    """End the run transformers' ``MLflowCallback`` started, as its ``on_train_end`` would (never the user's)."""
+    import mlflow
+
+    for cb in callbacks:
+        if getattr(cb, "_auto_end_run", False) and mlflow.active_run() is not None:
+            mlflow.end_run(status)
+            return

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from green_mlops.meter.checks import check_seconds
 from green_mlops.meter.discovery import discover
 from green_mlops.meter.result import EnergyResult, SourceEnergy
 from green_mlops.meter.sampler import MeterEvent, Sampler
@@ -169,12 +170,7 @@ class EnergyMeter:
 
         Net energy of any span is then gross − idle power × duration (the paper's Eq. 1, 2).
         """
-        try:
-            seconds = float(seconds)
-        except (TypeError, ValueError):
-            raise ValueError(f"idle time must be a number of seconds; got {seconds!r}") from None
-        if not seconds >= 0 or math.isinf(seconds):
-            raise ValueError(f"idle time must be 0 or more seconds (e.g. 5); got {seconds!r}")
+        seconds = check_seconds("idle time", seconds, example="5")
         if seconds == 0:
             return None
         self._ensure_sampling()

@@ -6,8 +6,8 @@ Table 3 (``energy_per_sample``, ``parameters``, ``model_size_to_ram``) are the s
 """
 from __future__ import annotations
 
-import math
-
+from green_mlops import names
+from green_mlops.metrics.numbers import nonneg, number, ratio
 from green_mlops.metrics.paper import energy_per_sample, model_size_to_ram, parameters
 
 __all__ = ["GENAI_METRICS", "LEVEL_PROVENANCE", "STEADY_STATE_METRICS", "SWEEP_SERIES", "average_output_token_length", "cache_hit_rate", "energy_per_output_token",
@@ -18,25 +18,6 @@ GENAI_METRICS: tuple[str, ...] = (
     "energy_per_sample", "flops", "model_size_to_ram", "parameters", "request_rate",
     "average_output_token_length", "cache_hit_rate", "energy_per_output_token",
 )
-
-
-def _num(v: object) -> float | None:
-    if v is None or isinstance(v, (bool, str, bytes)):
-        return None
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _ratio(a: object, b: object) -> float | None:
-    """``a / b`` for a ≥ 0 and b > 0, else None."""
-    x, y = _num(a), _num(b)
-    if x is None or y is None or x < 0 or y <= 0:
-        return None
-    r = x / y
-    return r if math.isfinite(r) else None
 
 
 def energy_per_request(energy_J: float | None, requests: float | None) -> float | None:
@@ -53,26 +34,25 @@ def energy_per_output_token(energy_J: float | None, output_tokens: float | None)
 def request_rate(requests: float | None, duration_s: float | None) -> float | None:
     """Requests per second. Paper: "request_rate: The number of inference RPS". Pass the offered rate
     of the load generator as ``requests`` over 1 s if that is the set-point; completed/elapsed otherwise."""
-    return _ratio(requests, duration_s)
+    return ratio(requests, duration_s, negative_ok=False)
 
 
 def cache_hit_rate(hits: float | None, lookups: float | None) -> float | None:
     """Fraction (0–1) of cache look-ups that hit. Paper: "Fraction of queries that leverage cached tokens".
     vLLM counts prefix-cache hits in tokens: pass cached prompt tokens over prompt tokens then."""
-    r = _ratio(hits, lookups)
+    r = ratio(hits, lookups, negative_ok=False)
     return r if r is not None and r <= 1 else None
 
 
 def average_output_token_length(output_tokens: float | None, requests: float | None) -> float | None:
     """Mean generated tokens per request. Paper: "Mean token length of the model's generated responses"."""
-    return _ratio(output_tokens, requests)
+    return ratio(output_tokens, requests, negative_ok=False)
 
 
 def flops(value: float | None) -> float | None:
     """FLOPs of the model's forward pass. Paper: "The total number of floating-point operations required
     for the model's forward pass". Passed through when a count ≥ 0, else None."""
-    f = _num(value)
-    return f if f is not None and f >= 0 else None
+    return nonneg(value)
 
 
 def genai_metrics(*, energy_J: float | None = None, requests: float | None = None,
@@ -91,7 +71,7 @@ def genai_metrics(*, energy_J: float | None = None, requests: float | None = Non
         "flops": flops(forward_flops),
         "model_size_to_ram": model_size_to_ram(model_size_bytes, vram_bytes),
         "parameters": parameters(total_params),
-        "request_rate": _num(offered_rps) if _num(offered_rps) is not None else request_rate(requests, duration_s),
+        "request_rate": number(offered_rps) if number(offered_rps) is not None else request_rate(requests, duration_s),
         "average_output_token_length": average_output_token_length(output_tokens, requests),
         "cache_hit_rate": cache_hit_rate(cache_hits, cache_lookups),
         "energy_per_output_token": energy_per_output_token(energy_J, output_tokens),
@@ -108,7 +88,7 @@ STEADY_STATE_METRICS: dict[str, str] = {
     "completed_in_window": "requests that ended inside W",
     "completion_rps": "completed_in_window / duration_s",
     "arrival_rps": "requests sent inside W / duration_s",
-    "energy_per_completed_request_J": "energy_J / completed_in_window (the simple estimator, a cross-check)",
+    names.ENERGY_PER_COMPLETED_REQUEST: "energy_J / completed_in_window (the simple estimator, a cross-check)",
     "steady_over_latency": "duration_s / latency_p50_s",
     "warmup_s": "warm-up length (sent, excluded from the measure)",
     "warmup_requests": "requests sent during the warm-up",
@@ -122,12 +102,12 @@ STEADY_STATE_METRICS: dict[str, str] = {
     "loadgen_cpu_energy_J": "loadgen_cpu_share × cpu_energy_J (estimated)",
     "server_cpu_energy_J": "cpu_energy_J − loadgen_cpu_energy_J",
     "server_energy_J": "energy_J − loadgen_cpu_energy_J",
-    "server_energy_per_request_J": "server_energy_J / served_requests",
+    names.SERVER_ENERGY_PER_REQUEST: "server_energy_J / served_requests",
 }
 #: How a level's figures were obtained, in words: logged as ``green_mlops.genai.<name>`` tags on the level's run.
 LEVEL_PROVENANCE: tuple[str, ...] = ("energy_basis", "estimator", "warmup_how", "steady_how", "loadgen_cpu_method",
                                      "tokens_source", "cache_hit_rate_method", "failures", "unsustainable_reason")
 #: The per-level series on a sweep's parent run (step = level index).
-SWEEP_SERIES: tuple[str, ...] = ("rate_rps", "energy_per_request_J", "energy_per_output_token_J", "energy_per_s_W",
-                                 "latency_p50_s", "completion_rps", "served_rps", "server_energy_per_request_J",
-                                 "warmup_energy_J", "drain_energy_J", "drain_s")
+SWEEP_SERIES: tuple[str, ...] = (names.RATE, names.ENERGY_PER_REQUEST, names.ENERGY_PER_OUTPUT_TOKEN,
+                                 names.ENERGY_PER_SECOND, "latency_p50_s", "completion_rps", "served_rps",
+                                 names.SERVER_ENERGY_PER_REQUEST, "warmup_energy_J", "drain_energy_J", "drain_s")

@@ -16,7 +16,7 @@ Units and conventions used throughout:
 """
 from __future__ import annotations
 
-import math
+from green_mlops.metrics.numbers import finite, nonneg, number, positive, ratio
 
 __all__ = [
     "PAPER_METRICS",
@@ -39,37 +39,11 @@ PAPER_METRICS: tuple[str, ...] = (
 )
 
 
-def _num(v: object) -> float | None:
-    """The value as a finite float, or None (None, bools, strings and NaN/inf are no numbers here)."""
-    if v is None or isinstance(v, (bool, str, bytes)):
-        return None
-    try:
-        f = float(v)  # type: ignore[arg-type]  # ints, floats, numpy scalars, 0-d tensors
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _pos(v: object) -> float | None:
-    """A finite number > 0 (a denominator or a count that must be there), else None."""
-    f = _num(v)
-    return f if f is not None and f > 0 else None
-
-
-def _nonneg(v: object) -> float | None:
-    f = _num(v)
-    return f if f is not None and f >= 0 else None
-
-
 def _fraction(v: object, *, zero_ok: bool) -> float | None:
-    f = _num(v)
+    f = number(v)
     if f is None or f > 1 or f < 0 or (f == 0 and not zero_ok):
         return None
     return f
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None  # an overflow is no number either
 
 
 def energy_per_sample(energy_J: float | None, samples: float | None) -> float | None:
@@ -80,8 +54,7 @@ def energy_per_sample(energy_J: float | None, samples: float | None) -> float | 
     training window over the samples it processed). ``energy_J`` may be gross or net of idle (Eq. 4/5);
     net energy can be slightly negative on a near-idle run and is passed through as measured.
     """
-    e, n = _num(energy_J), _pos(samples)
-    return None if e is None or n is None else _finite(e / n)
+    return ratio(energy_J, samples)
 
 
 def macs_param(macs: float | None, trainable_params: float | None) -> float | None:
@@ -92,8 +65,7 @@ def macs_param(macs: float | None, trainable_params: float | None) -> float | No
     once, "when the model is loaded onto the GPU"), so the unit is multiply-accumulates per parameter
     per sample: how many times each weight is used in one forward pass (≈1 for an MLP, ≫1 for a CNN).
     """
-    m, p = _nonneg(macs), _pos(trainable_params)
-    return None if m is None or p is None else _finite(m / p)
+    return ratio(macs, trainable_params, negative_ok=False)
 
 
 def work_done(trainable_params: float | None, samples: float | None, duration_s: float | None) -> float | None:
@@ -106,8 +78,8 @@ def work_done(trainable_params: float | None, samples: float | None, duration_s:
     through every trainable parameter, so the unit is parameter-samples per second — a throughput
     (samples/s) weighted by model size, which is what "computational throughput" asks for.
     """
-    p, n, t = _pos(trainable_params), _pos(samples), _pos(duration_s)
-    return None if p is None or n is None or t is None else _finite(p * n / t)
+    p, n, t = positive(trainable_params), positive(samples), positive(duration_s)
+    return None if p is None or n is None or t is None else finite(p * n / t)
 
 
 def overall_efficiency(accuracy: float | None, work: float | None, utilisation: float | None) -> float | None:
@@ -119,8 +91,8 @@ def overall_efficiency(accuracy: float | None, work: float | None, utilisation: 
     the devices doing the work over the same window (the GPUs' where there are any, else the CPUs').
     A utilisation of 0 or above 1 (a percentage passed by mistake) gives None, not a number 100× off.
     """
-    a, w, u = _fraction(accuracy, zero_ok=True), _nonneg(work), _fraction(utilisation, zero_ok=False)
-    return None if a is None or w is None or u is None else _finite(a * w / u)
+    a, w, u = _fraction(accuracy, zero_ok=True), nonneg(work), _fraction(utilisation, zero_ok=False)
+    return None if a is None or w is None or u is None else finite(a * w / u)
 
 
 def work_per_unit_power(work: float | None, power_W: float | None) -> float | None:
@@ -131,8 +103,7 @@ def work_per_unit_power(work: float | None, power_W: float | None) -> float | No
     (CPU + GPU + DRAM, Eq. 3) over the window work_done was measured on; since work_done is per second,
     this equals ``trainable_params × samples / energy_J`` over that window.
     """
-    w, p = _nonneg(work), _pos(power_W)
-    return None if w is None or p is None else _finite(w / p)
+    return ratio(work, power_W, negative_ok=False)
 
 
 def energy_scaling_factor(total_power_W: float | None, trainable_params: float | None) -> float | None:
@@ -144,8 +115,7 @@ def energy_scaling_factor(total_power_W: float | None, trainable_params: float |
     not scale with the number of parameters"; we follow the definition (power, W). "Model parameters"
     is read as the paper's ``parameters`` metric, the trainable ones.
     """
-    w, p = _nonneg(total_power_W), _pos(trainable_params)
-    return None if w is None or p is None else _finite(w / p)
+    return ratio(total_power_W, trainable_params, negative_ok=False)
 
 
 def gpu_energy_scaling_factor(gpu_power_W: float | None, trainable_params: float | None) -> float | None:
@@ -155,8 +125,7 @@ def gpu_energy_scaling_factor(gpu_power_W: float | None, trainable_params: float
     absolute power consumption, – both show how energy consumption scales with model complexity".
     Same reading as :func:`energy_scaling_factor`: W per trainable parameter.
     """
-    w, p = _nonneg(gpu_power_W), _pos(trainable_params)
-    return None if w is None or p is None else _finite(w / p)
+    return ratio(gpu_power_W, trainable_params, negative_ok=False)
 
 
 def parameters(trainable_params: float | None) -> float | None:
@@ -165,7 +134,7 @@ def parameters(trainable_params: float | None) -> float | None:
     Paper: "parameters: The total trainable parameters, a key indicator of model complexity and
     context for other metrics". Zero is a real count here (a fully frozen model), so it is returned.
     """
-    return _nonneg(trainable_params)
+    return nonneg(trainable_params)
 
 
 def model_size_to_ram(model_size_bytes: float | None, ram_bytes: float | None) -> float | None:
@@ -177,8 +146,7 @@ def model_size_to_ram(model_size_bytes: float | None, ram_bytes: float | None) -
     definition as "the on-GPU size of the model to the total VRAM available", so ``ram_bytes`` is the
     total memory available to the model: the GPU's VRAM when it runs on a GPU, else the host's RAM.
     """
-    s, r = _nonneg(model_size_bytes), _pos(ram_bytes)
-    return None if s is None or r is None else _finite(s / r)
+    return ratio(model_size_bytes, ram_bytes, negative_ok=False)
 
 
 def derived_metrics(*, energy_J: float | None = None, samples: float | None = None,
@@ -199,8 +167,8 @@ def derived_metrics(*, energy_J: float | None = None, samples: float | None = No
     uses trainable parameters only. Metrics whose inputs are missing or invalid are left out.
     """
     _ = total_params  # accepted, unused: the paper's "parameters" are the trainable ones
-    power = _num(power_W) if power_W is not None else _ratio(energy_J, duration_s)
-    gpu_power = _num(gpu_power_W) if gpu_power_W is not None else _ratio(gpu_energy_J, duration_s)
+    power = number(power_W) if power_W is not None else ratio(energy_J, duration_s)
+    gpu_power = number(gpu_power_W) if gpu_power_W is not None else ratio(gpu_energy_J, duration_s)
     work = work_done(trainable_params, samples, duration_s)
     values = {
         "energy_per_sample": energy_per_sample(energy_J, samples),
@@ -214,8 +182,3 @@ def derived_metrics(*, energy_J: float | None = None, samples: float | None = No
         "model_size_to_ram": model_size_to_ram(model_size_bytes, ram_bytes),
     }
     return {k: v for k, v in values.items() if v is not None}
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    x, y = _num(a), _pos(b)
-    return None if x is None or y is None else _finite(x / y)

@@ -1,4 +1,8 @@
-"""The metric delivery process's side of the writer: batches to ``MlflowClient.log_batch``, the spool, ``sync``.
+"""The metric delivery process's side of the writer: batches to the tracking store, the spool, ``sync``.
+
+Batches go to the store through :func:`green_mlops.mlflow.stores.open_store`: MLflow's REST ``log-batch``
+for a tracking server and MLflow's tables for SQLite, without importing MLflow; ``MlflowClient.log_batch``
+for every other store.
 
 Runs in a fresh interpreter started by :mod:`green_mlops.mlflow.writer` (or by :func:`~green_mlops.mlflow.writer.sync`);
 it reads a config, then messages, on stdin and answers on stdout. See the writer's docstring for the design.
@@ -19,6 +23,8 @@ from typing import IO, Any
 
 from green_mlops.mlflow import skinny
 from green_mlops.mlflow.spool import Record, SpoolFile, SyncReport, spooled_runs
+from green_mlops.mlflow.stores import invalid_metric, open_store
+from green_mlops.mlflow.wire import Block
 from green_mlops.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
@@ -38,7 +44,7 @@ _CLIENT_ERRORS_TO_RETRY = {401, 403, 408, 429}  # 4xx that say nothing about the
 
 
 class _Delivery:
-    """Sends one run's metrics with ``MlflowClient.log_batch``; spools what cannot be sent, in order.
+    """Sends one run's metrics to its tracking store; spools what cannot be sent, in order.
 
     After :meth:`deliver` nothing is pending: every record is delivered, spooled or set aside as invalid.
     """
@@ -59,7 +65,7 @@ class _Delivery:
         self.last_error: str | None = None
         self.spool_error: str | None = None  # why the spool cannot be used, while it cannot
         self.spooled = spool.count()
-        self._client: Any = None
+        self._store: Any = None
         self._timeout = REQUEST_TIMEOUT_S
         self._retry_at = 0.0
         self._backoff = FIRST_RETRY_S
@@ -176,13 +182,12 @@ class _Delivery:
         return []
 
     def _set_timeout(self, seconds: float) -> None:
-        """MLflow reads its request timeout from the environment per request; this process's copy is ours."""
         self._timeout = int(min(max(seconds, 1), MAX_REQUEST_TIMEOUT_S))
-        if os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == "0":  # only in our delivery process
-            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self._timeout)
+        if self._store is not None:
+            self._store.set_timeout(self._timeout)
 
     def connect(self) -> None:
-        """Import MLflow and make the client now (seconds of CPU), not when the first batch waits.
+        """Open the store now (for MLflow's client: seconds of imports), not when the first batch waits.
 
         A failure here is not final: ``_log_batch`` tries again, and its error is what gets reported.
         """
@@ -193,16 +198,12 @@ class _Delivery:
             log.debug("green_mlops: MLflow client for %s not ready yet: %r", self.tracking_uri, exc)
 
     def _connected(self) -> Any:
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
+        if self._store is None:
+            self._store = open_store(self.tracking_uri, self._timeout)
+        return self._store
 
     def _log_batch(self, batch: list[Record]) -> None:
-        from mlflow.entities import Metric
-
-        self._connected().log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, ts, s in batch])
+        self._connected().log_metrics(self.run_id, batch)
 
 
 def _is_client_error(exc: Exception) -> bool:
@@ -214,12 +215,12 @@ def _is_client_error(exc: Exception) -> bool:
 
 
 def _invalid(batch: list[Record]) -> set[int]:
-    """Indices of records MLflow's own validation refuses (bad key, say)."""
-    try:
-        from mlflow.utils.validation import _validate_metric
-    except ImportError:
-        return set()
-    bad = set()
+    """Indices of records MLflow's own validation refuses (bad key, say): its rules, and its code where loaded."""
+    bad = {i for i, r in enumerate(batch) if invalid_metric(r)}
+    if bad or "mlflow.utils.validation" not in sys.modules:
+        return bad
+    from mlflow.utils.validation import _validate_metric
+
     for i, (k, v, ts, s) in enumerate(batch):
         try:
             _validate_metric(k, v, ts, s)
@@ -304,6 +305,8 @@ def _serve(cfg: dict[str, Any], inp: IO[bytes], out: IO[bytes]) -> None:
                     state["seq"] = seq
                     if kind == "records":
                         records.extend(payload)
+                    elif kind == "block":
+                        records.extend(Block(*payload).records())
                     else:
                         controls.append(msg)
                         if kind == "close":

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from green_mlops.mlflow.wire import Record
 from green_mlops.redact import redact_uri
 
 try:
@@ -42,7 +43,6 @@ try:
 except ImportError:  # pragma: no cover - Windows: one process per spool is all we can promise
     fcntl = None  # type: ignore[assignment]
 
-Record = tuple[str, float, int, int]  # key, value, timestamp in ms, step
 SUFFIX = ".jsonl"
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -1,7 +1,7 @@
 """Deliver metrics to an MLflow run in batches, off the training thread, losing none.
 
 ``MetricWriter.log`` only appends a tuple to a deque (no lock, no I/O; NaN, infinity and non-numbers
-are counted as ``skipped``). A pump thread hands what accumulated to a *delivery process*
+are counted as ``skipped``); ``log_block`` appends a whole block of steps, packed (:mod:`green_mlops.mlflow.wire`). A pump thread hands what accumulated to a *delivery process*
 (:mod:`green_mlops.mlflow.delivery`, started by :mod:`green_mlops.mlflow.launch`) every
 ``flush_interval`` seconds, so MLflow's client work never competes with training for the GIL. Batches
 stay here until that process acknowledges them (delivered, or spooled to disk while the store is
@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from green_mlops.mlflow.delivery import MAX_BATCH, RESTART_PAUSE_S
 from green_mlops.mlflow.events import DeliveryEvents
 from green_mlops.mlflow.launch import absolute_uri, spawn
 from green_mlops.mlflow.spool import Record, SpoolFile, check_run_id, default_spool_dir
+from green_mlops.mlflow.wire import Block, as_records
 from green_mlops.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class MetricWriter(DeliveryEvents):
         self._io = threading.Lock()  # guards _proc, _gen, _seq and writes to the pipe
         self._seq = 0
         self._acked = 0
-        self._unacked: dict[int, list[Record]] = {}
+        self._unacked: dict[int, list[Record] | Block] = {}
         self._proc: subprocess.Popen | None = None
         self._gen = 0
         self._restarts = 0
@@ -146,6 +147,26 @@ class MetricWriter(DeliveryEvents):
         q = self._queue
         q.extend(recs)
         if len(q) >= self.max_batch and not self._wake.is_set():
+            self._wake.set()
+
+    def log_block(self, keys: Sequence[str], steps: Any, timestamps_ms: Any, values: Any) -> None:
+        """Queue the metrics of several steps at once: ``values`` is an array of steps × ``keys`` (numpy or nested
+        lists); packed here, no Python object per metric. A block with a value that is not finite goes one step
+        at a time through :meth:`log_many`, which skips that value."""
+        try:
+            block = Block.pack(keys, steps, timestamps_ms, values)
+        except Exception:
+            self._skip("<log_block>", values, steps)
+            return
+        if block is None:
+            for step, ts, row in zip(steps, timestamps_ms, values):
+                self.log_many(dict(zip(keys, row)), step, ts)
+            return
+        if self._late:
+            self._spool_here(block)
+            return
+        self._queue.append(block)
+        if len(block) >= self.max_batch and not self._wake.is_set():
             self._wake.set()
 
     def _skip(self, key: Any, value: Any, step: Any) -> None:
@@ -273,6 +294,11 @@ class MetricWriter(DeliveryEvents):
                     self._send("records", batch)
                     batch = []
                 self._send(item.kind, marker=item)
+            elif item.__class__ is Block:  # sent whole; the delivery process splits it into MLflow's batches
+                if batch:
+                    self._send("records", batch)
+                    batch = []
+                self._send("block", item)
             else:
                 batch.append(item)
                 if len(batch) >= n:
@@ -281,7 +307,7 @@ class MetricWriter(DeliveryEvents):
         if batch:
             self._send("records", batch)
 
-    def _send(self, kind: str, records: list[Record] | None = None, marker: _Marker | None = None) -> None:
+    def _send(self, kind: str, records: list[Record] | Block | None = None, marker: _Marker | None = None) -> None:
         """Hand one message to the delivery process; records stay in _unacked until it answers."""
         with self._io:
             self._seq += 1
@@ -301,7 +327,7 @@ class MetricWriter(DeliveryEvents):
                     self._acked = seq
                     self._cond.notify_all()
                 return
-            payload = records if marker is None else marker.deadline
+            payload = marker.deadline if marker is not None else records.packed() if kind == "block" else records
             try:
                 self._proc.stdin.write(pickle.dumps((kind, seq, payload), pickle.HIGHEST_PROTOCOL))  # type: ignore[union-attr]
                 self._proc.stdin.flush()  # type: ignore[union-attr]
@@ -339,9 +365,10 @@ class MetricWriter(DeliveryEvents):
             pass
         self._child_lost(gen)
 
-    def _spool_here(self, records: list[Record]) -> None:
+    def _spool_here(self, records: list[Record] | Block) -> None:
         if not records:
             return
+        records = as_records(records)
         try:
             self.spool.append(records)
         except OSError as exc:

@@ -16,6 +16,25 @@ log = logging.getLogger(__name__)
 _ACC = re.compile(r"(^|[/_])acc(uracy)?($|[/_])", re.I)
 
 
+def first_array(batch: Any) -> Any:
+    """The first array (a tensor: anything with a ``shape`` of at least one dimension) in a batch, following
+    lists, tuples and mappings (a Hugging Face ``BatchEncoding`` too); None when there is none."""
+    if len(getattr(batch, "shape", ())) > 0:
+        return batch
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        found = first_array(item)
+        if found is not None:
+            return found
+    return None
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first array (0 when there is none)."""
+    x = first_array(batch)
+    return int(x.shape[0]) if x is not None else 0
+
+
 def model_params(model: Any, example: Any) -> dict[str, Any] | None:
     """Parameters, MACs per sample and size of ``model`` (None, with a warning, when they cannot be had)."""
     try:

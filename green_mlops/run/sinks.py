@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from green_mlops import names
-from green_mlops.run.stream import StepMetrics
+from green_mlops.run.stream import StepBlock, StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,12 @@ class Sinks:
         return bool(self.mlflow_runs or self.others)
 
     def __call__(self, batch: list[StepMetrics]) -> None:
-        """Called from the stream's thread: MLflow now, other loggers at the next :meth:`flush`."""
+        """Called from the stream's thread: MLflow now (a :class:`StepBlock` whole), other loggers at the next
+        :meth:`flush`."""
         for w in self.writers:
+            if isinstance(batch, StepBlock):
+                w.log_block(batch.keys, batch.steps, batch.times_ms, batch.values)
+                continue
             for step, ts, metrics in batch:
                 w.log_many(metrics, step, ts)
         if self.others:

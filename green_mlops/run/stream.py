@@ -14,7 +14,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +26,18 @@ StepMetrics = tuple[int, int, dict[str, float]]  # (step, timestamp in ms, metri
 Sink = Callable[[list[StepMetrics]], None]
 
 
+class StepBlock(list):
+    """A batch of :data:`StepMetrics`, which also holds its numbers as arrays: ``keys``, ``steps`` and
+    ``times_ms`` (one per step) and ``values`` (steps × keys), for a sink that takes them whole (an MLflow
+    writer ships them packed, with no Python object per metric)."""
+
+    __slots__ = ("keys", "steps", "times_ms", "values")
+
+    def __init__(self, keys: list[str], steps: np.ndarray, times_ms: np.ndarray, values: np.ndarray) -> None:
+        super().__init__(zip(steps.tolist(), times_ms.tolist(), (dict(zip(keys, row)) for row in values.tolist())))
+        self.keys, self.steps, self.times_ms, self.values = keys, steps, times_ms, values
+
+
 #: Per-step numbers are rounded to the meters' resolution before they are logged: NVML reports power in mW
 #: and energy in mJ, RAPL counts µJ but is read every ~0.1 s. Finer digits are float noise from dividing
 #: interpolated energy by step time (a constant model estimate came out as 3.1999999999999997 W, drawn jagged).
@@ -34,10 +45,7 @@ POWER_DECIMALS = 3  # 1 mW
 ENERGY_DECIMALS = 3  # 1 mJ
 
 
-@dataclass(frozen=True)
-class _Mark:
-    step: int
-    t: float
+_Mark = tuple[int, float]  # (step, monotonic time it ended): a plain tuple, the cheapest thing to append
 
 
 def metric_names(meter: EnergyMeter) -> list[str]:
@@ -75,7 +83,7 @@ class EnergyStream:
 
     def mark(self, step: int, t: float | None = None) -> None:
         """Record that ``step`` ended now (hot path: one deque append)."""
-        self._marks.append(_Mark(step, time.monotonic() if t is None else t))
+        self._marks.append((step, time.monotonic() if t is None else t))
 
     def start(self) -> EnergyStream:
         self._thread = threading.Thread(target=self._run, name="green-mlops-stream", daemon=True)
@@ -116,7 +124,7 @@ class EnergyStream:
             if not self._pending:
                 return 0
             limit = math.inf if final else self.meter.final_until()
-            ready = [m for m in self._pending if m.t <= limit]
+            ready = [m for m in self._pending if m[1] <= limit]
             if not ready:
                 return 0
             self._pending = self._pending[len(ready):]
@@ -132,17 +140,17 @@ class EnergyStream:
         """The last mark of each step (several batches can end one optimiser step), every n-th step."""
         out: list[_Mark] = []
         for m in marks:
-            if out and out[-1].step == m.step:
+            if out and out[-1][0] == m[0]:
                 out[-1] = m
-            elif self._last_step is not None and m.step == self._last_step:
+            elif self._last_step is not None and m[0] == self._last_step:
                 continue  # that step was already published
             else:
                 out.append(m)
-        return [m for m in out if m.step % self.every_n_steps == 0]
+        return [m for m in out if m[0] % self.every_n_steps == 0]
 
-    def _metrics(self, marks: list[_Mark]) -> list[StepMetrics]:
+    def _metrics(self, marks: list[_Mark]) -> StepBlock:
         meter = self.meter
-        times = np.array([self._prev_t, *[m.t for m in marks]])
+        times = np.array([self._prev_t, *[t for _, t in marks]])
         cum = meter.cumulative(np.concatenate([[self.origin], times]))
         idle = meter.idle_power_W
         dt = np.diff(times)
@@ -165,12 +173,9 @@ class EnergyStream:
         if idle is not None:
             energy[names.ENERGY_NET] = total - sum(idle.values()) * (times[1:] - self.origin)
         # rounded here, on this background thread, as whole arrays: the training thread pays nothing for it
-        columns = {k: np.round(v, POWER_DECIMALS).tolist() for k, v in power.items()}
-        columns.update({k: np.round(v, ENERGY_DECIMALS).tolist() for k, v in energy.items()})
-        out: list[StepMetrics] = []
-        wall = meter.trace.wall_offset
-        for i, m in enumerate(marks):
-            out.append((m.step, int((m.t + wall) * 1000), {k: v[i] for k, v in columns.items()}))
-        self._prev_t = marks[-1].t
-        self._last_step = marks[-1].step
-        return out
+        columns = [np.round(v, POWER_DECIMALS) for v in power.values()]
+        columns += [np.round(v, ENERGY_DECIMALS) for v in energy.values()]
+        steps = np.array([s for s, _ in marks], dtype=np.int64)
+        times_ms = ((times[1:] + meter.trace.wall_offset) * 1000).astype(np.int64)  # truncated, as int() does
+        self._last_step, self._prev_t = marks[-1]
+        return StepBlock([*power, *energy], steps, times_ms, np.column_stack(columns))

@@ -10,7 +10,7 @@ import math
 import time
 from typing import Any
 
-from green_mlops.argtypes import check_whole
+from green_mlops.argtypes import check_number, check_seconds, check_whole
 from green_mlops.integrations.lightning_base import CALLBACK_BASES
 
 
@@ -22,12 +22,10 @@ class EnergyBudget(*CALLBACK_BASES):  # type: ignore[misc]
     """
 
     def __init__(self, budget_J: float, profile_steps: int = 20, check_every_s: float = 1.0) -> None:
-        if not (isinstance(budget_J, (int, float)) and budget_J > 0 and math.isfinite(budget_J)):
-            raise ValueError(f"energy budget must be a positive number of joules (e.g. 5000); got {budget_J!r}")
+        self.budget_J = check_number("energy budget in joules", budget_J, positive=True, example="5000")
         check_whole("profile steps", profile_steps, 1)
-        self.budget_J = float(budget_J)
         self.profile_steps = profile_steps
-        self.check_every_s = float(check_every_s)
+        self.check_every_s = check_seconds("check_every_s", check_every_s, positive=True, example="1")
         self._last_check = -math.inf
         self.predicted_J: float | None = None
         self.stopped_at_step: int | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from green_mlops.argtypes import check_whole
+from green_mlops.argtypes import check_number, check_whole
 
 MODES = ("pareto", "acc-per-kj", "penalty")
 J_PER_KWH = 3.6e6
@@ -29,8 +29,7 @@ class Objective:
         if self.mode not in MODES:
             raise ValueError(f"unknown objective mode {self.mode!r}; choose one of {', '.join(MODES)}")
         check_whole("--inference-samples", self.inference_samples, 0, allow_none=True)
-        if not (self.penalty_per_kwh >= 0 and math.isfinite(self.penalty_per_kwh)):
-            raise ValueError(f"--penalty-per-kwh must be ≥ 0; got {self.penalty_per_kwh!r}")
+        check_number("--penalty-per-kwh", self.penalty_per_kwh, positive=False, example="1.0")
 
     @property
     def directions(self) -> list[str]:

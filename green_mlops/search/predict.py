@@ -23,6 +23,7 @@ import pandas as pd
 
 from green_mlops.analysis.errors import AnalysisError
 from green_mlops.analysis.regression import EnergyPredictor
+from green_mlops.argtypes import check_number
 from green_mlops.search.objectives import Objective
 from green_mlops.search.pruning import FrontPoint
 
@@ -36,10 +37,8 @@ def check_defer_margin(margin: float | None) -> float | None:
     """The relative energy margin of a deferral, validated (≥ 0), or None for no predictor."""
     if margin is None:
         return None
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
-        raise ValueError(f"--predict-defer-margin must be a relative energy margin ≥ 0 (e.g. 0.5: predicted energy "
-                         f"half again the dominating trial's); got {margin!r}")
-    return float(margin)
+    return check_number("--predict-defer-margin (a relative energy margin)", margin, positive=False,
+                        example="0.5: predicted energy half again the dominating trial's")
 
 
 class Planner:

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
+from green_mlops.argtypes import check_whole
 from green_mlops.redact import redact_text, redact_uri
 
 DEFAULT_STORAGE = "sqlite:///green_mlops_sweep.db"
@@ -36,8 +37,7 @@ def open_storage(url: str = DEFAULT_STORAGE, heartbeat_s: int = 60, grace_s: int
     ``heartbeat_s`` is how often a running trial proves it is alive; a trial silent for ``grace_s``
     (default 2 × heartbeat) is failed by the other workers, which then call ``on_stale_trial``.
     """
-    if not isinstance(heartbeat_s, int) or heartbeat_s < 1:
-        raise StorageError(f"heartbeat interval must be a whole number of seconds ≥ 1; got {heartbeat_s!r}")
+    check_whole("heartbeat interval (seconds)", heartbeat_s, 1, error=StorageError)
     if is_journal(url):
         path = Path(url.removeprefix("journal:").removeprefix("//"))
         if not path.parent.exists():

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import Logger, MLFlowLogger
 from torch.utils.data import DataLoader
 
 from green_mlops import names
-from green_mlops.argtypes import check_number, check_whole
+from green_mlops.argtypes import check_number, check_seconds, check_whole
 from green_mlops.integrations.lightning import EnergyCallback
 from green_mlops.meter import J_PER_WH, validate_interval
 from green_mlops.training.data import DATASETS, INPUT_SHAPE, DataBundle, load_data
@@ -168,7 +168,7 @@ class TrainConfig:
         check_whole("inference batch size", self.inference_batch_size, 1, allow_none=True)
         check_whole("inference max batches", self.inference_max_batches, 1, allow_none=True)
         validate_interval(self.interval)
-        check_number("idle seconds", self.idle_seconds, positive=False, example="5")
+        check_seconds("idle seconds", self.idle_seconds, example="5")
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"unknown accelerator {self.accelerator!r}; choose one of {', '.join(ACCELERATORS)}")
         if self.dataset not in DATASETS:
