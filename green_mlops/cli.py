@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from green_mlops import __version__
-from green_mlops.argtypes import DefaultsHelpFormatter
+from green_mlops.argtypes import DefaultsHelpFormatter, parse
 from green_mlops.extras import MissingExtra, require
 
 COMMANDS = {
@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
-        args = parser.parse_args(argv)
-        return int(args.func(args))
+        args = parse(parser, argv)
+        return args if isinstance(args, int) else int(args.func(args))
     except (SettingsError, MissingExtra) as exc:
         print(f"green-mlops: {exc}", file=sys.stderr)
         return 2

@@ -1,14 +1,23 @@
-"""Check, before any expensive work, that every path a command will write can be written.
+"""Where a command's results go: every output path checked before any expensive work, and ``--json`` on stdout.
 
 A command that measures for an hour and then cannot save its result has lost the hour. So each
 command probes its output paths first: the folder is created (or must exist as a folder) and a
 probe file is created and removed in it; the error is one line naming the path and the reason.
+With ``--json`` a command prints its result as strict JSON on stdout and everything else on stderr.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import math
+import numbers
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 
 class OutputError(ValueError):
@@ -52,3 +61,57 @@ def _probe(folder: Path, what: str, shown: Path, create: bool) -> None:
         reason = exc.strerror or str(exc)
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(shown) else ""
         raise OutputError(f"{what} {shown}: cannot write there: {reason}{where}; choose another path") from None
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """``--json``, the same on every command that prints a result."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print {what} as JSON on stdout (everything else goes to stderr), e.g. "
+                             "`| python -m json.tool`")
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool) -> Iterator[TextIO]:
+    """The stream a command's result goes to; with ``enabled``, every other print meanwhile goes to stderr.
+
+    So ``green-mlops sweep ... --json | python -m json.tool`` sees the JSON alone, whatever the
+    training, MLflow or a plugin prints on the way.
+    """
+    out = sys.stdout
+    if not enabled:
+        yield out
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield out
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` made of JSON types only: NaN and infinities as null, paths and other objects as text."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    if hasattr(value, "item") and callable(value.item):  # a numpy or torch scalar
+        return jsonable(value.item())
+    return str(value)
+
+
+def frame_records(frame: Any) -> list[dict[str, Any]]:
+    """A pandas DataFrame as a list of row dicts in JSON types (missing values as null)."""
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as strict, indented JSON (NaN as null): what ``--json`` prints and JSON files hold."""
+    return json.dumps(jsonable(payload), indent=2, allow_nan=False)
+
+
+def print_json(payload: Any, stream: TextIO | None = None) -> None:
+    """Print ``payload`` as :func:`json_text` on ``stream`` (default stdout)."""
+    print(json_text(payload), file=stream or sys.stdout, flush=True)

@@ -275,3 +275,20 @@ def test_automatic_warmup_and_window_follow_the_latency(server, tmp_path):
     assert lv["warmup_s"] >= max(0.3, 1.5 * median) - 1e-3
     assert lv["duration_s"] == pytest.approx(max(0.5, 3 * median), rel=1e-3)
     assert lv["warmup_requests"] == len(warm) >= 2 and lv["requests"] >= 2
+
+
+def test_cli_json_is_the_whole_stdout(server, tmp_path, capsys):
+    """`genai --json`: one JSON document on stdout (levels, saturation, files, run), the progress on stderr."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = genai_main(["--endpoint", server.url, "--model", server.model, "--rps", "4", "--requests", "2",
+                       "--warmup", "0", "--max-tokens", "3", "--arrival", "constant", "--idle-seconds", "0",
+                       "--cooldown", "0", "--output", str(tmp_path / "o"), "--tracking-uri", uri, "--json"])
+    mlflow.set_tracking_uri(None)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    data = json.loads(captured.out)
+    assert {"model", "energy_source", "saturation", "levels", "devices", "notes", "files", "mlflow_run_id"} <= set(data)
+    (level,) = data["levels"]
+    assert level["rate_rps"] == 4.0 and level["ok"] == 2 and level["energy_J"] > 0
+    assert data["mlflow_run_id"] and not data["interrupted"]
+    assert all(Path(f).exists() for f in data["files"]) and "MLflow run" in captured.err

@@ -65,9 +65,9 @@ def test_cli_refuses_bad_input_before_contacting_the_endpoint(tmp_path, capsys):
     for args, match in [(["--rps", "0"], "greater than 0"),
                         (["--rps", "1", "--prompts", str(prompts)], "holds no prompts"),
                         (["--rps", "1", "--prompts", str(tmp_path / "nope.jsonl")], "does not exist"),
-                        (["--rps", "1", "--max-tokens", "0"], "max tokens"),
+                        (["--rps", "1", "--max-tokens", "0"], "argument --max-tokens: must be a whole number ≥ 1"),
                         (["--rps", "1", "--duration", "-1"], "more than 0"),
-                        (["--steady-min", "0"], "shortest steady window")]:
+                        (["--steady-min", "0"], "argument --steady-min: must be more than 0 seconds")]:
         assert genai_main([*base, *args]) == 2
         assert match in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -10,7 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
-from green_mlops.commands.train import add_arguments, run
+from green_mlops.commands.train import add_arguments, main, run
 from green_mlops.training.data import load_data
 from green_mlops.training.train import (
     ImageClassifier,
@@ -144,8 +144,13 @@ def cli_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def test_cli_bad_number_exits_2_naming_the_fix(tmp_path, capsys):
+    assert main(["--batch-size", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    assert "argument --batch-size: must be a whole number ≥ 1; got 0" in capsys.readouterr().err
+    assert not (tmp_path / "m.db").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "batch size"),
     (["--arch", "nonet"], "unknown model 'nonet'"),
     (["--dataset", "cifar10"], "--data-dir"),
     (["--dataset", "digits", "--train-samples", "10"], "synthetic only"),

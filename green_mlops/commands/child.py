@@ -58,11 +58,16 @@ class SignalGate:
         return None
 
 
-def spawn(command: Sequence[str]) -> int:
-    """Start ``command`` (PATH looked up) in its own process group, with a clean signal mask; its pid."""
+def spawn(command: Sequence[str], stdout_to_stderr: bool = False) -> int:
+    """Start ``command`` (PATH looked up) in its own process group, with a clean signal mask; its pid.
+
+    ``stdout_to_stderr``: the command's standard output goes to this process's stderr (``measure --json``
+    keeps stdout for its JSON).
+    """
     defaults = [s for s in (*FORWARDED, signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if s is not None]
+    actions = [(os.POSIX_SPAWN_DUP2, 2, 1)] if stdout_to_stderr else None
     return os.posix_spawnp(command[0], list(command), dict(os.environ), setpgroup=0, setsigmask=(),
-                           setsigdef=defaults)
+                           setsigdef=defaults, file_actions=actions)
 
 
 @contextlib.contextmanager

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
 
 from green_mlops.meter import Settings, discover, machine_facts, memory_total_bytes
+from green_mlops.outputs import add_json_option, print_json
 
 
 def add_arguments(h: argparse.ArgumentParser) -> None:
     """Options of ``green-mlops hardware``."""
-    h.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json_option(h, "the machine, the findings and the power sources")
 
 
 def _wrap_table(rows: list[list[str]], head: list[str], last_width: int = 70) -> str:
@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     found = discover(Settings.from_env())
     facts = machine_facts()
     if args.json:
-        print(json.dumps({"machine": facts, "findings": [f.as_dict() for f in found.findings],
-                          "sources": [s.info.as_dict() for s in found.sources]}, indent=2))
+        print_json({"machine": facts, "findings": [f.as_dict() for f in found.findings],
+                    "sources": [s.info.as_dict() for s in found.sources]})
         return 0
     vm = "yes" if facts["virtual_machine"] == "true" else "no"
     gpus = facts.get("gpu_names", "none")

@@ -6,7 +6,6 @@ command writes is checked before the command runs; a failed write at the end kee
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -16,7 +15,7 @@ from typing import Any
 from green_mlops.argtypes import interval, nonneg_seconds, port
 from green_mlops.commands.child import SignalGate, spawn, wait_forwarding
 from green_mlops.meter import EnergyMeter
-from green_mlops.outputs import OutputError, writable_file
+from green_mlops.outputs import OutputError, add_json_option, json_text, print_json, writable_file
 
 
 def add_arguments(m: argparse.ArgumentParser) -> None:
@@ -32,12 +31,13 @@ def add_arguments(m: argparse.ArgumentParser) -> None:
                    help="serve energy counters and power gauges for Prometheus on port N while the command runs")
     m.add_argument("--prometheus-addr", default="127.0.0.1", metavar="ADDR",
                    help="address for --prometheus-port (default 127.0.0.1, this machine only)")
+    add_json_option(m, "the summary (the command's own output goes to stderr)")
     m.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    path.write_text(json_text(payload))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         print("green-mlops measure: missing command; usage: green-mlops measure [--idle S] [--interval S] "
               "[--output FILE] -- CMD ARGS...", file=sys.stderr)
+        return 2
+    if args.json and args.output == "-":
+        print("green-mlops measure: --json prints the summary on stdout already; drop --output -",
+              file=sys.stderr)
         return 2
     try:  # every path this command writes, checked before the command runs ("-" is stdout)
         for path, flag in ((args.output, "--output"), (args.trace, "--trace")):
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         for exporter in exporters:
             print(f"green-mlops: serving Prometheus metrics on {exporter.url}", file=sys.stderr)
-        exit_code, interrupted = _run_metered(meter, command, args.idle, gate)
+        exit_code, interrupted = _run_metered(meter, command, args.idle, gate, args.json)
     if exit_code is None:
         return 127 if interrupted == "not found" else 126  # the command could not start: said so already
     result = meter.stop()
@@ -86,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         payload["interrupted"] = interrupted
     written = []
     try:
-        if args.output == "-":
-            print(json.dumps(payload, indent=2, default=str))
+        if args.output == "-" or args.json:
+            print_json(payload)
         elif args.output:
             _write_json(Path(args.output), payload)
             written.append(args.output)
@@ -99,15 +103,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return exit_code
     print("\n" + result.table(), file=sys.stderr)
-    if written or args.output != "-":
+    if written or not (args.output == "-" or args.json):
         print(f"green-mlops: wrote {' and '.join(written)}" if written else
               "green-mlops: nothing written (--output FILE for the JSON summary, --trace FILE for the power trace)",
               file=sys.stderr)
     return exit_code
 
 
-def _run_metered(meter: EnergyMeter, command: list[str], idle_s: float,
-                 gate: SignalGate) -> tuple[int | None, str | None]:
+def _run_metered(meter: EnergyMeter, command: list[str], idle_s: float, gate: SignalGate,
+                 stdout_to_stderr: bool = False) -> tuple[int | None, str | None]:
     """Idle baseline (a signal ends it and skips the command), then the command; (exit code, why interrupted).
 
     The exit code is None when the command could not start ("not found" or "not runnable").
@@ -131,7 +135,7 @@ def _run_metered(meter: EnergyMeter, command: list[str], idle_s: float,
             return 128 + signo, f"{signal.Signals(signo).name} during the idle measurement; the command did not run"
     meter.start()
     try:
-        pid = spawn(command)
+        pid = spawn(command, stdout_to_stderr)
     except OSError as exc:
         print(f"green-mlops measure: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         meter.stop()

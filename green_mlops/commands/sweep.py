@@ -9,10 +9,14 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from pytorch_lightning.loggers import MLFlowLogger
 
+from green_mlops.argtypes import fraction, nonneg_int, nonneg_seconds, number, or_auto, positive_int, whole
 from green_mlops.commands.common import quiet_lightning
+from green_mlops.outputs import add_json_option, frame_records, json_stdout, print_json
+from green_mlops.redact import redact_uri
 from green_mlops.search import (
     DEFAULT_STORAGE,
     MODES,
@@ -21,6 +25,7 @@ from green_mlops.search import (
     StorageError,
     Sweep,
     SweepError,
+    SweepReport,
     SweepSettings,
     TrialContext,
     TrialResult,
@@ -46,38 +51,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        "synthetic")
     train.add_argument("--data-dir", default=None, help="where cifar10 is (or goes with --download)")
     train.add_argument("--download", action="store_true", help="download cifar10 if it is not in --data-dir")
-    train.add_argument("--synthetic-samples", type=int, default=None, help="synthetic only: training and "
+    train.add_argument("--synthetic-samples", type=positive_int, default=None, help="synthetic only: training and "
                        "inference samples (default 50000 each, the paper's)")
-    train.add_argument("--epochs", type=int, default=1, help="training epochs per trial (default 1)")
-    train.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per trial (default: none, "
+    train.add_argument("--epochs", type=positive_int, default=1, help="training epochs per trial (default 1)")
+    train.add_argument("--max-steps", type=nonneg_int, default=None, help="cap on optimiser steps per trial (default: none, "
                        "every epoch runs in full; 0 also means none)")
-    train.add_argument("--idle-seconds", type=float, default=0.0, help="idle baseline before each trial, s")
+    train.add_argument("--idle-seconds", type=nonneg_seconds, default=0.0, help="idle baseline before each trial, s")
     train.add_argument("--accelerator", default="auto", help="Lightning accelerator (auto, cpu, gpu)")
-    train.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0, the paper's)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the model, the data split and the sampler")
+    train.add_argument("--momentum", type=number(positive=False, example="0.9"), default=0.0, help="SGD momentum (default 0, the paper's)")
+    train.add_argument("--seed", type=nonneg_int, default=0, help="seed of the model, the data split and the sampler")
     obj = p.add_argument_group("objective")
     obj.add_argument("--mode", choices=MODES, default="pareto", help="pareto (default): accuracy vs lifecycle "
                      "energy; acc-per-kj; penalty: accuracy − λ·kWh")
-    obj.add_argument("--penalty-per-kwh", type=float, default=None, metavar="λ",
+    obj.add_argument("--penalty-per-kwh", type=number(positive=False, example="100"), default=None, metavar="λ",
                      help="--mode penalty only, and required there: accuracy given up per kWh of lifecycle energy. "
                      "Scale it to your trials: at 1 kJ each (0.00028 kWh), λ = 100 costs 0.028 accuracy")
-    obj.add_argument("--inference-samples", type=int, default=None, help="expected serving volume: lifecycle "
+    obj.add_argument("--inference-samples", type=nonneg_int, default=None, help="expected serving volume: lifecycle "
                      "energy = training + inference per sample × this (default: the inference set once)")
-    obj.add_argument("--energy-budget-J", type=float, default=None, dest="energy_budget_J",
+    obj.add_argument("--energy-budget-J", type=number(positive=True, example="5000"), default=None, dest="energy_budget_J",
                      help="stop a trial whose predicted energy exceeds this; it is marked infeasible "
                      "(default: no budget)")
-    obj.add_argument("--profile-steps", type=int, default=20, help="steps profiled before the first prediction")
+    obj.add_argument("--profile-steps", type=positive_int, default=20, help="steps profiled before the first prediction")
     aware = p.add_argument_group("energy-aware search (docs/search.md: the rules, and where each decision is kept)")
     aware.add_argument("--prune", action="store_true", help="stop a trial at a validation when a finished trial "
                        "is at least as accurate as its best case for its projected energy or less")
-    aware.add_argument("--prune-margin", default=DEFAULT_MARGIN, help="accuracy a trial is granted still to gain: "
-                       "auto = the most any finished trial of the study gained after the same share of its steps, "
-                       "with ties the validation set cannot resolve going to the cheaper trial; or a fixed gain, "
-                       "e.g. 0.05 (default %(default)s)")
-    aware.add_argument("--prune-every", type=float, default=None, help="validate and report every this fraction of "
-                       "an epoch, so short trials get several chances to be pruned; the extra passes count in the "
-                       "search's cost, not the model's (default: 0.25 with --epochs 1, else once per epoch)")
+    aware.add_argument("--prune-margin", type=or_auto(fraction(example="0.05")), default=DEFAULT_MARGIN,
+                       help="accuracy a trial is granted still to gain: auto = the most any finished trial of the "
+                       "study gained after the same share of its steps, with ties the validation set cannot "
+                       "resolve going to the cheaper trial; or a fixed gain, e.g. 0.05 (default %(default)s)")
+    aware.add_argument("--prune-every", type=fraction(open_low=True, example="0.25"), default=None,
+                       help="validate and report every this fraction of an epoch, so short trials get several "
+                       "chances to be pruned; the extra passes count in the search's cost, not the model's "
+                       "(default: 0.25 with --epochs 1, else once per epoch)")
     aware.add_argument("--predict-defer-margin", nargs="?", const="auto", default=None, dest="defer_margin",
+                       type=or_auto(number(positive=False, example="0.5")),
                        help="rank untried points by predicted energy and defer (never train) one predicted to cost "
                        "this share more than a finished trial at least as accurate as its best case; alone or "
                        "'auto': the prediction's own uncertainty (default: off)")
@@ -86,36 +93,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "storage share it")
     run.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///FILE (default), journal:FILE, or "
                      "postgresql://user:pw@host/db for many machines")
-    run.add_argument("--n-trials", type=int, default=None, help="sample this many points instead of the whole grid "
+    run.add_argument("--n-trials", type=positive_int, default=None, help="sample this many points instead of the whole grid "
                      "(default: every grid point once)")
-    run.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats")
+    run.add_argument("--heartbeat", type=whole(1, "60"), default=60, help="seconds between a running trial's heartbeats")
     run.add_argument("--experiment", default="green-mlops-sweep", help="MLflow experiment")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's own default)")
     run.add_argument("--output", default="green_mlops_sweep", help="folder for ranking.csv and pareto.png")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(run, "the study and its ranking (every trial's row)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, then run this worker's share of the study and print the ranking."""
     from green_mlops.training import zoo
 
-    if args.list_archs:
-        print("\n".join(zoo.available_models()))
-        return 0
-    quiet_lightning()
-    try:
-        sweep = _build(args)
-    except (SpaceError, StorageError, SweepError, ValueError, ConnectionError, DataUnavailable) as exc:
-        print(f"green-mlops sweep: {exc}", file=sys.stderr)
-        return 2
-    report = sweep.run()
-    print(sweep.summary(report))
+    with json_stdout(args.json) as out:
+        if args.list_archs:
+            if args.json:
+                print_json({"archs": zoo.available_models()}, out)
+            else:
+                print("\n".join(zoo.available_models()))
+            return 0
+        quiet_lightning()
+        try:
+            sweep = _build(args)
+        except (SpaceError, StorageError, SweepError, ValueError, ConnectionError, DataUnavailable) as exc:
+            print(f"green-mlops sweep: {exc}", file=sys.stderr)
+            return 2
+        report = sweep.run()
+        print(sweep.summary(report))
+        if args.json:
+            print_json(report_json(args, report), out)
     states = report.table["state"]
     if len(states) and not (states == "COMPLETE").any() and report.complete:
         print(f"green-mlops sweep: every trial of study {args.study!r} failed (see the note column of "
               f"{report.csv_path}); no ranking to act on", file=sys.stderr)
         return 1
     return 0
+
+
+def report_json(args: argparse.Namespace, report: SweepReport) -> dict[str, Any]:
+    """What ``sweep --json`` prints: the study, where its files and runs are, and every trial's row of the ranking."""
+    return {"study": args.study, "storage": redact_uri(args.storage), "experiment": args.experiment,
+            "tracking_uri": redact_uri(args.tracking_uri) if args.tracking_uri else None,
+            "parent_run_id": report.parent_run_id, "complete": report.complete,
+            "trials_run_here": report.trials_run_here, "ranking_csv": str(report.csv_path),
+            "pareto_plot": str(report.plot_path) if report.plot_path else None,
+            "knee_rule": report.table.attrs.get("knee_rule"),
+            "search_cost": dataclasses.asdict(report.cost) if report.cost is not None else None,
+            "mlflow_ui": report.ui_hint, "trials": frame_records(report.table)}
 
 
 def _build(args: argparse.Namespace) -> Sweep:

@@ -6,7 +6,9 @@ import sys
 
 from pytorch_lightning.loggers import MLFlowLogger
 
+from green_mlops.argtypes import interval, nonneg_int, nonneg_seconds, number, parse, positive_int
 from green_mlops.commands.common import quiet_lightning
+from green_mlops.outputs import add_json_option, json_stdout, print_json
 from green_mlops.redact import redact_uri
 from green_mlops.training.data import DATASETS, load_data
 from green_mlops.training.train import ACCELERATORS, TrainConfig, TrainOutcome, arch_name, train_and_measure
@@ -17,24 +19,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig(arch="lenet")
     parser.add_argument("--arch", default="lenet",
                         help="zoo name (lenet, resnet18, ...), torchvision:<name> or pkg.module:factory (default lenet)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
-    parser.add_argument("--momentum", type=float, default=d.momentum, help=f"default {d.momentum}")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
+    parser.add_argument("--lr", type=number(positive=True, example="0.001"), default=d.lr, help=f"SGD learning rate (default {d.lr})")
+    parser.add_argument("--weight-decay", type=number(positive=False, example="5e-4"), default=d.weight_decay, help=f"default {d.weight_decay}")
+    parser.add_argument("--momentum", type=number(positive=False, example="0.9"), default=d.momentum, help=f"default {d.momentum}")
+    parser.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs}")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimiser steps")
+    parser.add_argument("--seed", type=nonneg_int, default=d.seed, help=f"default {d.seed}")
     parser.add_argument("--dataset", default=d.dataset, help=f"{', '.join(DATASETS)} (default {d.dataset})")
     parser.add_argument("--data-dir", default=None, help="cifar10: folder holding (or to hold) cifar-10-batches-py")
     parser.add_argument("--download", action="store_true", help="cifar10: download into --data-dir if missing")
-    parser.add_argument("--train-samples", type=int, default=None, help="synthetic: training samples (default 50000)")
-    parser.add_argument("--inference-samples", type=int, default=None,
+    parser.add_argument("--train-samples", type=positive_int, default=None, help="synthetic: training samples (default 50000)")
+    parser.add_argument("--inference-samples", type=positive_int, default=None,
                         help="synthetic: inference samples (default 50000)")
     parser.add_argument("--accelerator", default=d.accelerator, help=f"{', '.join(ACCELERATORS)} (default auto)")
-    parser.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (default 0)")
-    parser.add_argument("--idle-seconds", type=float, default=d.idle_seconds,
+    parser.add_argument("--num-workers", type=nonneg_int, default=d.num_workers, help="DataLoader workers (default 0)")
+    parser.add_argument("--idle-seconds", type=nonneg_seconds, default=d.idle_seconds,
                         help="measure idle power this long first; net energy subtracts it (default 0)")
-    parser.add_argument("--interval", type=float, default=d.interval, help="sampling interval, s (default 0.1)")
+    parser.add_argument("--interval", type=interval, default=d.interval, help="sampling interval, s (default 0.1)")
     parser.add_argument("--experiment", default="green-mlops-train", help="MLflow experiment (default green-mlops-train)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or MLflow's default)")
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mlflow", action="store_true",
                         help="do not log to MLflow (the energy trace and summary go to OUTPUT/green_mlops_energy)")
     parser.add_argument("--output", default=None, metavar="DIR", help="Lightning's root folder (default: here)")
+    add_json_option(parser, "the outcome (accuracy, energies with their provenance, the MLflow run)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -102,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     quiet_lightning()
     print(f"green-mlops train: {arch_name(config.arch)} on {data.description}", file=sys.stderr)
-    outcome = train_and_measure(config, logger=logger, data=data)
-    print(format_outcome(outcome, uri))
+    with json_stdout(args.json) as out:
+        outcome = train_and_measure(config, logger=logger, data=data)
+        print(format_outcome(outcome, uri))
+        if args.json:
+            print_json({**outcome.as_dict(), "tracking_uri": redact_uri(uri) if uri else None}, out)
     return 0
 
 
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``green-mlops train`` on its own (``python -m green_mlops.commands.train``)."""
     parser = argparse.ArgumentParser(prog="green-mlops train", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parse(parser, argv)
+    return args if isinstance(args, int) else run(args)
 
 
 if __name__ == "__main__":

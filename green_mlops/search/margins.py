@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
+from green_mlops.argtypes import check_fraction
+
 AUTO = "auto"
 TIE_Z = 2.0
 TIE_SHARE = 0.02
@@ -75,9 +77,5 @@ def check_margin(margin: float | str | None) -> float | None:
         try:
             margin = float(margin)
         except ValueError:
-            raise ValueError(f"--prune-margin must be 'auto' or an accuracy gain between 0 and 1 (e.g. 0.05); "
-                             f"got {margin!r}") from None
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (0 <= margin <= 1):
-        raise ValueError(f"--prune-margin must be 'auto' or an accuracy gain between 0 and 1 (e.g. 0.05); "
-                         f"got {margin!r}")
-    return float(margin)
+            pass  # refused below, naming what would do
+    return check_fraction("--prune-margin ('auto' or an accuracy gain)", margin, example="0.05")
