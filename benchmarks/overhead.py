@@ -9,6 +9,8 @@ Set-ups, run as many short fits in one process, interleaved in rounds whose orde
 
   bare          no logger, no callback
   logger        no callback; an MLFlowLogger on a SQLite store (the run a user who logs to MLflow has)
+  callback      logger + a Lightning callback that does nothing: the floor any callback costs, since
+                Lightning calls every callback's hooks (about seven a step) whether it overrides them or not
   energy        EnergyCallback logging every step to an MLFlowLogger on a SQLite store
   energy-nolog  EnergyCallback, no logger (the meter and step attribution alone)
   energy-http   EnergyCallback logging every step through an MLflow tracking server (--server)
@@ -48,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("bare", "logger", "energy", "energy-nolog", "energy-http", "lightning")
-LOGGED = ("logger", "energy", "energy-http", "lightning")  # set-ups with an MLFlowLogger
+KINDS = ("bare", "logger", "callback", "energy", "energy-nolog", "energy-http", "lightning")
+LOGGED = ("logger", "callback", "energy", "energy-http", "lightning")  # set-ups with an MLFlowLogger
 STEPS = {"resnet18": 300, "mlp": 3000, "mlp-small": 6000}  # default timed steps: several seconds of each
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP_RESAMPLES = 10_000
@@ -93,6 +95,7 @@ def parse_kinds(text: str, server: str | None, baseline: str = "bare") -> list[s
 
 def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> dict[str, Any]:
     """One timed fit of one set-up; its files (MLflow store, artifacts) go under ``workdir``."""
+    import pytorch_lightning as pl
     from pytorch_lightning.loggers import MLFlowLogger
 
     from benchmarks.workload import CounterProbe, run_fit, wait_for_writers
@@ -112,6 +115,8 @@ def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> 
         cb = EnergyCallback()
         callbacks = [probe_stop, cb, probe_start]  # brackets the callback's own meter window
         before = wait_for_writers(cb)
+    elif kind == "callback":
+        callbacks = [probe_stop, pl.Callback(), probe_start]
     res = run_fit(args.accelerator, args.steps, args.warmup, args.batch_size, logger=logger, callbacks=callbacks,
                   log_five=kind == "lightning", counter=counter, before_start=before, root_dir=workdir,
                   workload=args.workload)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path
 
 from green_mlops.mlflow.stores import StoreError, invalid_metric
 from green_mlops.mlflow.wire import Record
@@ -59,7 +59,7 @@ class SqliteStore:
         if path is None:
             return None
         try:  # mode=rw: never create a database (MLflow's client makes one with its schema)
-            db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=rw", uri=True, timeout=timeout,
+            db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=rw", uri=True, timeout=timeout,
                                  isolation_level=None, check_same_thread=False)
         except sqlite3.OperationalError:
             return None
