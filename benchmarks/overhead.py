@@ -9,9 +9,14 @@ Set-ups, run as many short fits in one process, interleaved in rounds whose orde
 
   bare          no logger, no callback
   logger        no callback; an MLFlowLogger on a SQLite store (the run a user who logs to MLflow has)
+  callback      logger + a Lightning callback that does nothing: the floor any callback costs, since
+                Lightning calls every callback's hooks (about seven a step) whether it overrides them or not
   energy        EnergyCallback logging every step to an MLFlowLogger on a SQLite store
   energy-nolog  EnergyCallback, no logger (the meter and step attribution alone)
   energy-http   EnergyCallback logging every step through an MLflow tracking server (--server)
+  logger-http   no callback; an MLFlowLogger on that server (energy-http's baseline: with the mlp workload the
+                module's own loss goes to the server every step, which costs the training thread far more
+                than a SQLite write)
   lightning     no callback; the module self.log()s five metrics every step to an MLFlowLogger (SQLite)
 
 Each round gives every set-up's throughput ratio to the baseline (``--baseline``, default bare) in that
@@ -48,8 +53,9 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("bare", "logger", "energy", "energy-nolog", "energy-http", "lightning")
-LOGGED = ("logger", "energy", "energy-http", "lightning")  # set-ups with an MLFlowLogger
+KINDS = ("bare", "logger", "callback", "energy", "energy-nolog", "energy-http", "logger-http", "lightning")
+LOGGED = ("logger", "callback", "energy", "energy-http", "logger-http", "lightning")  # with an MLFlowLogger
+HTTP = ("energy-http", "logger-http")  # set-ups logging to --server
 STEPS = {"resnet18": 300, "mlp": 3000, "mlp-small": 6000}  # default timed steps: several seconds of each
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP_RESAMPLES = 10_000
@@ -84,8 +90,9 @@ def parse_kinds(text: str, server: str | None, baseline: str = "bare") -> list[s
         raise SystemExit(f"--kinds must include the baseline {baseline}: every ratio is against it")
     if len(set(kinds)) != len(kinds):
         raise SystemExit(f"--kinds names a set-up twice: {text}")
-    if "energy-http" in kinds and not server:
-        raise SystemExit("energy-http needs --server URI; start one first, e.g. "
+    http = [k for k in HTTP if k in kinds]
+    if http and not server:
+        raise SystemExit(f"{' and '.join(http)} {'needs' if len(http) == 1 else 'need'} --server URI; start one first, e.g. "
                          "`mlflow server --backend-store-uri sqlite:////tmp/srv.db --port 5055` and pass "
                          "--server http://127.0.0.1:5055")
     return kinds
@@ -93,6 +100,7 @@ def parse_kinds(text: str, server: str | None, baseline: str = "bare") -> list[s
 
 def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> dict[str, Any]:
     """One timed fit of one set-up; its files (MLflow store, artifacts) go under ``workdir``."""
+    import pytorch_lightning as pl
     from pytorch_lightning.loggers import MLFlowLogger
 
     from benchmarks.workload import CounterProbe, run_fit, wait_for_writers
@@ -100,17 +108,20 @@ def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> 
 
     logger: Any = False
     if kind in LOGGED:
-        uri = args.server if kind == "energy-http" else f"sqlite:///{workdir}/mlflow.db"
+        uri = args.server if kind in HTTP else f"sqlite:///{workdir}/mlflow.db"
         logger = MLFlowLogger(experiment_name=f"overhead-{kind}", tracking_uri=uri,
-                              artifact_location=None if kind == "energy-http" else f"{workdir}/artifacts")
-    callbacks: list[Any] = []
+                              artifact_location=None if kind in HTTP else f"{workdir}/artifacts")
     cb = before = None
-    probe_start = probe_stop = None
+    # every set-up gets the two probes: Lightning calls each callback's hooks every step (tens of µs a step on
+    # a slow CPU, even for hooks that do nothing), so only the EnergyCallback differs between set-ups
+    probe_stop, probe_start = CounterProbe(counter), CounterProbe(counter)
+    callbacks: list[Any] = [probe_stop, probe_start]
     if kind.startswith("energy"):
         cb = EnergyCallback()
-        probe_stop, probe_start = CounterProbe(counter), CounterProbe(counter)
         callbacks = [probe_stop, cb, probe_start]  # brackets the callback's own meter window
         before = wait_for_writers(cb)
+    elif kind == "callback":
+        callbacks = [probe_stop, pl.Callback(), probe_start]
     res = run_fit(args.accelerator, args.steps, args.warmup, args.batch_size, logger=logger, callbacks=callbacks,
                   log_five=kind == "lightning", counter=counter, before_start=before, root_dir=workdir,
                   workload=args.workload)
@@ -126,7 +137,7 @@ def one_fit(kind: str, args: argparse.Namespace, workdir: str, counter: Any) -> 
         row["callback_total_J"] = cb.summary.get("energy_J")
         row["steps_logged"] = len(cb.steps)
         row["metrics_per_step"] = len(cb.steps[-1][2]) if cb.steps else 0
-        if probe_start is not None and probe_start.at_setup is not None and probe_stop.at_teardown is not None:
+        if probe_start.at_setup is not None and probe_stop.at_teardown is not None:
             row["counter_over_callback_window_J"] = probe_stop.at_teardown - probe_start.at_setup
     return row
 
@@ -167,6 +178,12 @@ def memory_child(args: argparse.Namespace) -> int:
     return 0
 
 
+def base_of(kind: str, kinds: list[str], baseline: str) -> str:
+    """What ``kind`` is compared with: energy-http with logger-http when both ran (both log to the server), else
+    the baseline."""
+    return "logger-http" if kind == "energy-http" and "logger-http" in kinds else baseline
+
+
 def summarise(rows: list[dict[str, Any]], kinds: list[str], baseline: str = "bare",
               memory: list[dict[str, Any]] = ()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
     """Per set-up: throughput, paired ratios to the baseline, CPU per step and the difference, memory added."""
@@ -174,16 +191,17 @@ def summarise(rows: list[dict[str, Any]], kinds: list[str], baseline: str = "bar
     for row in rows:
         by_round.setdefault(row["round"], {})[row["kind"]] = row
     mem = {k: [m["memory_mb"] for m in memory if m["kind"] == k and "memory_mb" in m] for k in kinds}
-    base_mem = statistics.median(mem[baseline]) if mem.get(baseline) else None
     out: dict[str, dict[str, Any]] = {}
     for kind in kinds:
+        base = base_of(kind, kinds, baseline)
+        base_mem = statistics.median(mem[base]) if mem.get(base) else None
         mine = [r for r in rows if r["kind"] == kind]
-        pairs = [(rd[kind], rd[baseline]) for rd in by_round.values() if kind in rd and baseline in rd]
+        pairs = [(rd[kind], rd[base]) for rd in by_round.values() if kind in rd and base in rd]
         ratios = [a["steps_per_s"] / b["steps_per_s"] for a, b in pairs]
         cpu_diff = [a["main_thread_cpu_us"] - b["main_thread_cpu_us"] for a, b in pairs]
         rates = [r["steps_per_s"] for r in mine]
         s: dict[str, Any] = {
-            "rounds": len(mine), "steps_per_s": rates, "steps_per_s_median": statistics.median(rates),
+            "baseline": base, "rounds": len(mine), "steps_per_s": rates, "steps_per_s_median": statistics.median(rates),
             "ratio_per_round": ratios, "ratio": median_ci(ratios),
             "main_thread_cpu_us": statistics.median(r["main_thread_cpu_us"] for r in mine),
             "main_thread_cpu_us_vs_baseline": median_ci(cpu_diff),
@@ -236,6 +254,8 @@ def table(summary: dict[str, dict[str, Any]], baseline: str = "bare") -> str:
         green = (f"{s['green_sampler_us']:.1f} + {s['green_threads_us'] - s['green_sampler_us']:.1f} + "
                  f"{s['green_helpers_us']:.1f} = {s['green_us']:.1f}" if s["green_us"] else "—")
         mem = "n/a" if s["memory_mb"] is None else f"{s['memory_mb']:.0f}"
+        if s["baseline"] != baseline:
+            kind = f"{kind} (vs {s['baseline']})"
         added = "n/a" if s["memory_added_mb"] is None else f"{s['memory_added_mb']:+.0f}"
         lines.append(
             f"| {kind} | {s['steps_per_s_median']:.1f} ({min(rates):.1f}–{max(rates):.1f}) | {_ci(s['ratio'], '.3f')} "
@@ -264,7 +284,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "already logs to MLflow)")
     p.add_argument("--memory-rounds", type=int, default=1,
                    help="each set-up this many times more in a fresh process, for memory (default 1; 0: none)")
-    p.add_argument("--server", default=None, help="tracking server URI for energy-http")
+    p.add_argument("--server", default=None, help="tracking server URI for energy-http and logger-http")
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="start no round that would end later than this after launch (default 540; 0: no limit)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="folder for overhead.json ($OUT)")
@@ -339,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
           f"alternating; ratios paired within rounds, against {args.baseline}")
     for kind, s in summary.items():
         if kind != args.baseline:
-            print(f"  {kind}: ratio {_ci(s['ratio'], '.3f')}: {verdict(s['ratio'], target)}")
+            print(f"  {kind}: ratio to {s['baseline']} {_ci(s['ratio'], '.3f')}: {verdict(s['ratio'], target)}")
     print()
     print(text)
     return 0

@@ -201,6 +201,14 @@ def test_net_energy_per_device_over_the_stage_window(tmp_path, store, monkeypatc
         def setup(self, trainer, pl_module, stage):
             busy.append(time.monotonic()) if not busy else None
 
+        # each stage lasts over a second: the fake counter moves every 100 ms, so a stage of a tenth of a
+        # second (digits train that fast once nothing else loads the CPU) could not show its mean power to 10 %
+        def on_train_batch_end(self, *args):
+            time.sleep(0.05)
+
+        def on_predict_batch_end(self, *args):
+            time.sleep(0.6)
+
     install(monkeypatch, [FakeGpu(power=lambda t: 230.0 if busy and t >= busy[0] else 80.0)])
     logger = MLFlowLogger(experiment_name="digits", tracking_uri=store, artifact_location=str(tmp_path / "art"))
     cb = EnergyCallback(interval=0.05, idle_seconds=0.4)

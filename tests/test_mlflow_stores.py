@@ -148,6 +148,7 @@ def test_rest_settings_mlflow_would_apply_are_applied_or_left_to_mlflow(monkeypa
     in_uri = RestStore("http://us%40er:p%3Aw@h:1", 5, env={"MLFLOW_TRACKING_TOKEN": "t"})
     assert in_uri.headers["Authorization"] == "Basic dXNAZXI6cDp3" and "us" not in in_uri.url  # us@er:p:w
     assert RestStore("http://h", 5, env={"MLFLOW_TRACKING_TOKEN": "t"}).headers["Authorization"] == "Bearer t"
+    assert RestStore("http://tok@h", 5, env={}).headers["Authorization"] == "Basic dG9rOg=="  # tok: (requests' way)
     env = {"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p", "MLFLOW_TRACKING_INSECURE_TLS": "true"}
     tls = RestStore("https://h", 5, env=env)
     assert tls.headers["Authorization"] == "Basic dTpw" and tls.context is not None and not tls.context.check_hostname

@@ -78,8 +78,12 @@ def test_every_metric_arrives_with_its_step_and_timestamp_and_non_finite_is_skip
     assert not w.spool.path.exists()
 
 
-def test_log_batch_calls_carry_at_most_max_batch_metrics(sqlite_uri, tmp_path):
-    """The delivery engine itself, on a real store: calls of ≤ 1000, in order, spool first."""
+@pytest.mark.parametrize("client", [True, False], ids=["mlflow-client", "direct"])
+def test_log_batch_calls_carry_at_most_max_batch_metrics(sqlite_uri, tmp_path, monkeypatch, client):
+    """The delivery engine itself, on a real store: in order, spool first; calls of ≤ 1000 through MLflow's client,
+    one transaction for all that waits when writing SQLite directly (each transaction locks the database)."""
+    if client:
+        monkeypatch.setenv("GREEN_MLOPS_MLFLOW_CLIENT", "1")
     run_id = new_run(sqlite_uri)
     sizes: list[int] = []
 
@@ -93,7 +97,8 @@ def test_log_batch_calls_carry_at_most_max_batch_metrics(sqlite_uri, tmp_path):
     d = Counting(run_id, sqlite_uri, spool)
     d.pending = [(KEY, float(s), T0 + s, s) for s in range(1500, 4000)]
     assert d.deliver() is True
-    assert sizes == [1000] * 4  # what arrived during the drain queued up behind the spool, on disk
+    # what arrived during the drain queued up behind the spool, on disk
+    assert sizes == ([1000] * 4 if client else [1500, 2500])
     assert [m.step for m in history(sqlite_uri, run_id)] == list(range(4000))
     assert not spool.path.exists() and not spool.lock_path.exists() and d.spooled == 0
 

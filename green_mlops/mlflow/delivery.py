@@ -81,7 +81,7 @@ class _Delivery:
             if (not force and time.monotonic() < self._retry_at) or not self._drain():
                 self.spool_pending()
                 return False
-        n = self.max_batch
+        n = self._chunk()
         while self.pending:
             if len(self.pending) > SPILL or self._late():
                 if self.spool_pending():
@@ -117,6 +117,14 @@ class _Delivery:
         self.spool_error = None
         return True
 
+    def _chunk(self) -> int:
+        """Metrics per call: MLflow's limit, or more where the store takes more (SQLite: one transaction a round,
+        so the database is locked against the training process's own writes as few times as can be)."""
+        try:
+            return max(self.max_batch, getattr(self._connected(), "max_batch", 0))
+        except Exception:  # not reachable yet: the call itself will say why
+            return self.max_batch
+
     def _late(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
 
@@ -135,7 +143,7 @@ class _Delivery:
                         if start:
                             self.spooled = self.spool.keep_from(fh, start)
                         return False
-                    batch = SpoolFile.read_batch(fh, self.max_batch)
+                    batch = SpoolFile.read_batch(fh, self._chunk())
                     if not batch:
                         break
                     left = self._send(batch)

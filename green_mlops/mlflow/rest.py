@@ -36,12 +36,13 @@ class RestStore:
             netloc += f":{parts.port}"
         self.url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + LOG_BATCH_PATH, "", ""))
         self.headers = {"Content-Type": "application/json", "User-Agent": "green-mlops-delivery"}
-        user, password = parts.username, parts.password  # as requests does: credentials in the URI first
-        if user is None:
-            user, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
-        if user and password:
-            token = base64.standard_b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode())
-            self.headers["Authorization"] = "Basic " + token.decode()
+        basic = None
+        if parts.username is not None or parts.password is not None:  # as requests does: the URI's credentials win
+            basic = (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or ""))
+        elif env.get("MLFLOW_TRACKING_USERNAME") and env.get("MLFLOW_TRACKING_PASSWORD"):
+            basic = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+        if basic is not None:
+            self.headers["Authorization"] = "Basic " + base64.standard_b64encode(":".join(basic).encode()).decode()
         elif env.get("MLFLOW_TRACKING_TOKEN"):
             self.headers["Authorization"] = f"Bearer {env['MLFLOW_TRACKING_TOKEN']}"
         self.context = _tls_context(env) if parts.scheme == "https" else None
