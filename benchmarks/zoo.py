@@ -184,7 +184,7 @@ class Runner:
             trial.set_user_attr(k, v)
         try:
             o = train_and_measure(config, logger=logger, data=self.data)
-        except Exception as exc:  # noqa: BLE001 - one configuration failing (e.g. out of memory) must not end the rest
+        except Exception as exc:  # one configuration failing (e.g. out of memory) must not end the rest
             traceback.print_exc()
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}

@@ -13,10 +13,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from green_mlops import names  # noqa: E402
-from green_mlops.lightning import EnergyCallback  # noqa: E402
-from green_mlops.meter import EnergyMeter, Settings, discover  # noqa: E402
-from tests.lightning_digits import digits_loaders, digits_mlp  # noqa: E402
+from green_mlops import names
+from green_mlops.lightning import EnergyCallback
+from green_mlops.meter import EnergyMeter, Settings, discover
+from tests.lightning_digits import digits_loaders, digits_mlp
 
 
 def main(out: str, package: str) -> None:

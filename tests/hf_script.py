@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from green_mlops.meter import EnergyMeter, Settings, discover  # noqa: E402
-from green_mlops.transformers import EnergyCallback  # noqa: E402
-from tests.hf_tiny import FailingTrainer, tiny_trainer  # noqa: E402
+from green_mlops.meter import EnergyMeter, Settings, discover
+from green_mlops.transformers import EnergyCallback
+from tests.hf_tiny import FailingTrainer, tiny_trainer
 
 
 def late_add(store: str, out: Path) -> None:

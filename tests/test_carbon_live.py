@@ -16,7 +16,7 @@ class FakeElectricityMaps(BaseHTTPRequestHandler):
     mode = "ok"
     requests: list = []
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         type(self).requests.append((url.path, query, self.headers.get("auth-token")))

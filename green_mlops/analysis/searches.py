@@ -31,7 +31,7 @@ def _cost_file(client: MlflowClient, run_id: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             return json.loads(Path(client.download_artifacts(run_id, COST_ARTIFACT, tmp)).read_text())
-        except Exception:  # noqa: BLE001 - a sweep from before search costs were logged: metrics only
+        except Exception:  # a sweep from before search costs were logged: metrics only
             return {}
 
 

@@ -114,7 +114,7 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor, notes: list[st
     try:
         x = example_input[0:1].detach().to("cpu")
         probe = _cpu_copy(model).eval()
-    except Exception as exc:  # noqa: BLE001 - e.g. a meta-device model or an attribute deepcopy refuses
+    except Exception as exc:  # e.g. a meta-device model or an attribute deepcopy refuses
         notes.append(f"MACs and FLOPs not counted: could not copy the model to the CPU ({_why(exc)})")
         return None, None, None, None
     shape = tuple(x.shape)
@@ -128,7 +128,7 @@ def _profile(model: torch.nn.Module, example_input: torch.Tensor, notes: list[st
         with _quiet(), torch.no_grad(), counter:
             probe(x)
         flops = int(counter.get_total_flops())
-    except Exception as exc:  # noqa: BLE001 - unusual layers: say why, keep going
+    except Exception as exc:  # unusual layers: say why, keep going
         notes.append(f"FLOPs not counted: {_why(exc)}")
     macs, macs_counter = count_macs(probe, x, flops, notes, mac_counter)
     return macs, flops, shape, macs_counter
@@ -149,7 +149,7 @@ def _meta_flops(model: torch.nn.Module, x: torch.Tensor) -> int | None:
         with _quiet(), torch.no_grad(), counter:
             probe(x.to("meta"))
         return int(counter.get_total_flops())
-    except Exception:  # noqa: BLE001 - anything the meta device cannot do: the CPU copy counts instead
+    except Exception:  # anything the meta device cannot do: the CPU copy counts instead
         return None
 
 

@@ -46,7 +46,7 @@ class _CountedNvml:
         self._nvml = nvml
         self.inits = 0
 
-    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's name
+    def nvmlInit(self) -> None:  # pynvml's name
         self._nvml.nvmlInit()
         self.inits += 1
 

@@ -79,7 +79,7 @@ class EnergyAware:
                     self.planner.rank_key(p))  # type: ignore[union-attr]
         try:
             return sorted(waiting, key=key)
-        except Exception as exc:  # noqa: BLE001 - ranking is an optimisation; the grid order still works
+        except Exception as exc:  # ranking is an optimisation; the grid order still works
             log.warning("could not rank untried points (%s: %s); keeping the queue's order", type(exc).__name__, exc)
             return waiting
 
@@ -136,7 +136,7 @@ class EnergyAware:
             return 0.0
         try:
             p = self.planner.predict(params)
-        except Exception as exc:  # noqa: BLE001 - the projection falls back to its lower bound
+        except Exception as exc:  # the projection falls back to its lower bound
             log.warning("no inference prediction for %s (%s: %s); pruning projects training only", params,
                         type(exc).__name__, exc)
             return 0.0

@@ -28,7 +28,7 @@ def heartbeat(storage: optuna.storages.BaseStorage, study: optuna.Study, trial: 
         while True:
             try:
                 storage.record_heartbeat(trial_id)
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
+            except Exception as exc:  # a missed beat is retried next interval
                 log.warning("heartbeat failed: %s", exc)
             if stop.wait(interval_s):
                 return

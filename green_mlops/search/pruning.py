@@ -179,7 +179,7 @@ class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
         spent = meter.energy(meter.start_time, now, "pruning").total_J - self.validation_J
         try:
             stop = self.report(step, self._planned, float(acc), float(spent))
-        except Exception as exc:  # noqa: BLE001 - a pruning check that fails must not end the training
+        except Exception as exc:  # a pruning check that fails must not end the training
             log.warning("pruning check at step %s failed (%s: %s); the trial goes on", step, type(exc).__name__, exc)
             return
         if stop:
