@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -90,7 +91,13 @@ def test_offline_download_says_so_instead_of_a_urlerror(tmp_path, capsys, monkey
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    rc = main(_sweep(tmp_path, "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--download"))
+    # urlopen's global opener reads the proxies once, when first built: build it afresh now, and again after,
+    # so this dead proxy does not outlive the test in this worker (later tests talk to servers on 127.0.0.1)
+    urllib.request.install_opener(None)
+    try:
+        rc = main(_sweep(tmp_path, "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--download"))
+    finally:
+        urllib.request.install_opener(None)
     err = capsys.readouterr().err
     assert rc == 2 and "could not download CIFAR-10" in err and "offline" in err and "Traceback" not in err
     assert "download=True)" in err and _nothing_left(tmp_path) and not (tmp_path / "data").exists()
