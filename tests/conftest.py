@@ -8,6 +8,8 @@ import os
 import mlflow
 import pytest
 
+from tests.mlflow_server import MlflowServer
+
 
 @pytest.fixture(autouse=True)
 def _private_spool_and_store(tmp_path, monkeypatch):
@@ -24,3 +26,10 @@ def _forget_active_experiment_and_run():
     """``mlflow.set_experiment`` exports MLFLOW_EXPERIMENT_ID for child processes; keep it from leaking."""
     for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
         os.environ.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real ``mlflow server`` on 127.0.0.1, one per test module (a module may define its own ``server``)."""
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as srv:
+        yield srv

@@ -19,7 +19,7 @@ from green_mlops.mlflow import MetricWriter, delivery, sync
 from green_mlops.mlflow import writer as writer_module
 from green_mlops.mlflow.spool import SpoolFile
 from green_mlops.mlflow.uploads import upload_artifacts
-from tests.mlflow_server import MlflowServer, free_port
+from tests.mlflow_server import free_port
 from tests.postgres import PostgresServer
 
 KEY = "energy/total_J"
@@ -37,13 +37,6 @@ def steps(uri: str, run_id: str) -> list[int]:
 
 def spool_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "spool" in r.getMessage() and r.levelno >= logging.WARNING]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

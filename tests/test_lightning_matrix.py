@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from green_mlops import names
 from green_mlops.lightning import EnergyCallback
-from tests.mlflow_server import MlflowServer
 
 PACKAGES = [p for p in ("lightning.pytorch", "pytorch_lightning") if importlib.util.find_spec(p.split(".")[0])]
 HAS_TB = any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
@@ -58,12 +57,6 @@ def _data() -> DataLoader:
 def sqlite(tmp_path_factory):
     """One SQLite store for the module: its schema is made once (several seconds), each test has its own run."""
     return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with MlflowServer(tmp_path_factory.mktemp("srv")) as srv:
-        yield srv
 
 
 def _loggers(kind, pkg, tmp_path, server, sqlite):

@@ -17,7 +17,6 @@ from mlflow.tracking import MlflowClient
 
 from green_mlops.mlflow import MetricWriter, skinny, sync
 from green_mlops.mlflow.spool import SpoolFile
-from tests.mlflow_server import MlflowServer
 
 KEY = "energy/total_J"
 T0 = 1_700_000_000_000
@@ -39,13 +38,6 @@ def loaded_packages(pid: int) -> set[str]:
         if "site-packages/" in m.path:
             names.add(m.path.split("site-packages/")[1].split("/")[0].split(".")[0])
     return names
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield srv
-    srv.stop()
 
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1", "https://mlflow.example:5000", "sqlite:////tmp/x.db",

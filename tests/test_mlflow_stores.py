@@ -19,7 +19,6 @@ from mlflow.utils.validation import _validate_metric
 from green_mlops.mlflow.rest import RestStore
 from green_mlops.mlflow.sqlite import SqliteStore
 from green_mlops.mlflow.stores import ClientStore, StoreError, invalid_metric, open_store, rest_supported
-from tests.mlflow_server import MlflowServer
 
 T0 = 1_700_000_000_000
 # out of order, a step logged twice with different timestamps, a re-sent duplicate, ties broken by value,
@@ -71,13 +70,6 @@ def same_as_mlflow(uri: str, store) -> None:
     assert len(seen_by_mlflow(uri, by_store)["history"]["energy/total_J"]) == 120
     for found in found_by_search(uri, [by_mlflow, by_store]):
         assert sorted(found) == sorted([by_mlflow, by_store])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from mlflow.tracking import MlflowClient
 from green_mlops.mlflow import MetricWriter, SyncReport, default_spool_dir, sync
 from green_mlops.mlflow.delivery import _Delivery
 from green_mlops.mlflow.spool import SpoolFile
-from tests.mlflow_server import MlflowServer
 
 T0 = 1_700_000_000_000  # a fixed timestamp base (ms)
 KEY = "energy/total_J"
@@ -39,13 +38,6 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")
