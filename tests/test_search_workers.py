@@ -106,6 +106,27 @@ def test_two_workers_released_together_on_a_fresh_mlflow_sqlite_store(tmp_path):
     assert run.data.tags["green_mlops.sweep.role"] == "parent"
 
 
+def test_a_schema_seen_mid_migration_is_waited_for_and_retried(monkeypatch):
+    """CI caught a third face of the first-use race: SQLAlchemy reflecting a table the other worker is rebuilding
+    raised ``CircularDependencyError``. It is retried like the others; an unrelated error is not."""
+    from sqlalchemy.exc import CircularDependencyError
+
+    from green_mlops.search import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def opens_on_the_third_try():
+        calls.append(1)
+        if len(calls) < 3:
+            raise CircularDependencyError("Circular dependency detected.", [], [("status_details", "workspace")])
+        return "store"
+
+    assert tracking.first_use(opens_on_the_third_try, "sqlite:///x.db") == "store" and len(calls) == 3
+    with pytest.raises(ValueError):
+        tracking.first_use(lambda: (_ for _ in ()).throw(ValueError("bad experiment name")), "sqlite:///x.db")
+
+
 def test_workers_released_together_on_an_empty_postgres_database_all_open_it(services, tmp_path):
     """Workers starting at once on an empty PostgreSQL database used to race creating Optuna's tables
     (``UniqueViolation`` on ``pg_type_typname_nsp_index``, about one start in six with two workers); the schema is

@@ -31,9 +31,10 @@ SWEEP_PARENT = names.SWEEP_PARENT_RUN
 log = logging.getLogger(__name__)
 FIRST_USE_WAIT_S = 180.0  # MLflow's migrations take ~25 s on two busy cores; a racing worker waits this long at most
 STILL_S = 15.0  # a half-migrated schema unchanged this long has no one migrating it: finish it
-# what SQLite says when another worker is creating MLflow's schema in the same fresh file at the same moment
+# what SQLite (or SQLAlchemy reflecting a table another worker is rebuilding mid-migration) says when another
+# worker is creating MLflow's schema in the same fresh file at the same moment
 _SCHEMA_RACE = re.compile(r"duplicate column name|already exists|database is locked|no such table|no such column|"
-                          r"online migration expected", re.IGNORECASE)
+                          r"online migration expected|circular dependency detected", re.IGNORECASE)
 _STALE_SCHEMA = re.compile(r"out-of-date database schema", re.IGNORECASE)
 T = TypeVar("T")
 
