@@ -15,6 +15,10 @@ taken inside the step, the same way for every door). Target: every metered door 
 
     PYTHONPATH=. python3 benchmarks/doors.py [--rounds 8] [--steps 600] [--doors pl,lightning,loop,hf]
     PYTHONPATH=. python3 benchmarks/doors.py --accelerator cpu --steps 8 --warmup 2 --rounds 1   # smoke run
+    PYTHONPATH=. python3 benchmarks/doors.py --merge call1/doors.json call2/doors.json --out pooled
+
+``--budget-s`` starts no round that would end past it (one device call is ≤ 10 minutes); ``--merge`` pools the
+rounds of several calls with the same steps and warm-up, each round still paired within itself.
 
 Prints the table last; writes details to $OUT/doors.json (default ``bench_out``).
 """
@@ -32,7 +36,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.overhead import median_ci, round_order, verdict
+from benchmarks.overhead import median_ci, round_order, verdict, within_budget
 
 DOORS = ("pl", "lightning", "loop", "hf")
 STORE = ["sqlite:///doors.db"]  # one MLflow store per invocation (its schema is made once), set by main
@@ -159,44 +163,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=600, help="timed optimiser steps per fit (default 600)")
     p.add_argument("--warmup", type=int, default=50, help="untimed steps first (default 50)")
     p.add_argument("--doors", default=",".join(DOORS), help=f"comma-separated doors from {', '.join(DOORS)}")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="start no round that would end later than this after launch (default 540; 0: no limit)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="pool the rounds of earlier calls' doors.json files into one summary in --out; no training")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="folder for doors.json ($OUT)")
     args = p.parse_args(argv)
+    if args.merge:
+        return args
     args.doors = [d.strip() for d in args.doors.split(",") if d.strip()]
     unknown = [d for d in args.doors if d not in DOORS]
     if unknown or not args.doors:
         p.error(f"unknown door(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(DOORS)}")
     if args.accelerator not in ("gpu", "cuda", "cpu"):
         p.error("--accelerator must be gpu, cuda or cpu")
-    if args.accelerator != "cpu" and not torch.cuda.is_available():
+    if args.accelerator != "cpu" and not torch.cuda.is_available() and not args.merge:
         p.error(f"--accelerator {args.accelerator} needs a CUDA GPU and none is visible here; use --accelerator cpu")
     if args.rounds < 1 or args.steps < 2 or args.warmup < 0:
         p.error("--rounds ≥ 1, --steps ≥ 2 and --warmup ≥ 0")
     return args
 
 
+def summarise(rows: list[dict[str, Any]], doors: list[str]) -> dict[str, dict[str, Any]]:
+    """Per door: metered/bare throughput paired within each round, median with its bootstrap 95 % CI."""
+    by_round: dict[Any, dict[tuple[str, bool], float | None]] = {}
+    for row in rows:
+        by_round.setdefault(row["round"], {})[(row["door"], row["metered"])] = row["steps_per_s"]
+    ratios = {d: [rd[(d, True)] / rd[(d, False)] for rd in by_round.values()
+                  if rd.get((d, True)) and rd.get((d, False))] for d in doors}
+    return {d: {"ratio": median_ci(v) if v else None, "rounds": len(v), "ratio_per_round": v}
+            for d, v in ratios.items()}
+
+
+def merge(paths: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """The rounds of several calls' doors.json, renumbered per call; refuses calls of other steps or warm-up."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    keys = {(d["args"]["steps"], d["args"]["warmup"], d["args"]["accelerator"]) for d in docs}
+    if len(keys) > 1:
+        raise SystemExit(f"--merge: these calls differ in steps, warm-up or accelerator: {sorted(keys)}")
+    rows = [{**r, "round": i * 100_000 + r["round"], "call": p} for i, (p, d) in enumerate(zip(paths, docs))
+            for r in d["rows"]]
+    doors = list(dict.fromkeys(door for d in docs for door in d["summary"]))
+    return {**docs[0]["args"], "merged": paths}, rows, doors
+
+
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.monotonic()
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    STORE[0] = f"sqlite:///{out.resolve() / 'doors.db'}"
-    kinds = [f"{d}:{m}" for d in args.doors for m in ("bare", "energy")]
-    rows = []
-    ratios: dict[str, list[float]] = {d: [] for d in args.doors}
-    for r in range(args.rounds):
-        by_kind = {}
-        for kind in round_order(kinds, r):
-            door, mode = kind.split(":")
-            row = {**one_fit(door, mode == "energy", args), "round": r}
-            rows.append(row)
-            by_kind[kind] = row["steps_per_s"]
-        for d in args.doors:
-            bare, energy = by_kind[f"{d}:bare"], by_kind[f"{d}:energy"]
-            if bare and energy:
-                ratios[d].append(energy / bare)
-    summary = {d: {"ratio": median_ci(v) if v else None, "rounds": len(v)} for d, v in ratios.items()}
-    (out / "doors.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "rows": rows,
-                                                "summary": summary}, indent=2, default=str))
-    lines = ["door        metered/bare throughput (median, 95 % CI)   verdict"]
+    if args.merge:
+        info, rows, doors = merge(args.merge)
+    else:
+        info, rows, doors = {k: v for k, v in vars(args).items()}, run_rounds(args, out, t0), args.doors
+    summary = summarise(rows, doors)
+    (out / "doors.json").write_text(json.dumps({"args": info, "rows": rows, "summary": summary}, indent=2,
+                                               default=str))
+    lines = [f"{len({r['round'] for r in rows})} rounds; door  metered/bare throughput (median, 95 % CI)   verdict"]
     for d, s in summary.items():
         ratio = s["ratio"]
         text = "n/a" if ratio is None else f"{ratio[0]:.3f} ({ratio[1] or float('nan'):.3f}–{ratio[2] or float('nan'):.3f})"
@@ -204,6 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     return 0
 
+
+def run_rounds(args: argparse.Namespace, out: Path, t0: float) -> list[dict[str, Any]]:
+    """Every door bare and metered per round, in alternating order, while rounds fit in ``--budget-s``."""
+    STORE[0] = f"sqlite:///{out.resolve() / 'doors.db'}"
+    kinds = [f"{d}:{m}" for d in args.doors for m in ("bare", "energy")]
+    rows: list[dict[str, Any]] = []
+    rounds_t0 = time.monotonic()
+    for r in range(args.rounds):
+        if r and not within_budget(t0, rounds_t0, r, args.budget_s):
+            print(f"stopping after {r} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
+            break
+        for kind in round_order(kinds, r):
+            door, mode = kind.split(":")
+            rows.append({**one_fit(door, mode == "energy", args), "round": r})
+            print(f"round {r:2d} {kind:16s} {rows[-1]['steps_per_s'] or float('nan'):7.1f} steps/s", flush=True)
+    return rows
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,6 +33,10 @@ Set-up costs (MLflow run creation, the delivery process start) happen before the
     PYTHONPATH=. python3 benchmarks/overhead.py [--rounds 12] [--steps 300] [--kinds bare,energy,lightning]
     PYTHONPATH=. python3 benchmarks/overhead.py --workload mlp --kinds logger,energy --baseline logger
     PYTHONPATH=. python3 benchmarks/overhead.py --accelerator cpu --steps 5 --rounds 1   # smoke run
+    PYTHONPATH=. python3 benchmarks/overhead.py --merge call1/overhead.json call2/overhead.json --out pooled
+
+``--merge`` pools the rounds of several calls (same workload, steps and baseline; each call's rounds stay
+paired within themselves) into one summary: on a noisy machine one call's rounds give too wide an interval.
 
 Prints the table last; writes details to $OUT/overhead.json (default ``bench_out``).
 """
@@ -288,6 +292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="start no round that would end later than this after launch (default 540; 0: no limit)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench_out"), help="folder for overhead.json ($OUT)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="pool the rounds of earlier calls' overhead.json files into one summary in --out; no training")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--memory-result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -312,11 +318,50 @@ def within_budget(t0: float, rounds_t0: float, rounds_done: int, budget_s: float
     return budget_s <= 0 or now - t0 + (now - rounds_t0) / rounds_done <= budget_s
 
 
+def merge(paths: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The rounds and memory rows of several calls' overhead.json, rounds renumbered per call so pairs stay within
+    a call; refuses files of different workloads, step counts or baselines, whose ratios do not pool."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    keys = {(d["args"]["workload"], d["args"]["steps"], d["args"]["baseline"], d["args"]["accelerator"]) for d in docs}
+    if len(keys) > 1:
+        raise SystemExit(f"--merge: these calls differ in workload, steps, baseline or accelerator: {sorted(keys)}")
+    rows = [{**r, "round": i * 100_000 + r["round"], "call": p} for i, (p, d) in enumerate(zip(paths, docs))
+            for r in d["details"]]
+    memory = [m for d in docs for m in d.get("memory", [])]
+    kinds = list(dict.fromkeys(k for d in docs for k in d["summary"]))
+    info = {**{k: v for k, v in docs[0].items() if k not in ("summary", "details", "memory")},
+            "command": " ".join(sys.argv), "merged": paths, "date": sorted({d["date"] for d in docs}),
+            "wall_s": sum(d["wall_s"] for d in docs)}
+    return info, rows, memory, kinds
+
+
+def report(out: Path, info: dict[str, Any], rows: list[dict[str, Any]], memory: list[dict[str, Any]],
+           kinds: list[str]) -> None:
+    """Summarise, write overhead.json/.md to ``out`` and print the verdicts, then the table last."""
+    workload, baseline = info["args"]["workload"], info["args"]["baseline"]
+    summary = summarise(rows, kinds, baseline, memory)
+    text = table(summary, baseline)
+    (out / "overhead.json").write_text(json.dumps({**info, "summary": summary, "details": rows, "memory": memory},
+                                                  indent=1))
+    (out / "overhead.md").write_text(text + "\n")
+    print(f"\n{workload}: {len({r['round'] for r in rows})} rounds × {info['args']['steps']} timed steps, order "
+          f"alternating; ratios paired within rounds, against {baseline}")
+    for kind, s in summary.items():
+        if kind != baseline:
+            print(f"  {kind}: ratio to {s['baseline']} {_ci(s['ratio'], '.3f')}: {verdict(s['ratio'], info['target'])}")
+    print()
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     args = parse_args(argv)
     if args.memory_child:
         return memory_child(args)
+    if args.merge:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        report(Path(args.out), *merge(args.merge))
+        return 0
     kinds = parse_kinds(args.kinds, args.server, args.baseline)
     from benchmarks.workload import GpuCounter, prepare, run_fit
 
@@ -343,27 +388,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['green_helpers_us']:6.1f} µs/step", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     memory = memory_rows(kinds, args, out)
-    summary = summarise(rows, kinds, args.baseline, memory)
     import torch
 
-    target = TARGETS[args.workload]
     info = {"device": torch.cuda.get_device_name() if args.accelerator != "cpu" else platform.processor() or "cpu",
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - started,
-            "args": {k: v for k, v in vars(args).items() if k != "argv"}, "target": target}
-    text = table(summary, args.baseline)
-    (out / "overhead.json").write_text(json.dumps({**info, "summary": summary, "details": rows, "memory": memory},
-                                                  indent=1))
-    (out / "overhead.md").write_text(text + "\n")
-    print(f"\n{args.workload}: {len({r['round'] for r in rows})} rounds × {args.steps} timed steps, order "
-          f"alternating; ratios paired within rounds, against {args.baseline}")
-    for kind, s in summary.items():
-        if kind != args.baseline:
-            print(f"  {kind}: ratio to {s['baseline']} {_ci(s['ratio'], '.3f')}: {verdict(s['ratio'], target)}")
-    print()
-    print(text)
+            "args": {k: v for k, v in vars(args).items() if k != "argv"}, "target": TARGETS[args.workload]}
+    report(out, info, rows, memory, kinds)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

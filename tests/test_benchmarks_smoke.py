@@ -32,6 +32,22 @@ def test_overhead_pairs_ratios_within_a_round_and_prints_the_table_last(tmp_path
     (energy,) = [r for r in report["details"] if r["kind"] == "energy-nolog"]
     assert energy["steps_logged"] == 3  # warm-up + timed steps, each with its energy
     assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| lightning |")
+    # --merge pools calls: the same call twice is two rounds, each paired within itself
+    call = tmp_path / "call.json"
+    call.write_text((tmp_path / "overhead.json").read_text())
+    assert overhead.main(["--merge", str(call), str(call), "--out", str(tmp_path / "pooled")]) == 0
+    pooled = json.loads((tmp_path / "pooled" / "overhead.json").read_text())
+    assert pooled["summary"]["energy-nolog"]["ratio_per_round"] == 2 * s_ratio(report, "energy-nolog")
+    assert len({r["round"] for r in pooled["details"]}) == 2 and pooled["merged"] == [str(call)] * 2
+    other = json.loads(call.read_text())
+    other["args"]["steps"] = 3
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="differ in workload, steps"):
+        overhead.main(["--merge", str(call), str(tmp_path / "other.json"), "--out", str(tmp_path / "no")])
+
+
+def s_ratio(report: dict, kind: str) -> list[float]:
+    return report["summary"][kind]["ratio_per_round"]
 
 
 def test_overhead_on_short_steps_says_what_green_mlops_costs_per_step_and_in_memory(tmp_path, capsys):
