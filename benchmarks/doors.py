@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.overhead import median_ci, round_order, verdict, within_budget
+from benchmarks.overhead import interleaved, median_ci, verdict
 
 DOORS = ("pl", "lightning", "loop", "hf")
 STORE = ["sqlite:///doors.db"]  # one MLflow store per invocation (its schema is made once), set by main
@@ -232,16 +232,14 @@ def run_rounds(args: argparse.Namespace, out: Path, t0: float) -> list[dict[str,
     """Every door bare and metered per round, in alternating order, while rounds fit in ``--budget-s``."""
     STORE[0] = f"sqlite:///{out.resolve() / 'doors.db'}"
     kinds = [f"{d}:{m}" for d in args.doors for m in ("bare", "energy")]
-    rows: list[dict[str, Any]] = []
-    rounds_t0 = time.monotonic()
-    for r in range(args.rounds):
-        if r and not within_budget(t0, rounds_t0, r, args.budget_s):
-            print(f"stopping after {r} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
-            break
-        for kind in round_order(kinds, r):
-            door, mode = kind.split(":")
-            rows.append({**one_fit(door, mode == "energy", args), "round": r})
-            print(f"round {r:2d} {kind:16s} {rows[-1]['steps_per_s'] or float('nan'):7.1f} steps/s", flush=True)
+
+    def fit(kind: str) -> dict[str, Any]:
+        door, mode = kind.split(":")
+        row = one_fit(door, mode == "energy", args)
+        print(f"{kind:16s} {row['steps_per_s'] or float('nan'):7.1f} steps/s", flush=True)
+        return row
+
+    rows = interleaved(kinds, args.rounds, args.budget_s, t0, fit)
     return rows
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +313,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def interleaved(kinds: list[str], rounds: int, budget_s: float, t0: float,
+                fit: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``fit(kind)`` for every kind in each round, in alternating order, while another round fits in ``budget_s``
+    of ``t0`` (monotonic); each row gets its round."""
+    rows: list[dict[str, Any]] = []
+    rounds_t0 = time.monotonic()
+    for r in range(rounds):
+        if r and not within_budget(t0, rounds_t0, r, budget_s):
+            print(f"stopping after {r} rounds: another would end past --budget-s {budget_s:g}", flush=True)
+            break
+        for kind in round_order(kinds, r):
+            print(f"round {r:2d} ", end="", flush=True)
+            rows.append({"round": r, **fit(kind)})
+    return rows
+
+
 def within_budget(t0: float, rounds_t0: float, rounds_done: int, budget_s: float) -> bool:
     """Whether one more round, as long as the mean round so far, ends within ``budget_s`` of ``t0`` (monotonic)."""
     now = time.monotonic()
@@ -373,19 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.prime_steps:
         run_fit(args.accelerator, args.prime_steps, args.warmup, args.batch_size, root_dir=workdir,
                 workload=args.workload)
-    rows: list[dict[str, Any]] = []
     started = time.time()
-    rounds_t0 = time.monotonic()
-    for r in range(args.rounds):
-        if r and not within_budget(t0, rounds_t0, r, args.budget_s):
-            print(f"stopping after {r} rounds: another would end past --budget-s {args.budget_s:g}", flush=True)
-            break
-        for kind in round_order(kinds, r):
-            row = {"round": r, **one_fit(kind, args, workdir, counter)}
-            rows.append(row)
-            print(f"round {r:2d} {kind:12s} {row['steps_per_s']:7.1f} steps/s  main thread "
-                  f"{row['main_thread_cpu_us']:7.0f} µs/step  green_mlops {row['green_threads_us']:6.1f} + "
-                  f"{row['green_helpers_us']:6.1f} µs/step", flush=True)
+
+    def fit(kind: str) -> dict[str, Any]:
+        row = one_fit(kind, args, workdir, counter)
+        print(f"{kind:12s} {row['steps_per_s']:7.1f} steps/s  main thread {row['main_thread_cpu_us']:7.0f} µs/step  "
+              f"green_mlops {row['green_threads_us']:6.1f} + {row['green_helpers_us']:6.1f} µs/step", flush=True)
+        return row
+
+    rows = interleaved(kinds, args.rounds, args.budget_s, t0, fit)
     shutil.rmtree(workdir, ignore_errors=True)
     memory = memory_rows(kinds, args, out)
     import torch
