@@ -195,10 +195,14 @@ def test_report_markdown_for_a_pull_request(experiment, tmp_path):
     assert not re.search(r"\bnan\b", md, re.I)
 
 
+@pytest.mark.filterwarnings("error::pandas.errors.PerformanceWarning")  # read_csv frames: one block a column
 def test_report_from_saved_runs_csv(experiment, tmp_path):
     uri, name, _ = experiment
     assert report("--experiment", name, "--tracking-uri", uri, "--output", str(tmp_path / "a"), "--no-log",
                   "--no-traces", "--format", "md") == 0
+    saved = pd.read_csv(tmp_path / "a" / "runs.csv")  # as wide as a real sweep's: > 100 numeric columns
+    extra = pd.DataFrame({f"params.extra_{i}": float(i) for i in range(110)}, index=saved.index)
+    pd.concat([saved, extra], axis=1).to_csv(tmp_path / "a" / "runs.csv", index=False)
     assert report("--runs", str(tmp_path / "a"), "--output", str(tmp_path / "b"), "--format", "md") == 0
     assert "Spearman" in (tmp_path / "b" / "report.md").read_text()
 

@@ -135,3 +135,23 @@ def test_one_notion_of_a_number_for_metrics_and_analysis():
     assert column(runs, "a").tolist()[::3] == [1.0, 2.0] and column(runs, "a")[1:3].isna().all()
     assert column(runs, "missing").isna().all() and len(column(runs, "missing")) == 4
     assert np.isnan(column(runs, "a")[2])
+
+
+def test_with_columns_is_assign_without_fragmenting_a_csv_frame(tmp_path):
+    """numbers.py: with_columns gives assign's result (new columns last, a name given again replaced in place,
+    attrs kept) with one concat, so read_csv's one-block-a-column frames raise no PerformanceWarning."""
+    import warnings
+
+    import pandas as pd
+
+    from green_mlops.metrics.numbers import with_columns
+
+    path = tmp_path / "wide.csv"
+    pd.DataFrame({f"c{i}": [i, i + 1] for i in range(150)}).to_csv(path, index=False)
+    wide = pd.read_csv(path)
+    wide.attrs["notes"] = ["kept"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        out = with_columns(wide, c1=[7, 8], _e=pd.Series([1.0, 2.0]), _n=math.nan)
+    pd.testing.assert_frame_equal(out, wide.copy().assign(c1=[7, 8], _e=pd.Series([1.0, 2.0]), _n=math.nan))
+    assert out.attrs == {"notes": ["kept"]} and list(out.columns[:2]) == ["c0", "c1"]

@@ -17,6 +17,7 @@ from green_mlops.analysis.findings import FindingCheck, batch_size_optimum, chec
 from green_mlops.analysis.paper_metrics import paper_metrics
 from green_mlops.analysis.regression import EnergyPredictor
 from green_mlops.metrics.genai import GENAI_METRICS
+from green_mlops.metrics.numbers import with_columns
 from green_mlops.metrics.paper import PAPER_METRICS
 
 __all__ = ["Analysis", "analyse"]
@@ -60,7 +61,7 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, with_figu
     epochs = epochs if epochs is not None else pd.DataFrame()
     basis = choose_basis(runs)
     tables = {phase: paper_metrics(runs, phase, basis) for phase in ("inference", "train")}
-    table = runs.assign(**{c: tables["train"][c] for c in tables["train"]})  # logged values kept: see paper_metrics
+    table = with_columns(runs, **tables["train"])  # logged values kept: see paper_metrics
     out = Analysis(runs, epochs, tables, basis, table, notes=list(runs.attrs.get("notes", [])))
     same_batch, batch_notes = one_batch_size(runs)
     for phase in TARGETS:

@@ -10,7 +10,7 @@ import pandas as pd
 from green_mlops import names
 from green_mlops.analysis.uncertainty import MIN_REPEATS, argmin_interval
 from green_mlops.analysis.verdict import AGREES, CANNOT_TELL, DIFFERS, TOO_FEW
-from green_mlops.metrics.numbers import numbers
+from green_mlops.metrics.numbers import numbers, with_columns
 
 __all__ = ["FALLING", "MINIMUM", "PLATEAU", "RISING", "batch_size_optimum", "describe", "optimum_verdict"]
 
@@ -47,8 +47,8 @@ def batch_size_optimum(runs: pd.DataFrame, energy: str = names.ENERGY_PER_SAMPLE
     """
     if "batch_size" not in runs or energy not in runs:
         return pd.DataFrame(columns=COLUMNS)
-    df = runs.assign(_b=pd.to_numeric(runs["batch_size"], errors="coerce"),
-                     _e=numbers(runs[energy]))
+    df = with_columns(runs, _b=pd.to_numeric(runs["batch_size"], errors="coerce"),
+                      _e=numbers(runs[energy]))
     df = df.dropna(subset=["_b", "_e"])
     rows = []
     for (hw, model), g in df.groupby(["hardware", "model"], sort=True):

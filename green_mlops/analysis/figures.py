@@ -21,7 +21,7 @@ from green_mlops.analysis.basis import Basis
 from green_mlops.analysis.correlation import one_batch_size
 from green_mlops.analysis.errors import MissingData
 from green_mlops.analysis.schema import DOMAINS
-from green_mlops.metrics.numbers import column, numbers
+from green_mlops.metrics.numbers import column, numbers, with_columns
 
 __all__ = ["batch_size_effect", "one_size", "energy_vs_macs_param", "energy_vs_time", "epoch_curves", "png",
            "power_per_device", "time_per_model"]
@@ -80,8 +80,8 @@ def one_size(runs: pd.DataFrame) -> pd.DataFrame:
 def time_per_model(runs: pd.DataFrame) -> tuple[Figure, str]:
     """Fig. 2: seconds per 1000 samples of training and of inference, per model (one panel per hardware)."""
     runs = one_size(runs)
-    df = runs.assign(train=column(runs, "train_time_s") / column(runs, "train_samples") * 1000,
-                     inference=column(runs, "inference_time_s") / column(runs, "inference_samples") * 1000)
+    df = with_columns(runs, train=column(runs, "train_time_s") / column(runs, "train_samples") * 1000,
+                      inference=column(runs, "inference_time_s") / column(runs, "inference_samples") * 1000)
     df = df.dropna(subset=["train", "inference"], how="all")
     if df.empty:
         raise MissingData("Fig. 2 needs time/fit_s or time/test_s with sample counts (EnergyCallback on fit and test)")
@@ -200,7 +200,7 @@ def batch_size_effect(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     util = column(runs, "train_util")[ok] * 100
     has_util = util.notna().any()
     right = util if has_util else (column(runs, "train_energy_J") / column(runs, "train_time_s"))[ok]  # gross power
-    df = runs[ok].assign(_b=b[ok], _e=e[ok], _u=right, _d=device[ok])
+    df = with_columns(runs[ok], _b=b[ok], _e=e[ok], _u=right, _d=device[ok])
     fig, axes = _figure(10, 4.6, 1, 2)
     several = runs["hardware"].nunique() > 1
     for (hw, model), g in df.groupby(["hardware", "model"], sort=True):

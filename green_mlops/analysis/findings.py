@@ -21,7 +21,7 @@ from green_mlops.analysis.uncertainty import (
     median_interval,
 )
 from green_mlops.analysis.verdict import AGREES, BY_CONSTRUCTION, CANNOT_TELL, DIFFERS, TOO_FEW, judge
-from green_mlops.metrics.numbers import column, numbers
+from green_mlops.metrics.numbers import column, numbers, with_columns
 
 __all__ = ["FindingCheck", "batch_size_optimum", "check_findings", "combine", "constant_power_devices"]
 
@@ -73,7 +73,7 @@ def train_inference_ratio(runs: pd.DataFrame) -> FindingCheck:
     sub, at = _one_size(runs)
     ratio = (numbers(sub["train_time_s"]) / numbers(sub["train_samples"])) / (
         numbers(sub["inference_time_s"]) / numbers(sub["inference_samples"]))
-    per_config = config_means(sub.assign(_ratio=ratio), ["_ratio"])["_ratio"].dropna()
+    per_config = config_means(with_columns(sub, _ratio=ratio), ["_ratio"])["_ratio"].dropna()
     if per_config.empty:
         return FindingCheck(claim, paper, "n/a", TOO_FEW, "no run has both a training and a test/predict stage metered",
                        region)
@@ -92,8 +92,8 @@ def macs_param_correlation(runs: pd.DataFrame, metric_table: pd.DataFrame, energ
     """``macs_param`` correlates with energy (Spearman ρ ≈ 0.9, Table 3), better than MACs (ρ ≈ 0.8)."""
     claim, paper = "macs_param correlates with energy", "Spearman ρ ≈ 0.85–0.92 per hardware (MACs alone ≈ 0.8)"
     region = f"ρ ≥ {RHO_REGION[0]:g}"
-    table = runs.assign(_mp=numbers(metric_table["macs_param"]) if "macs_param" in metric_table else np.nan,
-                        _e=column(runs, energy), _macs=column(runs, "macs"))
+    table = with_columns(runs, _mp=numbers(metric_table["macs_param"]) if "macs_param" in metric_table else np.nan,
+                         _e=column(runs, energy), _macs=column(runs, "macs"))
     sub, at = _one_size(table)
     parts, verdicts = [], []
     for hw, g in sub.groupby("hardware", sort=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["column", "finite", "nonneg", "number", "numbers", "positive", "ratio"]
+__all__ = ["column", "finite", "nonneg", "number", "numbers", "positive", "ratio", "with_columns"]
 
 
 def number(v: object, *, text: bool = False) -> float | None:
@@ -60,3 +60,15 @@ def column(frame: Any, col: str) -> Any:
     import pandas as pd
 
     return numbers(frame[col]) if col in frame else pd.Series(math.nan, index=frame.index, dtype=float)
+
+
+def with_columns(frame: Any, **cols: Any) -> Any:
+    """``frame.assign(**cols)`` built with one ``pd.concat``: a frame of many blocks (``pd.read_csv`` gives one a
+    column) is not inserted into column by column, which pandas warns about as "highly fragmented"."""
+    import pandas as pd
+
+    new = pd.DataFrame(cols, index=frame.index)
+    kept = frame.drop(columns=[c for c in new.columns if c in frame.columns])
+    out = pd.concat([kept, new], axis=1)[[*frame.columns, *(c for c in new.columns if c not in frame.columns)]]
+    out.attrs = dict(frame.attrs)
+    return out
