@@ -308,3 +308,15 @@ def test_notebook_runs_on_committed_results(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs)
     assert "32 runs from results/h100/runs.csv" in text and "synthetic data (random labels)" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
+
+
+def test_captions_say_whether_repeats_are_averaged_or_drawn_one_point_each():
+    """Fig. 6 and energy-against-time draw every run: their caption must not say repeats were averaged."""
+    import pandas as pd
+
+    from green_mlops.analysis import figures
+
+    runs = pd.DataFrame({"model": ["lenet", "lenet"], "batch_size": [64, 64], "repeat": [0, 1]})
+    assert "repeats averaged" in figures._scope(runs)
+    assert "each repeat its own point" in figures._scope(runs, per_run=True)
+    assert "repeat" not in figures._scope(runs.iloc[:1], per_run=True)

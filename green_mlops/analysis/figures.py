@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -59,15 +60,17 @@ def _hardware_groups(df: pd.DataFrame, limit: int = 4) -> list[tuple[str, pd.Dat
     return list(df.groupby("hardware", sort=True))[:limit]
 
 
-def _scope(runs: pd.DataFrame, averaged: bool = False) -> str:
-    """Which models and batch sizes a figure shows, and how repeats (and, if ``averaged``, sizes) combine."""
+def _scope(runs: pd.DataFrame, averaged: bool = False, per_run: bool = False) -> str:
+    """Which models and batch sizes a figure shows, and how repeats (and, if ``averaged``, sizes) combine;
+    ``per_run``: the figure draws every run, so repeats are not averaged but shown."""
     models = sorted(runs["model"].astype(str).unique()) if "model" in runs else []
     sizes = sorted(column(runs, "batch_size").dropna().unique())
     names = ", ".join(models) if len(models) <= 6 else f"{len(models)} models"
     at = (f"at batch size {sizes[0]:g}" if len(sizes) == 1 else
           f"at batch sizes {', '.join(f'{b:g}' for b in sizes)}" + (" (averaged per model)" if averaged else "")
           if sizes else "")
-    repeats = "" if "repeat" not in runs or column(runs, "repeat").nunique() < 2 else "; repeats averaged"
+    repeats = ("" if "repeat" not in runs or column(runs, "repeat").nunique() < 2 else
+               "; each repeat its own point" if per_run else "; repeats averaged")
     return f"{names} {at} ({len(runs)} runs{repeats})".replace("  ", " ")
 
 
@@ -182,7 +185,7 @@ def energy_vs_macs_param(runs: pd.DataFrame, train_metrics: pd.DataFrame, infere
     fig.suptitle("Energy against MACs per parameter (paper Fig. 6)")
     shown = runs.loc[sorted(set().union(*(x.index for _, x, _ in panels)))]
     return fig, (f"Energy, {basis.label}, of each phase's whole window against MACs per trainable parameter, one "
-                 f"point per run: {_scope(shown)}. ρ in the titles is a point value; intervals are in the "
+                 f"point per run: {_scope(shown, per_run=True)}. ρ in the titles is a point value; intervals are in the "
                  "correlation tables.")
 
 
@@ -203,6 +206,8 @@ def batch_size_effect(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     df = with_columns(runs[ok], _b=b[ok], _e=e[ok], _u=right, _d=device[ok])
     fig, axes = _figure(10, 4.6, 1, 2)
     several = runs["hardware"].nunique() > 1
+    if df.groupby(["hardware", "model"]).ngroups > 10:  # the default cycle has ten colours: no two lines share one
+        axes[0, 0].set_prop_cycle(color=colormaps["tab20"].colors)
     for (hw, model), g in df.groupby(["hardware", "model"], sort=True):
         m = g.groupby("_b")[["_e", "_u"]].mean().sort_index()
         label = f"{model} · {hw}" if several else str(model)
@@ -291,5 +296,5 @@ def energy_vs_time(runs: pd.DataFrame, basis: Basis) -> tuple[Figure, str]:
     shown = runs.loc[sorted(set().union(*(t.index for _, t, _ in panels)))]
     return fig, (f"Energy, {basis.label}, against the duration of the same window (the whole fit; the test or "
                  f"predict stage), one point per run (×: the GPU's energy alone, where it covers the same window): "
-                 f"{_scope(shown)}. Where CPU or DRAM energy is a constant-power estimate its part of the total is "
+                 f"{_scope(shown, per_run=True)}. Where CPU or DRAM energy is a constant-power estimate its part of the total is "
                  "linear in time by construction (see the findings).")
