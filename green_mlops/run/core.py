@@ -112,6 +112,7 @@ class MeteredRun:
     def epoch_start(self, loop: str) -> None:
         """An epoch of ``loop`` (train, val, test, predict) begins."""
         self._epoch_start[loop] = self.meter.now()
+        self.meter.anchor()  # a counter read near the epoch's start (its end forces one)
         if loop == "train":
             self._nested_J = 0.0
 
