@@ -32,6 +32,7 @@ class FakeGpu:
         self.t0 = time.monotonic()
         self.fail: set[str] = set()
         self.counter_calls = 0
+        self.samples_calls = 0
 
     def energy_J(self, t: float, step: float = 0.0005) -> float:
         """Exact-enough integral of the profile from creation to the last 100 ms update before t."""
@@ -102,6 +103,7 @@ def install(monkeypatch, gpus: list[FakeGpu], init_error: Exception | None = Non
         check(g, "samples")
         if not g.samples or kind != pynvml.NVML_TOTAL_POWER_SAMPLES:
             raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        g.samples_calls += 1
         got = g.buffer(time.monotonic(), since)
         if not got:
             raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)

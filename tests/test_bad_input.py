@@ -42,7 +42,9 @@ def one_line(text: str) -> str:
 
 @pytest.mark.parametrize(("var", "raw"), [("GREEN_MLOPS_CPU_TDP_W", "inf"), ("GREEN_MLOPS_CPU_TDP_W", "nan"),
                                           ("GREEN_MLOPS_CPU_TDP_W", "1e9"), ("GREEN_MLOPS_GPU_COUNTER_INTERVAL", "inf"),
-                                          ("GREEN_MLOPS_DRAM_VOLTAGE_V", "12"), ("GREEN_MLOPS_DRAM_DIMMS", "-2")])
+                                          ("GREEN_MLOPS_DRAM_VOLTAGE_V", "12"), ("GREEN_MLOPS_DRAM_DIMMS", "-2"),
+                                          ("GREEN_MLOPS_GPU_SAMPLE_INTERVAL", "0"),
+                                          ("GREEN_MLOPS_GPU_SAMPLE_INTERVAL", "600")])
 def test_impossible_numbers_are_refused_naming_the_variable(var, raw):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({var: raw})
@@ -57,6 +59,15 @@ def test_unusual_numbers_warn_and_are_used():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Settings.from_env({"GREEN_MLOPS_CPU_TDP_W": "350"}).cpu_tdp_w == 350.0
+
+
+def test_gpu_read_intervals_from_the_environment():
+    s = Settings.from_env({"GREEN_MLOPS_GPU_SAMPLE_INTERVAL": "0.5"})
+    assert s.gpu_sample_interval == 0.5 and s.counter_interval(fine_curve=True) == 5.0
+    assert s.counter_interval(fine_curve=False) == 0.5
+    assert Settings.from_env({"GREEN_MLOPS_GPU_COUNTER_INTERVAL": "2"}).counter_interval(fine_curve=True) == 2.0
+    with pytest.warns(SettingsWarning, match="GREEN_MLOPS_GPU_SAMPLE_INTERVAL='5' is outside the usual"):
+        Settings.from_env({"GREEN_MLOPS_GPU_SAMPLE_INTERVAL": "5"})  # the driver keeps ~2.4 s of samples
 
 
 def test_infinite_tdp_no_longer_gives_a_silent_zero(monkeypatch):

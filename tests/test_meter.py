@@ -3,6 +3,7 @@ import json
 import math
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -24,8 +25,8 @@ def gpu(monkeypatch):
     return g
 
 
-def gpu_meter(interval=0.02, **kw):
-    return EnergyMeter(interval, sources=discover_nvml(Settings(), env={}).sources, **kw)
+def gpu_meter(interval=0.02, settings=None, **kw):
+    return EnergyMeter(interval, sources=discover_nvml(settings or Settings(), env={}).sources, **kw)
 
 
 def test_whole_run_matches_counter_and_windows_add_up(gpu):
@@ -44,7 +45,7 @@ def test_whole_run_matches_counter_and_windows_add_up(gpu):
     parts = [meter.energy(a, b).total_J for a, b in zip(edges, edges[1:])]
     assert sum(parts) == pytest.approx(run.total_J, rel=1e-9)
     assert all(p >= 0 for p in parts)
-    # the counter is read about every 0.5 s, not every tick
+    # the counter is read at window edges at most every 0.5 s, not every tick
     assert gpu.counter_calls < run.duration_s / 0.5 + 6
 
 
@@ -75,6 +76,39 @@ def test_idle_baseline_and_net(gpu):
     assert s.idle_power_W == pytest.approx(idle.source("gpu0").mean_power_W)
     assert s.net_J == pytest.approx(s.energy_J - s.idle_power_W * run.duration_s)
     assert "idle W" in run.table()
+
+
+def test_counter_at_start_and_stop_only_by_default_and_no_sample_lost(monkeypatch):
+    t0 = time.monotonic()
+    (gpu,) = install(monkeypatch, [FakeGpu(power=square_wave(t0))])
+    meter = gpu_meter(interval=0.1)  # the default settings: counter every 5 s, samples every 1 s
+    counter0, samples0 = gpu.counter_calls, gpu.samples_calls
+    e0 = gpu.energy_J(time.monotonic())
+    with meter:
+        time.sleep(2.6)
+    e1 = gpu.energy_J(time.monotonic())
+    run = meter.result()
+    assert run.final and run.source("gpu0").energy_J == pytest.approx(e1 - e0, rel=0.05)
+    assert gpu.counter_calls - counter0 == 2  # start and stop; every 0.5 s it would have been 7
+    assert 3 <= gpu.samples_calls - samples0 <= 8  # the 2.4 s buffer: about every second, and at start and stop
+    ct = np.array(meter.trace._curve_t["gpu0"])
+    assert ct[0] <= meter.start_time + 0.03 and ct[-1] >= meter.end_time - 0.03  # within a 20 ms sample
+    assert np.diff(ct).max() < 0.025  # every 20 ms sample of the run is there
+    assert not [e for e in meter.events if e.kind == "warning"]
+
+
+def test_window_edges_are_anchored_on_the_counter(monkeypatch):
+    install(monkeypatch, [FakeGpu(power=lambda t: 200.0)])
+    meter = gpu_meter(interval=0.1)
+    with meter:
+        time.sleep(0.7)
+        with meter.window("w") as w:
+            time.sleep(0.7)
+        time.sleep(0.3)
+    t = meter.trace.times()
+    anchored = t[np.isfinite(np.array(meter.trace._anchor["gpu0"]))]
+    assert np.abs(anchored - w.start).min() < 0.1 and np.abs(anchored - w.end).min() < 0.1
+    assert len(anchored) == 4  # start, the window's two edges, stop
 
 
 @pytest.mark.parametrize("buffered", [True, False])
@@ -193,7 +227,8 @@ def test_this_machine_estimates_cpu_and_dram_with_provenance():
 def test_counter_reset_is_reported_and_energy_continues(gpu):
     real = gpu.energy_J
     gpu.energy_J = lambda t: 1e6 + real(t)  # a counter that has run since the driver loaded
-    meter = gpu_meter()
+    # energy from the last read before a reset to the reset is lost: read often here, so that is under 0.5 s
+    meter = gpu_meter(settings=Settings(gpu_counter_interval=0.5))
     with meter:
         time.sleep(0.6)
         reset_at = time.monotonic()

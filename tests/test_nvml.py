@@ -106,3 +106,34 @@ def test_counter_reads_closer_than_one_update_are_not_anchors(monkeypatch):
     assert gpu.read(Tick(t=t + 0.01, full=True)).energy_J is None  # could not have moved yet
     assert gpu.read(Tick(t=t + 0.2, full=True)).energy_J is not None
     assert gpu.anchor_lag_s == pytest.approx(0.05)
+
+
+def test_samples_every_second_and_the_counter_every_five_by_default(monkeypatch):
+    (g,) = install(monkeypatch, [FakeGpu()])
+    (gpu,) = discover_nvml(Settings(), env={}).sources
+    assert gpu.counter_interval == 5.0 and gpu.sample_interval == 1.0
+    assert "read every 5 s" in gpu.info.detail and "fetched every 1 s" in gpu.info.detail
+    counter0, t0 = g.counter_calls, 1000.0
+    reads = [gpu.read(Tick(t=t0 + k * 0.125, full=False)) for k in range(24)]  # 3 s of 125 ms ticks
+    assert [k for k, r in enumerate(reads) if r.curve is not None] == [0, 8, 16]  # every 1 s
+    assert all(r.energy_J is None for r in reads) and g.counter_calls == counter0  # only full ticks read it
+    full = gpu.read(Tick(t=t0 + 3.1, full=True))  # a counter read brings the samples up to it
+    assert full.energy_J is not None and full.curve is not None and g.counter_calls == counter0 + 1
+    assert not gpu.warnings
+
+
+def test_samples_fetched_further_apart_than_the_buffer_holds_are_reported(monkeypatch):
+    install(monkeypatch, [FakeGpu()])
+    (gpu,) = discover_nvml(Settings(gpu_sample_interval=3.0), env={}).sources
+    gpu.read(Tick(t=1000.0, full=False))
+    gpu.read(Tick(t=1002.9, full=False))  # not due yet
+    assert not gpu.warnings
+    gpu.read(Tick(t=1003.0, full=False))
+    (note,) = gpu.warnings
+    assert "3.0 s apart" in note and "some were lost" in note
+
+
+def test_a_counter_interval_set_by_the_user_is_kept(monkeypatch):
+    install(monkeypatch, [FakeGpu(), FakeGpu(uuid="GPU-bbbb", samples=False)])
+    assert [s.counter_interval for s in discover_nvml(Settings(), env={}).sources] == [5.0, 0.5]
+    assert [s.counter_interval for s in discover_nvml(Settings(gpu_counter_interval=0.5), env={}).sources] == [0.5, 0.5]

@@ -29,11 +29,13 @@ def scrape(url: str) -> dict[str, list]:
 def test_meter_serves_energy_counters_and_power_gauges(monkeypatch):
     install(monkeypatch, [FakeGpu(power=lambda t: 250.0)])
     exporter = PrometheusExporter(0)
-    meter = EnergyMeter(0.02, sources=discover_nvml(Settings(), env={}).sources, exporters=[exporter])
+    # the counter serves energy up to the last counter read (every 5 s by default): read it every 0.5 s here
+    meter = EnergyMeter(0.02, sources=discover_nvml(Settings(gpu_counter_interval=0.5), env={}).sources,
+                        exporters=[exporter])
     assert exporter.url.startswith("http://127.0.0.1:")
     assert scrape(exporter.url)["green_mlops_energy_joules"] == []  # not started: nothing, not a zero
     with meter:
-        time.sleep(0.7)  # the fake GPU's energy counter is read every 0.5 s: the counter serves read energy only
+        time.sleep(0.7)
         first = scrape(exporter.url)
         time.sleep(0.6)
         second = scrape(exporter.url)

@@ -22,7 +22,8 @@ def test_steps_shorter_than_the_interval_get_their_share(monkeypatch):
     stream.close()
     assert [s for s, _, _ in got] == list(range(1, 101))
     power = [m["power/gpu0_W"] for _, _, m in got]
-    assert min(power) == pytest.approx(400.0, rel=0.02) and max(power) == pytest.approx(400.0, rel=0.02)
+    # the counter updates every 100 ms, so its anchors at start and stop are ±50 ms off: ±5 % over this 1 s run
+    assert min(power) == pytest.approx(400.0, rel=0.05) and max(power) == pytest.approx(400.0, rel=0.05)
     cum = [m["energy/gpu_J"] for _, _, m in got]
     assert cum == sorted(cum)
     assert cum[-1] == pytest.approx(meter.energy(meter.start_time, stream._prev_t).total_J, abs=5e-4)  # 1 mJ

@@ -11,6 +11,7 @@ A thin adapter: each hook is one call into the metered-run core (:mod:`green_mlo
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ class EnergyCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return getattr(self.run, "meter", None)
 
     @property
-    def steps(self) -> list[StepMetrics]:
+    def steps(self) -> Sequence[StepMetrics]:
         return self.run.steps if self.run is not None else []
 
     def energy_so_far(self) -> float | None:

@@ -121,7 +121,7 @@ class AmdGpu(PowerSource):
         self._quirk = f"; {' and '.join(na)} reported as N/A" if na else ""
         self._pair_note = pair_note
         if self.has_counter:
-            self.counter_interval = settings.gpu_counter_interval
+            self.counter_interval = settings.counter_interval(fine_curve=False)  # no 20 ms buffer: 0.5 s
         self._describe(counter_err)
         self._session = session or _Session(amdsmi)
         self._session.users += 1

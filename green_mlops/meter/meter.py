@@ -32,6 +32,9 @@ from green_mlops.meter.trace import Trace
 
 MIN_INTERVAL_S = 0.001
 MAX_INTERVAL_S = 60.0
+#: Window edges ask for a counter anchor unless one was read this recently: windows opened every step cost no
+#: more counter reads than the 0.5 s cadence the counter once had.
+ANCHOR_MIN_AGE_S = 0.5
 
 
 @dataclass
@@ -197,13 +200,24 @@ class EnergyMeter:
             raise RuntimeError("start the meter (`with meter:` or meter.start()) before opening a window")
         stack: list[Window] = self._local.__dict__.setdefault("stack", [])
         w = Window(name, time.monotonic(), stack[-1] if stack else None, _meter=self)
+        self.anchor()
         stack.append(w)
         try:
             yield w
         finally:
             w.end = time.monotonic()
+            self.anchor()
             stack.pop()
             self.windows.append(w)
+
+    def anchor(self) -> None:
+        """Ask for a counter read now, without waiting, so a span that starts or ends here is anchored near it.
+
+        Counters are otherwise read every ``gpu_counter_interval``; a read of a span that ends after the last
+        tick (``energy()``, ``stop()``) already forces one. At most one request per ``ANCHOR_MIN_AGE_S``.
+        """
+        if self._state == "sampling":
+            self._sampler.request_full(ANCHOR_MIN_AGE_S)
 
     # -- results -----------------------------------------------------------------------------------
     @staticmethod

@@ -1,12 +1,21 @@
 """NVIDIA GPUs through NVML: energy from the hardware counter, power curves from finer samples.
 
-Measured on an H100 (BENCHMARKS.md): the energy counter is exact but costs ~4 ms of CPU a read and
-updates every 100 ms, so it is read every ``gpu_counter_interval`` (0.5 s by default). Between
-counter reads, energy follows the driver's buffer of power samples taken every 20 ms
-(``nvmlDeviceGetSamples``, ~0.35 ms a read, fetched with the counter), which resolves 50 ms load
-changes that the 100 ms ``NVML_FI_DEV_POWER_INSTANT`` field aliases. The instant field (~3 µs) is
-read every tick for the live curve. The 1 s averaged ``nvmlDeviceGetPowerUsage`` lags load changes
-by a second and is used only when nothing else exists.
+Measured on an H100 and an H200 (BENCHMARKS.md): the energy counter is exact but costs 3.3-4.2 ms of CPU a read
+and updates every 100 ms; the driver also buffers power samples taken every 20 ms (``nvmlDeviceGetSamples``,
+~0.35 ms a read, about 2.4 s deep), which resolve 50 ms load changes that the 100 ms
+``NVML_FI_DEV_POWER_INSTANT`` field aliases. The two are read on their own clocks:
+
+- the sample buffer every ``gpu_sample_interval`` (1 s), well within its depth, so no sample is lost;
+- the counter every ``gpu_counter_interval`` (by default 5 s where the samples shape the energy between reads,
+  0.5 s where only the instant field does), and at every forced tick: the meter's start and stop, the start
+  and end of a window, and any read of a span that ends after the last tick. Those anchor the totals exactly
+  as before; between two anchors the counter's increment is spread along the samples.
+
+Reading the counter every 5 s instead of 0.5 s took the sampler thread from 36-44 to 24 µs per training step
+on the H200. Per-step energy becomes final (and is published) once the counter read after the step arrives,
+so up to ``gpu_counter_interval`` later; nothing is dropped. The instant field (~3 µs) is read every tick for
+the live curve. The 1 s averaged ``nvmlDeviceGetPowerUsage`` lags load changes by a second and is used only
+when nothing else exists.
 """
 from __future__ import annotations
 
@@ -22,6 +31,8 @@ from green_mlops.meter.source import Discovery, Finding, PowerSource, Reading, S
 METHOD_COUNTER = "nvml-energy-counter"
 #: How often NVML refreshes power and energy (measured on an H100: every 100 ms).
 UPDATE_PERIOD_S = 0.1
+#: How much the driver's 20 ms power-sample buffer holds (measured on an H100): fetches further apart lose samples.
+SAMPLE_BUFFER_S = 2.4
 METHOD_SAMPLES = "nvml-power-samples"
 METHOD_INSTANT = "nvml-power-instant"
 METHOD_AVERAGE = "nvml-power-average"
@@ -116,23 +127,25 @@ class NvmlGpu(PowerSource):
         self.has_samples, _ = _probe(lambda: _power_samples(nvml, handle, 0))
         self.has_samples = self.has_samples and bool(_power_samples(nvml, handle, 0))
         self._since_us = int(time.time() * 1e6)  # samples from before the source opened are not ours
+        self.sample_interval = settings.gpu_sample_interval
+        self._fetched_t: float | None = None
         if self.has_samples:
-            curve = "the driver's 20 ms power samples (nvmlDeviceGetSamples)"
+            curve = (f"the driver's 20 ms power samples (nvmlDeviceGetSamples, fetched every "
+                     f"{self.sample_interval:g} s)")
         elif self.has_instant:
             curve = "NVML_FI_DEV_POWER_INSTANT"
         else:
             curve = "nvmlDeviceGetPowerUsage (1 s average)"
         if self.has_counter:
             method = METHOD_COUNTER
-            self.counter_interval = settings.gpu_counter_interval
+            self.counter_interval = settings.counter_interval(fine_curve=self.has_samples)
             self.anchor_lag_s = UPDATE_PERIOD_S / 2
             detail = (f"{self.gpu_name}: energy from nvmlDeviceGetTotalEnergyConsumption read every "
-                      f"{self.counter_interval:g} s; power curve from {curve}")
+                      f"{self.counter_interval:g} s and at every start, stop and read; power curve from {curve}")
         elif self.has_samples:
             method = METHOD_SAMPLES
-            self.counter_interval = settings.gpu_counter_interval
-            detail = (f"{self.gpu_name}: no energy counter ({counter_err}); energy integrated from the "
-                      "driver's 20 ms power samples (nvmlDeviceGetSamples)")
+            self.counter_interval = self.sample_interval  # a full read fetches only the samples
+            detail = (f"{self.gpu_name}: no energy counter ({counter_err}); energy integrated from {curve}")
         elif self.has_instant:
             method = METHOD_INSTANT
             detail = (f"{self.gpu_name}: no energy counter ({counter_err}); energy integrated from "
@@ -149,6 +162,7 @@ class NvmlGpu(PowerSource):
         self._last_raw: float | None = None
         self._last_t: float | None = None
         self._offset_J = 0.0
+        self._overflowed = False
         self.warnings: list[str] = []
 
     def read(self, tick: Tick) -> Reading:
@@ -156,7 +170,7 @@ class NvmlGpu(PowerSource):
         try:
             power_mW = self._power_mW()
             energy = self._read_counter(tick.t) if (self.has_counter and tick.full) else None
-            curve = self._read_samples() if (self.has_samples and tick.full) else None
+            curve = self._read_samples(tick.t) if (self.has_samples and self._samples_due(tick)) else None
         except nvml.NVMLError as exc:
             raise SourceError(f"{self.info.name}: NVML read failed: {exc}") from exc
         return Reading(power_W=power_mW / 1000.0, energy_J=energy, extras=self._telemetry(), curve=curve)
@@ -167,8 +181,18 @@ class NvmlGpu(PowerSource):
             return _instant_mW(self._nvml, self._h)
         return float(self._nvml.nvmlDeviceGetPowerUsage(self._h))
 
-    def _read_samples(self) -> list[tuple[float, float]]:
+    def _samples_due(self, tick: Tick) -> bool:
+        """Fetch the sample buffer at every full tick (so it reaches each counter anchor) and every sample interval."""
+        return tick.full or self._fetched_t is None or tick.t - self._fetched_t >= self.sample_interval
+
+    def _read_samples(self, t: float) -> list[tuple[float, float]]:
         """New buffered samples, moved from the wall clock onto ``time.monotonic()``."""
+        if self._fetched_t is not None and t - self._fetched_t > SAMPLE_BUFFER_S and not self._overflowed:
+            self._overflowed = True
+            self.warnings.append(f"{self.info.name}: power samples fetched {t - self._fetched_t:.1f} s apart; the "
+                                 f"driver keeps about {SAMPLE_BUFFER_S:g} s, so some were lost and the power curve is "
+                                 "interpolated over them")
+        self._fetched_t = t
         samples = _power_samples(self._nvml, self._h, self._since_us)
         if not samples:
             return []

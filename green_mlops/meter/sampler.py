@@ -5,6 +5,7 @@ here. A failed read, a late tick or a stalled source is recorded as an event, ne
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -61,6 +62,14 @@ class Sampler:
                 self._cond.wait(0.05)
         last = self.trace.last_time()
         return last if last is not None else time.monotonic()
+
+    def request_full(self, min_age: float) -> None:
+        """Ask for a full tick soon, without waiting, unless every source had one in the last ``min_age`` seconds."""
+        if self._thread is None or time.monotonic() - min(self._last_full.values(), default=-math.inf) < min_age:
+            return
+        with self._cond:
+            self._wanted = max(self._wanted, self._seq + (2 if self._busy else 1))
+            self._cond.notify_all()
 
     def stop(self) -> None:
         """Take a final full tick, then end the thread."""

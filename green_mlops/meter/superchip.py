@@ -59,6 +59,7 @@ class NvmlModule(NvmlGpu):
         self.has_instant, self.has_samples = True, False  # the 20 ms sample buffer is GPU scope only
         curve = "NVML_FI_DEV_POWER_INSTANT at NVML_POWER_SCOPE_MODULE"
         if self.has_counter:
+            self.counter_interval = settings.counter_interval(fine_curve=False)
             method = METHOD_MODULE_COUNTER
             detail = (f"{self.gpu_name}: the whole module ({INCLUDES}); energy from "
                       f"nvmlDeviceGetTotalEnergyConsumption, which covers the module on a C2C superchip, "

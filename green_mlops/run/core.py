@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from green_mlops.metrics.emissions import CarbonIntensity, carbon_intensity, co2
 from green_mlops.run.artifacts import start_run_artifacts, summary_line
 from green_mlops.run.sinks import Sinks
 from green_mlops.run.stage_energy import stage_metrics, stage_vector
+from green_mlops.run.steplog import StepLog
 from green_mlops.run.stream import EnergyStream, StepMetrics
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class MeteredRun:
             self.meter.idle = idle
         elif config.idle_seconds:
             self.meter.measure_idle(config.idle_seconds)
-        self.steps: list[StepMetrics] = []
+        self.steps: StepLog = StepLog()  # for the end-of-run plot: 8 bytes per number, no object per step
         self.summary: dict[str, Any] = {}
         self.finished = False
         self._epoch_start: dict[str, float] = {}
@@ -95,7 +96,7 @@ class MeteredRun:
     def idle(self) -> EnergyResult | None:
         return self.meter.idle
 
-    def _collect(self, batch: list[StepMetrics]) -> None:
+    def _collect(self, batch: Sequence[StepMetrics]) -> None:
         self.steps.extend(batch)
         self.sinks(batch)
 
@@ -111,6 +112,7 @@ class MeteredRun:
     def epoch_start(self, loop: str) -> None:
         """An epoch of ``loop`` (train, val, test, predict) begins."""
         self._epoch_start[loop] = self.meter.now()
+        self.meter.anchor()  # a counter read near the epoch's start (its end forces one)
         if loop == "train":
             self._nested_J = 0.0
 
@@ -213,7 +215,7 @@ class NullRun:
 
     name = "none"
     idle = None
-    steps: list[StepMetrics] = []
+    steps: Sequence[StepMetrics] = ()
 
     def __init__(self, sinks: Sinks | None = None) -> None:
         self.sinks = sinks if sinks is not None else Sinks()

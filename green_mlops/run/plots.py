@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from green_mlops import names
+from green_mlops.run.steplog import step_columns
 from green_mlops.run.stream import StepMetrics
 
 MARGINS = {"left": 0.09, "right": 0.98, "bottom": 0.08, "top": 0.95, "hspace": 0.1}  # of the 9 × 6.5 in figure
@@ -37,17 +38,16 @@ def plot_step_energy(steps: Sequence[StepMetrics], path: str | Path, title: str 
     path = Path(path)
     fig = Figure(figsize=(9, 6.5))
     ax_p, ax_e = fig.subplots(2, 1, sharex=True, gridspec_kw=MARGINS)  # fixed: a layout engine doubles the cost
-    xs = np.fromiter((s for s, _, _ in steps), dtype=float, count=len(steps))
-    keys = sorted({k for _, _, m in steps for k in m})
-    nan = float("nan")
-    for key in keys:
+    step_numbers, columns = step_columns(steps)
+    xs = step_numbers.astype(float)
+    for key in sorted(columns):
         if key.startswith(names.POWER_PREFIX):
             ax, style = ax_p, "-"
         elif key.startswith(names.ENERGY_PREFIX):
             ax, style = ax_e, "--" if names.label(key) == "net" else "-"
         else:
             continue
-        ys = np.fromiter((m.get(key, nan) for _, _, m in steps), dtype=float, count=len(steps))
+        ys = columns[key]
         label = names.label(key)
         ax.plot(*thin(xs, ys), label=label, linestyle=style, linewidth=2.0 if label == "total" else 1.2)
     ax_p.set_ylabel("power (W)")

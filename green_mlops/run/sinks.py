@@ -12,7 +12,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,7 +81,7 @@ class Sinks:
     def __bool__(self) -> bool:
         return bool(self.mlflow_runs or self.others)
 
-    def __call__(self, batch: list[StepMetrics]) -> None:
+    def __call__(self, batch: Sequence[StepMetrics]) -> None:
         """Called from the stream's thread: MLflow now (a :class:`StepBlock` whole), other loggers at the next
         :meth:`flush`."""
         for w in self.writers:

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,19 +23,30 @@ from green_mlops.meter import EnergyMeter
 log = logging.getLogger(__name__)
 
 StepMetrics = tuple[int, int, dict[str, float]]  # (step, timestamp in ms, metrics)
-Sink = Callable[[list[StepMetrics]], None]
+Sink = Callable[[Sequence[StepMetrics]], None]
 
 
-class StepBlock(list):
-    """A batch of :data:`StepMetrics`, which also holds its numbers as arrays: ``keys``, ``steps`` and
-    ``times_ms`` (one per step) and ``values`` (steps × keys), for a sink that takes them whole (an MLflow
-    writer ships them packed, with no Python object per metric)."""
+class StepBlock(Sequence):
+    """A batch of :data:`StepMetrics` held as arrays: ``keys``, ``steps`` and ``times_ms`` (one per step) and
+    ``values`` (steps × keys). A sink that takes them whole (an MLflow writer ships them packed) never makes a
+    Python object per metric; read as a sequence, it builds each step's tuple and dict when asked for it."""
 
     __slots__ = ("keys", "steps", "times_ms", "values")
 
     def __init__(self, keys: list[str], steps: np.ndarray, times_ms: np.ndarray, values: np.ndarray) -> None:
-        super().__init__(zip(steps.tolist(), times_ms.tolist(), (dict(zip(keys, row)) for row in values.tolist())))
         self.keys, self.steps, self.times_ms, self.values = keys, steps, times_ms, values
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i):  # int -> StepMetrics, slice -> list[StepMetrics]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return int(self.steps[i]), int(self.times_ms[i]), dict(zip(self.keys, self.values[i].tolist()))
+
+    def __iter__(self) -> Iterator[StepMetrics]:
+        rows = (dict(zip(self.keys, row)) for row in self.values.tolist())
+        return zip(self.steps.tolist(), self.times_ms.tolist(), rows)
 
 
 #: Per-step numbers are rounded to the meters' resolution before they are logged: NVML reports power in mW
