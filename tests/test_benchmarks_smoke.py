@@ -57,7 +57,9 @@ def test_overhead_on_short_steps_says_what_green_mlops_costs_per_step_and_in_mem
                           "--baseline", "logger", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "overhead.json").read_text())
     energy, logger = report["summary"]["energy"], report["summary"]["logger"]
-    assert energy["green_helpers_us"] > 0  # the delivery process (two timed steps: the threads may not have run)
+    # two timed steps of a few ms: green_mlops' threads and its delivery process may not have run in them (CI saw
+    # 0.0 under load), so the smoke run checks the column is there, not its size; the GPU run measures it
+    assert energy["green_helpers_us"] >= 0 and energy["green_threads_us"] >= 0
     assert logger["green_us"] == 0 and logger["ratio"][0] == 1.0
     assert [m["kind"] for m in report["memory"]] == ["logger", "energy"] and logger["memory_added_mb"] == 0
     (child,) = [c for m in report["memory"] if m["kind"] == "energy" for c in m["children"]]
