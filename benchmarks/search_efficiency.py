@@ -51,11 +51,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from green_mlops import names
 from green_mlops.search import Objective, Sweep, SweepSettings, TrialContext, TrialResult, build_space, pareto_ranks
 from green_mlops.search.margins import check_margin
 from green_mlops.search.predict import check_defer_margin
 
 KEY = ["arch", "batch_size"]
+ZOO_INPUT = (3, 32, 32)  # the zoo's CIFAR-sized architectures, as benchmarks/zoo.py trains them on digits50k
 NUMERIC = ["accuracy", "train_J", "inference_J_per_sample", "inference_samples", "steps", "samples_seen", "macs",
            "trainable_params", "model_size_bytes", "lr", "momentum", "weight_decay", "train_samples", "val_samples",
            "round", "train_time_s", "inference_time_s"]
@@ -117,10 +119,30 @@ class ReplayRunner:
     def __init__(self, grid: pd.DataFrame, every: float = 0.25) -> None:
         self.rows = {(r["arch"], int(r["batch_size"])): r for r in grid.to_dict("records")}
         self.reports = max(1, round(1 / every))
+        self._acts: dict[str, int | None] = {}
 
     def features(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The grid's model characteristics, and the zoo model's activation elements (the search's cost proxy)
+        where the grid lacks them and the zoo has the architecture, as the live runner would compute them."""
         r = self.rows[(params["arch"], int(params["batch_size"]))]
-        return {k: r[k] for k in ("macs", "trainable_params", "model_size_bytes") if k in r and pd.notna(r[k])}
+        out = {k: r[k] for k in ("macs", "trainable_params", "model_size_bytes", names.ACTIVATION_ELEMENTS)
+               if k in r and pd.notna(r[k])}
+        if names.ACTIVATION_ELEMENTS not in out:
+            acts = self._activations(str(params["arch"]))
+            out.update({names.ACTIVATION_ELEMENTS: acts} if acts else {})
+        return out
+
+    def _activations(self, arch: str) -> int | None:
+        if arch not in self._acts:
+            import torch
+
+            from green_mlops.metrics.model_stats import activation_elements
+            from green_mlops.training.train import build_model
+            from green_mlops.training.zoo import available_models
+
+            self._acts[arch] = (activation_elements(build_model(arch, 10), torch.zeros(1, *ZOO_INPUT))
+                                if arch in available_models() else None)
+        return self._acts[arch]
 
     def __call__(self, ctx: TrialContext) -> TrialResult:
         r = self.rows[(ctx.params["arch"], int(ctx.params["batch_size"]))]
@@ -132,7 +154,8 @@ class ReplayRunner:
         method = {"replay": "recorded in the reference grid"}
         for k in range(1, self.reports):
             step = max(1, steps * k // self.reports)
-            if ctx.report(step, steps, float(r["accuracy"]), loop_J * step / steps):
+            if ctx.report(step, steps, float(r["accuracy"]), loop_J * step / steps,
+                          inference_J_per_sample=float(r["inference_J_per_sample"]) if n_val else None):
                 return TrialResult(float(r["accuracy"]), loop_J * step / steps + k * val_J, None, n_inf, steps=step,
                                    methods=method, notes=[f"replay: stopped at step {step} of {steps}"],
                                    overhead_J=k * val_J, accuracy_samples=n_val)

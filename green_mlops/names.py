@@ -107,6 +107,8 @@ INFERENCE_J = energy("inference")
 INFERENCE_J_PER_SAMPLE = "energy/inference_J_per_sample"
 LIFECYCLE_J = energy("lifecycle")
 PREDICTED_TRAINING_J = energy("predicted_training")
+# the search's cost proxy for an untrained architecture (metrics.model_stats.activation_elements)
+ACTIVATION_ELEMENTS = "activation_elements"
 
 # -- GenAI (``green-mlops genai``): a rate level's figures, as levels.csv columns and its MLflow run's metrics ---
 RATE = "rate_rps"  # the level's offered request rate: a param and a metric of the level's run

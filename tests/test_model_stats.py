@@ -259,3 +259,19 @@ def test_lstm_layers_are_counted_though_the_cpu_fuses_them():
 
     s = model_stats(Tagger(), torch.randn(2, 7, 16))
     assert s.macs == 7 * 4 * (16 * 32 + 32 * 32)
+
+
+def test_activation_elements_count_every_layers_output_for_one_sample_on_the_meta_device():
+    from green_mlops.metrics.model_stats import activation_elements
+
+    mlp = _mlp()
+    assert activation_elements(mlp, torch.randn(32, 10)) == 20 + 20 + 5  # Linear, ReLU, Linear outputs per sample
+    # conv 8×8×8, batch norm the same, ReLU the same, pooled 8, flattened 8, logits 10
+    assert activation_elements(_cnn(), torch.randn(4, 3, 8, 8)) == 3 * 8 * 8 * 8 + 8 + 8 + 10
+    assert _hooks(mlp) == 0 and next(mlp.parameters()).device.type == "cpu"  # the user's model is untouched
+
+    class DataDependent(nn.Module):
+        def forward(self, x):
+            return x[x > 0]  # the meta device cannot know the output's size
+
+    assert activation_elements(DataDependent(), torch.randn(2, 4)) is None

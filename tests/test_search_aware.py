@@ -14,13 +14,17 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from green_mlops import names
 from green_mlops.search import Sweep, SweepSettings, build_space
 from green_mlops.search.margins import Curve, remaining_gain, tie
+from green_mlops.search.objectives import Objective
+from green_mlops.search.predict import GAIN_QUANTILE, MIN_ANALOGUES, Planner, prediction_bound
 from green_mlops.search.pruning import FrontPoint, ParetoPruning, check_margin, judge, project_J
 from tests.mlflow_server import MlflowServer
 from tests.postgres import PostgresServer
@@ -68,6 +72,64 @@ def test_auto_margin_learns_the_gain_from_the_studys_curves_and_ties_go_to_the_c
     assert not judge(front, 5, 0.999, 150.0, 0.0, eps).prune  # clearly better: kept
     assert not judge(front, 5, 0.985, 90.0, 0.0, eps).prune  # cheaper than the front point: kept
 
+    # a quarter of 391 steps is step 97 (0.248): the same validation as a quarter of 196 (0.25), by one step
+    quarter = [Curve(0.90, ((0.25, 0.80), (1.0, 0.90))), Curve(0.95, ((0.25, 0.93), (1.0, 0.95)))]
+    assert remaining_gain(quarter, 97 / 391) is None
+    assert remaining_gain(quarter, 97 / 391, 1 / 391) == pytest.approx(0.10)
+
+
+def test_the_accuracy_bound_is_a_distribution_free_prediction_bound():
+    # a new architecture's move exceeds the k-th smallest of n with probability (n + 1 - k) / (n + 1) <= 25 %
+    assert prediction_bound(np.array([0.01, -0.02, 0.005, 0.0, 0.03, 0.002]), 0.75) == (6, 0.03)  # few: the largest
+    assert prediction_bound(np.arange(1.0, 16.0), 0.75) == (12, 12.0)
+    assert prediction_bound(np.array([0.5, 0.1, 0.2]), 0.75) == (3, 0.5)
+
+
+def _planner(acts: dict[str, float]) -> Planner:
+    return Planner(lambda p: {names.ACTIVATION_ELEMENTS: acts[p["arch"]], "macs": 1e6 / acts[p["arch"]],
+                              "trainable_params": 1e5, "model_size_bytes": 4e5}, Objective("pareto", 1000), "auto")
+
+
+def _row(arch: str, batch: int, acc: float, per_sample: float, state: str = "COMPLETE") -> dict:
+    steps = 1024 // batch
+    return {"arch": arch, "batch_size": batch, "lr": 0.1, "state": state, "accuracy": acc, "steps": steps,
+            "training_J": per_sample * steps * batch, "inference_J_per_sample": per_sample / 3,
+            "inference_samples": 1000}
+
+
+def test_untrained_architectures_run_fewest_activations_first_then_by_a_log_log_energy_fit():
+    acts = {f"a{i}": 1e5 * i for i in range(1, 9)}  # MACs fall as activations grow: MACs would order them backwards
+    planner = _planner(acts)
+    planner.refit([])
+    untried = [{"arch": a, "batch_size": b, "lr": 0.1} for a in ("a3", "a1", "a2") for b in (64, 256)]
+    order = [(p["arch"], p["batch_size"]) for p in sorted(untried, key=planner.rank_key)]
+    assert order == [("a1", 256), ("a2", 256), ("a3", 256), ("a1", 64), ("a2", 64), ("a3", 64)]
+    # energy per sample ∝ activations^1.5: a linear fit on joules would miss the dearest, the fit on logarithms not
+    planner.refit([_row(f"a{i}", 256, 0.9, 1e-9 * acts[f"a{i}"] ** 1.5) for i in range(1, 8)])
+    p = planner.predict({"arch": "a8", "batch_size": 256, "lr": 0.1})
+    assert p is not None and "on logarithms" in p["predictor"]
+    assert p["predicted_training_J"] == pytest.approx(1e-9 * acts["a8"] ** 1.5 * 1024, rel=0.2)
+
+
+def test_a_points_best_case_comes_from_the_nearest_batch_size_that_other_architectures_moved_from():
+    others = [f"o{i}" for i in range(MIN_ANALOGUES)]
+    planner = _planner({a: 1e5 for a in ("x", "y", "z", *others)})
+    # batch 256 → 64 in the other architectures: errors 0.20 → 0.19, 0.18, ...; the most, o_last, to 0.15
+    errors = np.linspace(0.19, 0.15, MIN_ANALOGUES)
+    rows = [_row("x", 256, 0.90, 1e-4), _row("x", 128, 0.91, 2e-4)]
+    rows += [r for a in ("y", "z") for r in (_row(a, 256, 0.8, 1e-4), _row(a, 128, 0.8, 2e-4))]
+    rows += [r for a, e in zip(others, errors) for r in (_row(a, 256, 0.8, 1e-4), _row(a, 64, 1 - e, 4e-4))]
+    planner.refit(rows)
+    best, basis = planner.best_case_accuracy({"arch": "x", "batch_size": 64, "lr": 0.1})
+    # nobody moved 128 → 64, so batch 256 is the basis; with this few analogues the bound is the largest error
+    # reduction (0.20 → 0.15), applied to x's errors at 256: 0.10 × 0.15 / 0.20
+    assert best == pytest.approx(1 - 0.10 * 0.15 / 0.20) and "at batch 256" in basis
+    assert f"ranked {MIN_ANALOGUES} of {MIN_ANALOGUES}" in basis
+    # o0 at 128: three architectures moved 256 → 128 and none 64 → 128: too few analogues to reach the bound's
+    # coverage, so no best case and no deferral
+    assert planner.best_case_accuracy({"arch": "o0", "batch_size": 128, "lr": 0.1}) is None
+    assert MIN_ANALOGUES / (MIN_ANALOGUES + 1) >= GAIN_QUANTILE > (MIN_ANALOGUES - 1) / MIN_ANALOGUES
+
 
 def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up(tmp_path):
     # grid order: (128, 0.5) forms the front (11 steps); (16, 0.5) is accurate though dearer: kept; (16, 1e-4)
@@ -95,6 +157,10 @@ def test_pruner_stops_a_dominated_trial_at_its_first_report_and_the_cost_adds_up
     # the margin is learned: the first trials have no curve to learn from, the pruned one had two
     assert [r["margin_rule"] for r in front.user_attrs["fidelity_reports"]][0].startswith("auto: fewer than")
     assert reports[0]["margin_rule"] == "auto" and reports[0]["margin"] >= 0
+    # the projection's inference: what this trial's own validation pass drew per sample × the serving volume
+    assert reports[0]["inference_basis"] == "measured by this validation" and reports[0]["inference_J_per_sample"] > 0
+    assert reports[0]["inference_J"] == pytest.approx(reports[0]["inference_J_per_sample"] *
+                                                      front.user_attrs["inference_samples"])
     table = report.table
     assert table.loc[table["trial"] == dominated.number, "note"].iloc[0].startswith("pruned at step")
 

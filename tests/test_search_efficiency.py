@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks import search_efficiency as bench
 from green_mlops.analysis import write_report
+from green_mlops.search.predict import MIN_ANALOGUES
 
 GRID = Path(__file__).parent / "data" / "search_grid.csv"
 
@@ -30,14 +31,21 @@ def test_hypervolume_of_a_known_front():
 
 
 def test_replay_defers_a_predicted_dominated_point_and_reports_it(tmp_path, capsys):
+    # one more cheap architecture: four (MIN_ANALOGUES) cheaper ones have moved from batch 256 to 64 before ``bad`` 64
+    base = pd.read_csv(GRID)
+    wee = base[base["arch"] == "tiny"].assign(arch="wee", accuracy=lambda d: d["accuracy"] - 0.1,
+                                              train_J=lambda d: d["train_J"] / 2, macs=500_000)
+    assert MIN_ANALOGUES == 4
+    grid_path = tmp_path / "grid.csv"
+    pd.concat([base, wee]).to_csv(grid_path, index=False)
     out = tmp_path / "bench"
-    assert bench.main(["--grid", str(GRID), "--replay", "--seeds", "0", "--no-prune", "--prune-margin", "0",
+    assert bench.main(["--grid", str(grid_path), "--replay", "--seeds", "0", "--no-prune", "--prune-margin", "0",
                        "--defer-margin", "0.2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "replay" in printed and "hypervolume ratio" in printed and (out / "search_efficiency_fronts.png").is_file()
     result = json.loads((out / "seed-0-replay.json").read_text())
     assert result["mode"] == "replay" and 0 < result["energy_share"] < 1 and result["hypervolume_ratio"] <= 1.0
-    grid = bench.load_grid(GRID)
+    grid = bench.load_grid(grid_path)
     assert result["grid_energy_J"] == pytest.approx((grid["train_J"] + grid["inference_J"]).sum())
 
     seed_dir = out / "seed-0-replay"
@@ -46,7 +54,7 @@ def test_replay_defers_a_predicted_dominated_point_and_reports_it(tmp_path, caps
     assert [(d["params"]["arch"], d["params"]["batch_size"]) for d in deferred.values()] == [("bad", 64)]
     rec = next(iter(deferred.values()))
     assert rec["predicted_lifecycle_J"] > 0 and rec["dominated_by"] is not None and "bad at batch 256" in rec["predictor"]
-    assert "upper quartile" in rec["accuracy_basis"] and rec["margin_rule"].startswith("fixed")
+    assert "error reduction" in rec["accuracy_basis"] and rec["margin_rule"].startswith("fixed")
     ranking = pd.read_csv(seed_dir / "ranking.csv")
     row = ranking[ranking["state"] == "DEFERRED"]
     assert list(row["arch"]) == ["bad"] and row["spent_J"].iloc[0] == 0 and "predicted" in row["note"].iloc[0]
@@ -110,6 +118,9 @@ def test_replay_charges_each_report_a_validation_pass_kept_out_of_the_models_lif
             k = len(a["fidelity_reports"])
             assert a["overhead_J"] == pytest.approx(k * pass_J) and a["spent_J"] > k * pass_J
         assert all(rep["margin_rule"].startswith("auto") for rep in a["fidelity_reports"])
+        # each report projects inference from its own validation pass: per sample × the serving volume
+        assert all(rep["inference_basis"] == "measured by this validation" and rep["inference_J"] ==
+                   pytest.approx(r["inference_J_per_sample"] * r["inference_samples"]) for rep in a["fidelity_reports"])
     assert result["search_energy_J"] == pytest.approx(sum(t.user_attrs.get("spent_J", 0.0) for t in study.trials))
 
 

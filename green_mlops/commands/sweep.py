@@ -13,6 +13,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import MLFlowLogger
 
+from green_mlops import names
 from green_mlops.argtypes import fraction, nonneg_int, nonneg_seconds, number, or_auto, positive_int, whole
 from green_mlops.commands.common import quiet_lightning
 from green_mlops.outputs import add_json_option, frame_records, json_stdout, print_json
@@ -212,12 +213,13 @@ class TrainingRunner:
         """Model characteristics of an untried point (for the predictor): built on the CPU, never trained."""
         import torch
 
-        from green_mlops.metrics.model_stats import model_stats
+        from green_mlops.metrics.model_stats import activation_elements, model_stats
         from green_mlops.training.train import build_model
 
         data = self._load()
-        stats = model_stats(build_model(params["arch"], data.num_classes), torch.zeros(1, *data.input_shape))
-        return dict(stats.as_params())
+        model, x = build_model(params["arch"], data.num_classes), torch.zeros(1, *data.input_shape)
+        acts = activation_elements(model, x)
+        return {**model_stats(model, x).as_params(), **({names.ACTIVATION_ELEMENTS: acts} if acts else {})}
 
     def __call__(self, ctx: TrialContext) -> TrialResult:
         b = self.base

@@ -16,6 +16,12 @@ another device) is counted on a CPU copy instead, as thop always is. On the meta
 LSTM layers run PyTorch's reference path, whose matmuls flop_counter sees; a CPU pass in eval mode takes
 fused kernels it cannot see (they counted 0). Counting never raises: what could not be counted is
 ``None``, and ``notes`` says why.
+
+:func:`activation_elements` is not among the paper's characteristics: the elements every layer outputs for one
+sample (forward), i.e. the activations a training step writes and reads back. Small models on a GPU are bound by
+that memory traffic and by the number of kernels, not by arithmetic, so it ranks their training energy where
+MACs do not (H200 digits grid, 16 architectures at batch 256: Spearman 0.95 against 0.66 for MACs and 0.80 for
+MACs per parameter). The search uses it to order architectures it has not trained yet.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import torch
 
 from green_mlops.metrics.macs import chosen_counter, count_macs
 
-__all__ = ["ModelStats", "model_stats"]
+__all__ = ["ModelStats", "activation_elements", "model_stats"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,29 @@ def _meta_flops(model: torch.nn.Module, x: torch.Tensor) -> int | None:
         return int(counter.get_total_flops())
     except Exception:  # anything the meta device cannot do: the CPU copy counts instead
         return None
+
+
+def activation_elements(model: torch.nn.Module, example_input: torch.Tensor) -> int | None:
+    """Elements output by every leaf module for one sample (forward, on the meta device); None if it cannot run."""
+    total = [0]
+
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
+        outs = output if isinstance(output, (tuple, list)) else (output,)
+        total[0] += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
+
+    try:
+        memo: dict[int, object] = {id(b): b.detach().to("meta") for b in model.buffers()}
+        for p in model.parameters():
+            memo[id(p)] = torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
+        probe = copy.deepcopy(model, memo).eval()
+        for m in probe.modules():
+            if not any(True for _ in m.children()):
+                m.register_forward_hook(count)
+        with _quiet(), torch.no_grad():
+            probe(example_input[0:1].detach().to("meta"))
+    except Exception:  # a model the meta device cannot run: no proxy, the search falls back to MACs
+        return None
+    return total[0] or None
 
 
 def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -55,7 +55,7 @@ class EnergyAware:
 
     def __init__(self, objective: Objective, prune: bool, prune_margin: float | str | None, prune_every: float,
                  defer_margin: float | str | None, features: Features | None) -> None:
-        self.prune, self.prune_every = prune, prune_every
+        self.prune, self.prune_every, self.objective = prune, prune_every, objective
         self.margin = check_margin(prune_margin)  # None: auto (learned from the study's curves)
         self.planner = (Planner(features, objective, defer_margin)
                         if defer_margin is not None and features is not None else None)
@@ -101,25 +101,33 @@ class EnergyAware:
 
     # -- pruning ------------------------------------------------------------------------------------
     def reporter(self, study: optuna.Study, trial: optuna.Trial) -> tuple[Any, PruneState, list[Any]]:
-        """``report(step, planned, accuracy, spent_J) -> stop?`` for this trial, its state, and its callbacks."""
+        """``report(step, planned, accuracy, spent_J, inference_J_per_sample=None) -> stop?`` for this trial, its
+        state, and its callbacks."""
         state = PruneState()
-        inference_J = self._predicted_inference_J(dict(trial.params))
+        predicted_inference_J = self._predicted_inference_J(dict(trial.params))
 
-        def report(step: int, planned: int | None, accuracy: float, spent: float) -> bool:
+        def report(step: int, planned: int | None, accuracy: float, spent: float,
+                   inference_J_per_sample: float | None = None) -> bool:
             if not self.prune or state.verdict is not None:
                 return False
             trials = study.get_trials(deepcopy=False)
+            serving = self._serving_volume(trials)
+            inference_J, basis = ((inference_J_per_sample * serving, "measured by this validation")
+                                  if inference_J_per_sample is not None and serving is not None
+                                  else (predicted_inference_J, "predicted" if predicted_inference_J else "none"))
             points, projected = front_points(trials), project_J(spent, step, planned) + inference_J
             margin, rule = self.margin, "fixed"
             if planned and step >= planned:  # the last validation: nothing left to save, the front decides
                 margin, rule = None, "end of training"
             elif margin is None:
-                margin = remaining_gain(curves(trials, REPORTS_ATTR), step / planned if planned else 1.0)
+                margin = remaining_gain(curves(trials, REPORTS_ATTR), step / planned if planned else 1.0,
+                                        1 / planned if planned else 0.0)
                 rule = "auto" if margin is not None else f"auto: fewer than {MIN_CURVES} learning curves yet"
             v = (judge(points, step, accuracy, projected, margin, tolerance(points) if self.margin is None else None)
                  if margin is not None else Verdict(False, step, accuracy, accuracy, projected))
-            rec = {**verdict_dict(v, spent, planned), "predicted_inference_J": inference_J, "margin": margin,
-                   "margin_rule": rule}
+            rec = {**verdict_dict(v, spent, planned), "inference_J": inference_J, "inference_basis": basis,
+                   "inference_J_per_sample": inference_J_per_sample,
+                   "margin": margin, "margin_rule": rule}
             state.reports.append(rec)
             trial.set_user_attr(REPORTS_ATTR, state.reports)
             if v.prune:
@@ -129,6 +137,14 @@ class EnergyAware:
 
         state.callbacks = [ParetoPruning(report, self.prune_every)] if self.prune else []
         return report, state, state.callbacks
+
+    def _serving_volume(self, trials: list[FrozenTrial]) -> int | None:
+        """Samples the lifecycle serves: the objective's, else the median over completed trials (None: unknown)."""
+        if self.objective.inference_samples is not None:
+            return int(self.objective.inference_samples)
+        seen = sorted(int(t.user_attrs["inference_samples"]) for t in trials if t.state == TrialState.COMPLETE
+                      and t.user_attrs.get("inference_samples") is not None)
+        return seen[len(seen) // 2] if seen else None
 
     def _predicted_inference_J(self, params: dict[str, Any]) -> float:
         """The serving volume's inference energy the predictor expects for this point; 0 (a lower bound) without one."""
@@ -149,13 +165,14 @@ class EnergyAware:
             a = t.user_attrs
             if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or a.get("training_J") is None or not t.params:
                 continue
-            acc, planned = a.get("accuracy"), None
-            if t.state == TrialState.PRUNED:
+            acc, planned, per_sample = a.get("accuracy"), None, a.get("inference_J_per_sample")
+            if t.state == TrialState.PRUNED:  # its inference per sample: what its validation passes measured
                 verdict = a.get(VERDICT_ATTR) or {}
                 acc, planned = verdict.get("best_case_accuracy"), verdict.get("planned_steps")
+                per_sample = per_sample or verdict.get("inference_J_per_sample")
             rows.append({**t.params, "state": t.state.name, "accuracy": acc, "training_J": a.get("training_J"),
                          "planned_steps": planned,
-                         "steps": a.get("steps"), "inference_J_per_sample": a.get("inference_J_per_sample"),
+                         "steps": a.get("steps"), "inference_J_per_sample": per_sample,
                          "inference_samples": a.get("inference_samples")})
         return rows
 

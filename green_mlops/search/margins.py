@@ -5,7 +5,9 @@ gain from f to the end that any completed trial of the same study made (its fina
 at its last report at or before f): the study's own learning curves. A front point then prunes it only if it is
 more accurate than that best case by more than a tie: TIE_Z standard errors of the difference of two
 accuracies measured on the same number of validation samples (binomial), which no validation set of that size
-can resolve. Until MIN_CURVES completed trials have reported at or before f, nothing is pruned at f.
+can resolve. Until MIN_CURVES completed trials have reported at or before f (give or take one step of the asking
+trial: validation schedules round to whole steps, so a quarter epoch is 0.248 of one trial and 0.25 of another),
+nothing is pruned at f.
 
 Why it needs no tuning: the gain follows how fast this task learns (a task that learns late grants large gains
 early, so the pruner waits; a grid whose curves are flat prunes early), and the tie follows the accuracy level
@@ -51,11 +53,14 @@ def curves(trials: Iterable[FrozenTrial], reports_attr: str) -> list[Curve]:
     return out
 
 
-def remaining_gain(found: Sequence[Curve], fraction: float) -> float | None:
-    """The most any completed trial gained after ``fraction`` of its steps (≥ 0); None with too few curves."""
+def remaining_gain(found: Sequence[Curve], fraction: float, slack: float = 0.0) -> float | None:
+    """The most any completed trial gained after ``fraction`` of its steps (≥ 0); None with too few curves.
+
+    ``slack``: how far past ``fraction`` a report still counts as "the same point" (the asking trial's one step:
+    a quarter of 391 steps is step 97, 0.248, and a quarter of 196 is step 49, 0.25: the same validation)."""
     gains = []
     for c in found:
-        before = [acc for f, acc in c.reports if f <= fraction + 1e-9]
+        before = [acc for f, acc in c.reports if f <= fraction + slack + 1e-9]
         if before:
             gains.append(c.final - before[-1])
     return max(0.0, *gains) if len(gains) >= MIN_CURVES else None

@@ -6,15 +6,24 @@ architecture already trained at another batch size is predicted from that measur
 ratio between the two batch sizes over the other architectures trained at both (uncertainty: the largest
 deviation of those ratios from their median). An architecture never trained is predicted by the paper's
 predictor (``green-mlops report``'s Lasso, :class:`EnergyPredictor`: model characteristics and batch size →
-energy per sample; uncertainty: its cross-validated mean relative error). Untried points run cheapest predicted
-first (before six trials exist to fit on: largest batch first, then fewest MACs), so a front forms early.
+energy per sample), fitted on logarithms (energy scales multiplicatively with size, and a linear fit on the raw
+joules can predict a small model near or below zero, which ranks it first); uncertainty: its cross-validated
+mean absolute error as a factor. Among the characteristics is the cost proxy ``activation_elements`` (what a
+training step writes and reads back: :func:`green_mlops.metrics.model_stats.activation_elements`). Untried points
+run cheapest predicted first (before six trials exist to fit on: largest batch first, then the fewest activation
+elements, else MACs), so a front forms early.
 
 Accuracy. Nothing predicts the accuracy of an architecture never trained, so its points are never deferred. For
-one trained at batch size b0, the nearest to b (its final accuracy, or its accuracy when pruned plus the gain
-the pruner granted it: its best case), the best case at batch size b is that accuracy plus the upper quartile
-(``GAIN_QUANTILE``) of what moving from b0 to b changed in the other architectures trained at both, read the
-same way (at least MIN_ANALOGUES of them; below that, no deferral): more steps per epoch usually help, by an
-amount the study measures on itself.
+one trained at batch size b0, the nearest to b with at least MIN_ANALOGUES analogues (its final accuracy, or its
+accuracy when pruned plus the gain the pruner granted it: its best case), the best case at batch size b is that
+accuracy with its error rate reduced by a one-sided prediction bound on what moving from b0 to b did to the error
+rates of the n other architectures trained at both, read the same way: the k-th smallest of their reductions in
+log error rate, k = ⌈(n + 1) · GAIN_QUANTILE⌉ (at most n), which a new architecture's reduction exceeds with
+probability ≤ 1 − GAIN_QUANTILE whatever their distribution. With few analogues that is their largest (the plain
+upper quartile of six is exceeded about a third of the time; it deferred SimpleDLA on the H200 grid). Error rates, not
+accuracies: a model at 0.99 cannot gain what one at 0.87 gains, while halving the errors is possible for both;
+on the H200 grid the bound has the same coverage either way and is half as loose (median 0.003 above the truth
+against 0.008). More steps per epoch usually help, by an amount the study measures on itself.
 
 Deferral (relative energy margin m: ``--predict-defer-margin M``, or ``auto`` = the prediction's uncertainty): a
 point is deferred — never trained in this study — when a completed front trial costs at most predicted lifecycle
@@ -25,6 +34,7 @@ study (or without ``--predict-defer-margin``) to check it.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from green_mlops import names
 from green_mlops.analysis.errors import AnalysisError
 from green_mlops.analysis.regression import EnergyPredictor
 from green_mlops.argtypes import check_number
@@ -41,9 +52,11 @@ from green_mlops.search.pruning import FrontPoint
 
 DEFERRAL_PREFIX = "green_mlops_deferral:"
 DEFERRED_ATTR = "deferred"
-FEATURES = ("macs", "trainable_params", "model_size_bytes", "macs_param", "batch_size")
-GAIN_QUANTILE = 0.75
-MIN_ANALOGUES = 3
+FEATURES = ("macs", "trainable_params", "model_size_bytes", "macs_param", "batch_size", names.ACTIVATION_ELEMENTS)
+LOG = "log_"  # the columns the Lasso is fitted on: logarithms of positive features and targets
+GAIN_QUANTILE = 0.8
+MIN_ANALOGUES = math.ceil(GAIN_QUANTILE / (1 - GAIN_QUANTILE) - 1e-9)  # fewer cannot reach the coverage even at their max
+ERROR_FLOOR = 1e-4  # error rates are compared on a log scale; a perfect score counts as one error in 10,000
 Features = Callable[[dict[str, Any]], dict[str, Any]]
 Tolerance = Callable[[FrontPoint, float], float]
 
@@ -58,6 +71,23 @@ def check_defer_margin(margin: float | str | None) -> float | str | None:
         value = margin
     return check_number("--predict-defer-margin ('auto' or a relative energy margin)", value, positive=False,
                         example="0.5: predicted energy half again the dominating trial's")
+
+
+def prediction_bound(values: np.ndarray, coverage: float) -> tuple[int, float]:
+    """(k, the k-th smallest value): a new draw from the same distribution exceeds it with probability
+    (n + 1 − k) / (n + 1) ≤ 1 − ``coverage`` (distribution-free; k = n, the largest, when n is too small)."""
+    ordered = np.sort(values)
+    k = min(len(ordered), math.ceil((len(ordered) + 1) * coverage))
+    return k, float(ordered[k - 1])
+
+
+def _logs(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame`` with ``log_<c>`` = ln(c) for each column (NaN where c is missing or not positive)."""
+    out = frame.copy()
+    for c in columns:
+        x = pd.to_numeric(out[c], errors="coerce") if c in out else pd.Series(np.nan, index=out.index)
+        out[LOG + c] = np.log(x.where(x > 0))
+    return out
 
 
 class Planner:
@@ -97,10 +127,12 @@ class Planner:
                          "inference_J_per_sample": r.get("inference_J_per_sample")})
         self._rows = pd.DataFrame(rows)
         feats = [f for f in FEATURES if f in self._rows and pd.to_numeric(self._rows[f], errors="coerce").nunique() > 1]
+        logged = _logs(self._rows, [*feats, "train_J_per_sample", "inference_J_per_sample"])
         self.train = self.inference = None
         try:
-            self.train = EnergyPredictor.fit(self._rows, target="train_J_per_sample", features=feats)
-            self.inference = EnergyPredictor.fit(self._rows, target="inference_J_per_sample", features=feats)
+            self.train = EnergyPredictor.fit(logged, target=LOG + "train_J_per_sample", features=[LOG + f for f in feats])
+            self.inference = EnergyPredictor.fit(logged, target=LOG + "inference_J_per_sample",
+                                                 features=[LOG + f for f in feats])
             self.why_not = ""
         except AnalysisError as exc:
             self.why_not = str(exc)
@@ -118,8 +150,9 @@ class Planner:
                     med = float(ratios.median())
                     return (float(e0) * med, float((ratios / med - 1).abs().max()),
                             f"{params['arch']} at batch {b0:g} × median ratio {med:.3g} over {len(ratios)} arch(s)")
-        return (max(0.0, float(model.predict(self.characteristics(params)))), float(model.summary.cv_mape),
-                model.describe())
+        x = _logs(pd.DataFrame([self.characteristics(params)]), [f[len(LOG):] for f in model.features])
+        return (float(np.exp(model.predict(x))[0]), float(np.expm1(model.summary.cv_mae)),
+                f"{model.describe()} (on logarithms: × or ÷ {np.exp(model.summary.cv_mae):.2f} on unseen runs)")
 
     def predict(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """Predicted training, inference-per-sample and lifecycle energy of an untried point (None: no predictor)."""
@@ -128,8 +161,11 @@ class Planner:
         same = self._rows[self._rows["batch_size"] == float(params["batch_size"])]
         done = self._rows[self._rows["state"] == "COMPLETE"]
         samples = statistics.median((same if len(same) else self._rows)["planned_samples"])
-        per_train, u_train, how = self._per_sample(params, "train_J_per_sample", self.train)
-        per_inf, u_inf, _ = self._per_sample(params, "inference_J_per_sample", self.inference)
+        try:
+            per_train, u_train, how = self._per_sample(params, "train_J_per_sample", self.train)
+            per_inf, u_inf, _ = self._per_sample(params, "inference_J_per_sample", self.inference)
+        except AnalysisError:  # a characteristic the fit needs is unknown (or not positive) for this point
+            return None
         n_inf = int(statistics.median(done["inference_samples"].dropna()) or 0) if "inference_samples" in done and \
             done["inference_samples"].notna().any() else 0
         return {"predicted_training_J": per_train * samples, "predicted_inference_J_per_sample": per_inf,
@@ -139,12 +175,13 @@ class Planner:
 
     def rank_key(self, params: dict[str, Any]) -> tuple[float, float]:
         """Sort key: predicted lifecycle energy; before a predictor exists, the largest batch (the cheapest per
-        sample) of every architecture first, fewest MACs first: the cheap end of the front, and varied MACs to fit on."""
+        sample) of every architecture first, fewest activation elements (else MACs) first: the cheap end of the front."""
         p = self.predict(params)
         if p is not None:
             return (p["predicted_lifecycle_J"], 0.0)
-        macs = self.characteristics(params).get("macs")
-        return (-float(params["batch_size"]), float(macs) if macs is not None else float("inf"))
+        stats = self.characteristics(params)
+        cost = stats.get(names.ACTIVATION_ELEMENTS) or stats.get("macs")
+        return (-float(params["batch_size"]), float(cost) if cost is not None else float("inf"))
 
     def best_case_accuracy(self, params: dict[str, Any]) -> tuple[float, str] | None:
         """The point's best-case accuracy from its architecture's nearest trained batch size, and how (None:
@@ -155,16 +192,19 @@ class Planner:
         b = float(params["batch_size"])
         if params["arch"] not in known.index or b not in known:
             return None
+        log_error = np.log((1 - known).clip(lower=ERROR_FLOOR))
         mine = known.loc[params["arch"]].dropna().drop(index=b, errors="ignore")
-        if mine.empty:
+        for b0 in sorted(mine.index, key=lambda x: (abs(np.log(x / b)), -x)):  # nearest first (the larger on a tie)
+            moves = (log_error[b0] - log_error[b]).drop(index=params["arch"]).dropna()  # > 0: fewer errors at b
+            if len(moves) >= MIN_ANALOGUES:
+                break
+        else:
             return None
-        b0 = min(mine.index, key=lambda x: (abs(np.log(x / b)), -x))  # the nearest batch size (the larger on a tie)
-        moves = (known[b] - known[b0]).drop(index=params["arch"]).dropna()
-        if len(moves) < MIN_ANALOGUES:
-            return None
-        gain = max(0.0, float(np.quantile(moves, GAIN_QUANTILE)))
-        return (min(1.0, float(mine[b0]) + gain), f"{params['arch']} at batch {b0:g}: {mine[b0]:.4f} + {gain:.4f} "
-                f"(upper quartile of batch {b0:g} → {b:g} over {len(moves)} other arch(s))")
+        k, gain = prediction_bound(moves.to_numpy(float), GAIN_QUANTILE)
+        factor = float(np.exp(-max(0.0, gain)))
+        return (1 - (1 - float(mine[b0])) * factor, f"{params['arch']} at batch {b0:g}: {mine[b0]:.4f}, its errors × "
+                f"{factor:.3f}: the error reduction from batch {b0:g} to {b:g} ranked {k} of {len(moves)} (smallest "
+                f"first) over other arch(s), which a new one exceeds with probability ≤ {1 - GAIN_QUANTILE:.0%}")
 
     def deferral(self, number: int, params: dict[str, Any], points: list[FrontPoint],
                  tolerance: Tolerance | None = None) -> dict[str, Any] | None:

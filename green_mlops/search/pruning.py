@@ -7,8 +7,10 @@ supported for multi-objective studies, so intermediate values are kept as the tr
 The rule, at each report (a validation pass: each epoch, or ``--prune-every`` of an epoch):
   projected energy = training-loop energy so far / steps × planned steps (the budget's linear extrapolation,
                      energy is linear in steps; the pruner's extra validation passes are left out: they are the
-                     search's cost, not the model's), plus the serving volume's inference energy the predictor
-                     expects when ``--predict-defer-margin`` is on (else 0: an optimistic lower bound);
+                     search's cost, not the model's), plus the serving volume's inference energy: the validation
+                     pass just run measured the model's inference energy per sample, × the serving volume; where
+                     the runner does not say it, what the predictor expects when ``--predict-defer-margin`` is on
+                     (else 0: an optimistic lower bound);
   best-case accuracy = accuracy now + margin: with ``--prune-margin auto`` (the default) the most any completed
                      trial of the study gained after the same fraction of its steps (:mod:`.margins`), else the
                      fixed margin given;
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -118,8 +120,17 @@ def check_every(every: float) -> float:
     return float(every)
 
 
-Report = Callable[[int, int | None, float, float], bool]
-"""``report(step, planned_steps, accuracy, spent_J) -> stop?``: what a runner calls at each fidelity."""
+def _samples(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor (in a tuple, list or mapping); 0 if none."""
+    while isinstance(batch, (tuple, list, Mapping)) and len(batch):
+        batch = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
+    shape = getattr(batch, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) else 0
+
+
+Report = Callable[..., bool]
+"""``report(step, planned_steps, accuracy, spent_J, inference_J_per_sample=None) -> stop?``: what a runner calls
+at each fidelity (``inference_J_per_sample``: the validation pass's energy per sample, when measured)."""
 
 
 class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
@@ -136,6 +147,7 @@ class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
         self._energy: Any = None  # the EnergyCallback, found by what it offers (energy_so_far)
         self._planned: int | None = None
         self._val: tuple[float, bool] | None = None  # (start, ends an epoch) of the validation under way
+        self._val_samples = 0  # samples of the validation under way
         self.pruned = False
         self.validation_J = 0.0
         self.overhead_J = 0.0
@@ -162,13 +174,19 @@ class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking and self._meter() is not None:
             self._val = (time.monotonic(), bool(trainer.is_last_batch))
+            self._val_samples = 0
+
+    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        self._val_samples += _samples(batch)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        meter, now = self._meter(), time.monotonic()
+        meter, now, per_sample = self._meter(), time.monotonic(), None
         if meter is not None and self._val is not None:
             val_J = meter.energy(self._val[0], now, "validation").total_J
+            per_sample = val_J / self._val_samples if self._val_samples else None
             self.validation_J += val_J
             self.overhead_J += 0.0 if self._val[1] else val_J
             self._val = None
@@ -178,7 +196,7 @@ class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
             return
         spent = meter.energy(meter.start_time, now, "pruning").total_J - self.validation_J
         try:
-            stop = self.report(step, self._planned, float(acc), float(spent))
+            stop = self.report(step, self._planned, float(acc), float(spent), inference_J_per_sample=per_sample)
         except Exception as exc:  # a pruning check that fails must not end the training
             log.warning("pruning check at step %s failed (%s: %s); the trial goes on", step, type(exc).__name__, exc)
             return

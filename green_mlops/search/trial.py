@@ -18,9 +18,10 @@ class TrialContext:
     tracking_uri: str
     callbacks: list[pl.Callback] = field(default_factory=list)
     over_budget: Callable[[], bool] = lambda: False
-    #: ``report(step, planned_steps, accuracy, spent_J) -> stop?``: intermediate values for the pruner (a
-    #: runner without Lightning calls it itself; the pruning callback in ``callbacks`` does for Lightning ones).
-    report: Callable[[int, int | None, float, float], bool] = lambda step, planned, accuracy, spent: False
+    #: ``report(step, planned_steps, accuracy, spent_J, inference_J_per_sample=None) -> stop?``: intermediate
+    #: values for the pruner (a runner without Lightning calls it itself; the pruning callback in ``callbacks``
+    #: does for Lightning ones). ``inference_J_per_sample``: what the validation pass drew per sample, if known.
+    report: Callable[..., bool] = lambda step, planned, accuracy, spent, inference_J_per_sample=None: False
 
 
 @dataclass
