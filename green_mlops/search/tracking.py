@@ -34,7 +34,7 @@ STILL_S = 15.0  # a half-migrated schema unchanged this long has no one migratin
 # what SQLite (or SQLAlchemy reflecting a table another worker is rebuilding mid-migration) says when another
 # worker is creating MLflow's schema in the same fresh file at the same moment
 _SCHEMA_RACE = re.compile(r"duplicate column name|already exists|database is locked|no such table|no such column|"
-                          r"online migration expected|circular dependency detected", re.IGNORECASE)
+                          r"online migration expected|circular dependency detected|no such index", re.IGNORECASE)
 _STALE_SCHEMA = re.compile(r"out-of-date database schema", re.IGNORECASE)
 T = TypeVar("T")
 
