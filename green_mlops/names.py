@@ -81,6 +81,9 @@ def label(key: str) -> str:
 # -- end of run: bare names (run-table columns) and their namespaced MLflow keys ---------------------------
 ENERGY_PER_SAMPLE_TRAIN = "energy_per_sample_train_J"
 ENERGY_PER_SAMPLE_INFERENCE = "energy_per_sample_inference_J"
+#: A param (``green_mlops.batch_sizes_tried``) of a Hugging Face run whose ``auto_find_batch_size`` retried after
+#: running out of memory: the per-device batch sizes of its attempts, comma-separated, the one that finished last.
+BATCH_SIZES_TRIED = "batch_sizes_tried"
 
 
 def metric(name: str) -> str:

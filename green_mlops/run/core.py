@@ -200,6 +200,10 @@ class MeteredRun:
                 log.warning("green_mlops: could not print the %s summary: %s", self.name, exc)
         return self.summary
 
+    def energy_since(self, start: float = 0.0) -> float:
+        """Energy (J, this process) from ``start`` (a ``time.monotonic()`` time; the run's start if earlier) to now."""
+        return self.meter.energy(max(start, self.meter.start_time or start), self.meter.now()).total_J
+
     def utilisation(self) -> float | None:
         """Mean utilisation (0–1) over the run: GPUs' where there are any, else the CPUs'."""
         if not len(self.meter.trace):
@@ -243,6 +247,9 @@ class NullRun:
                 reduce(stage_vector(None))
             self.sinks.close()
         return self.summary
+
+    def energy_since(self, start: float = 0.0) -> float:
+        return 0.0
 
     def utilisation(self) -> float | None:
         return None
