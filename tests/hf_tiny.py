@@ -33,8 +33,24 @@ class FailingTrainer(Trainer):
         return super().compute_loss(model, inputs, *args, **kwargs)
 
 
+class OutOfMemoryBert(BertForSequenceClassification):
+    """The tiny BERT on a device that holds at most ``max_batch`` sequences: a larger batch runs out of memory
+    (a ``RuntimeError`` with CUDA's message, which accelerate's ``find_executable_batch_size`` retries on) once
+    ``oom_after`` forward passes have succeeded, as when a longer or larger batch comes later in training."""
+
+    max_batch = 7
+    oom_after = 6
+    forwards = 0  # successful forward passes so far
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        if input_ids is not None and len(input_ids) > self.max_batch and self.forwards >= self.oom_after:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 139.81 GiB total capacity)")
+        self.forwards += 1
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+
 def tiny_trainer(out_dir, report_to, callbacks, cls=Trainer, samples: int = 96, config: dict | None = None,
-                 **args) -> Trainer:
+                 model_cls=BertForSequenceClassification, **args) -> Trainer:
     """A Trainer of the tiny BERT on ``samples`` sequences; ``args`` override the TrainingArguments below."""
     torch.manual_seed(0)
     model = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -42,5 +58,5 @@ def tiny_trainer(out_dir, report_to, callbacks, cls=Trainer, samples: int = 96, 
     kwargs = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 1e-3,
               "logging_steps": 4, "use_cpu": True, "save_strategy": "no", "disable_tqdm": True,
               "dataloader_num_workers": 0, **args}
-    return cls(model=BertForSequenceClassification(model), train_dataset=Tokens(samples), callbacks=callbacks,
+    return cls(model=model_cls(model), train_dataset=Tokens(samples), callbacks=callbacks,
                args=TrainingArguments(output_dir=str(out_dir), report_to=report_to, **kwargs))

@@ -15,6 +15,18 @@ ends ``FAILED``, as under Lightning) and goes on to the caller unchanged. A call
 ``trainer.add_callback`` is covered from the next ``train()``; for the call already running, an unfinished run
 is ended as failed at the next ``train()`` or when the interpreter exits.
 
+With ``TrainingArguments(auto_find_batch_size=True)`` transformers runs its training loop under accelerate's
+``find_executable_batch_size``: an out-of-memory error shrinks the batch size (×0.9) and starts the loop again,
+``on_train_begin`` included, in the same ``train()`` call. That stays one run (one MLflow run, ``FINISHED`` when a
+retry succeeds). The energy of the attempts that ran out of memory was spent, so it stays in every total, and the
+samples they trained on before it count too: ``energy_per_sample_train_J`` divides all training epochs' energy,
+the interrupted ones' up to the retry included, by all samples trained on. A warning says so once; the param
+``green_mlops.batch_sizes_tried`` lists the batch sizes (``state.train_batch_size``) and the summary's ``attempts``
+gives each one's batch size, optimiser steps, samples, energy (this process's), first logged step and error.
+transformers restarts ``global_step`` at 0 on a retry; the per-step metrics go on from the last step logged (a
+retry's step ``s`` is logged as ``s`` plus the steps of the attempts before it), so ``energy/…`` stays cumulative
+over one rising step axis, nothing logged twice at a step (transformers' own metrics, ``loss``, restart at 1).
+
     trainer = Trainer(model, args, train_dataset=..., callbacks=[EnergyCallback(idle_seconds=5)])
 """
 from __future__ import annotations
@@ -24,6 +36,8 @@ import functools
 import inspect
 import logging
 import sys
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +98,30 @@ def _reducer(args: Any) -> Any:
     return reduce
 
 
+@dataclass
+class _Attempt:
+    """One pass of transformers' training loop in a ``train()`` call (several when it retried after running out
+    of memory); the ``start_`` fields are where it began and stay out of the summary."""
+
+    batch_size: int | None
+    first_step: int  # the step number its first optimiser step is logged at
+    start_step: int = field(repr=False)  # state.global_step when it began: 0, or a checkpoint's
+    start_samples: int = field(repr=False)
+    start_time: float = field(repr=False)  # time.monotonic()
+    steps: int = 0
+    samples: int = 0
+    energy_J: float = 0.0
+    error: str | None = None
+
+    def close(self, step: int, samples: int, energy_J: float, error: str | None) -> None:
+        """It ended at ``step`` with ``samples`` counted so far, having used ``energy_J`` (this process's)."""
+        self.steps, self.samples = step - self.start_step, samples - self.start_samples
+        self.energy_J, self.error = energy_J, error
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("start_")}
+
+
 class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[misc]
     """Meters ``Trainer.train()`` and logs energy per optimiser step, per epoch and at the end.
 
@@ -113,6 +151,12 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
         self._args: Any = None
         self._state: Any = None
         self._mlflow_callbacks: list[Any] = []  # transformers' MLflowCallback(s) of the trainer, for a failed end
+        self._call: object | None = None  # a token of the wrapped train() call running now
+        self._run_call: object | None = None  # the call the current run began in: a new loop in it is a retry
+        self._offset = 0  # added to state.global_step: the steps earlier attempts of this train() logged
+        self._attempts: list[_Attempt] = []
+        self._interrupted_J = 0.0  # training-epoch energy of attempts that ran out of memory, up to the retry
+        self._step_error: str | None = None  # the last exception out of training_step, as text
 
     def _attach(self, trainer: Any) -> bool:
         """Wrap ``trainer.train`` (an exception escaping it ends the run as failed) and ``trainer.training_step``
@@ -125,17 +169,24 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
 
         @functools.wraps(training_step)
         def counted_step(*args: Any, **kwargs: Any) -> Any:  # (model, inputs, num_items_in_batch)
-            out = training_step(*args, **kwargs)
+            try:
+                out = training_step(*args, **kwargs)
+            except Exception as exc:  # its text only: its traceback holds tensors a retry needs freed
+                self._step_error = f"{type(exc).__name__}: {exc}"[:500]
+                raise
             self._samples += batch_size(args[1] if len(args) > 1 else kwargs.get("inputs"))
             return out
 
         @functools.wraps(train)
         def metered_train(*args: Any, **kwargs: Any) -> Any:
+            outer, self._call = self._call, object()
             try:
                 return train(*args, **kwargs)
             except BaseException as exc:
                 self._end("failed", exc)
                 raise
+            finally:
+                self._call = outer
         setattr(metered_train, _WRAPPED_BY, self)
         trainer.train, trainer.training_step = metered_train, counted_step
         return False
@@ -165,11 +216,17 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
         return Sinks(others=[_trainer_logger(trainer)])
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if (getattr(args, "auto_find_batch_size", False) and self.run is not None and not self.run.finished
+                and self._run_call is self._call):
+            self._retry(args, state)
+            return
         self._end("failed", RuntimeError("train() began again before the last one ended"), end_mlflow=False)
         self.summary = {}
-        self._train_J = 0.0
-        self._samples = 0
+        self._train_J = self._interrupted_J = 0.0
+        self._samples = self._offset = 0
         self._args, self._state = args, state
+        self._run_call, self._attempts = self._call, []
+        self._begin_attempt(state)
         trainer = _find_trainer()
         covered = self._attach(trainer)  # False when added after the trainer was made: this call is not wrapped
         self._mlflow_callbacks = _mlflow_callbacks(trainer)
@@ -195,9 +252,32 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
             self.summary["model"] = stats
             self.run.log_params({**stats, **self.config.carbon_params()})
 
+    def _begin_attempt(self, state: Any) -> None:
+        step = state.global_step
+        self._attempts.append(_Attempt(getattr(state, "train_batch_size", None), self._offset + step + 1, step,
+                                       self._samples, time.monotonic()))
+        self._step_error = None
+
+    def _retry(self, args: Any, state: Any) -> None:
+        """transformers began its loop again in the same ``train()`` (``auto_find_batch_size``, after running out of
+        memory): the attempt ends, its energy stays, the run goes on from the last step logged."""
+        run, prev, attempt = self.run, self._state, self._attempts[-1]
+        self._interrupted_J += run.epoch_end("train", 0, log=False)  # its unfinished epoch, up to now
+        attempt.close(prev.global_step, self._samples, run.energy_since(attempt.start_time),
+                      self._step_error or "unknown (raised outside training_step)")
+        self._offset += prev.global_step - state.global_step
+        self._args, self._state = args, state
+        self._begin_attempt(state)
+        if len(self._attempts) == 2:
+            log.warning("green_mlops: train() failed at batch size %s (%s) and transformers' auto_find_batch_size "
+                        "retries with %s; this stays one run: the energy spent so far stays in it, the retry's "
+                        "steps are logged from step %d, and the batch sizes tried go to the param %s and the "
+                        "summary's 'attempts'", attempt.batch_size, attempt.error, self._attempts[-1].batch_size,
+                        self._attempts[-1].first_step, names.param(names.BATCH_SIZES_TRIED))
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None:
-            self.run.step(state.global_step)
+            self.run.step(self._offset + state.global_step)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None:
@@ -205,7 +285,7 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None:
-            self._train_J += self.run.epoch_end("train", state.global_step, _reducer(args))
+            self._train_J += self.run.epoch_end("train", self._offset + state.global_step, _reducer(args))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._end("success")
@@ -221,15 +301,26 @@ class EnergyCallback(require("transformers").TrainerCallback):  # type: ignore[m
         atexit.unregister(self._end_at_exit)
         args, state = self._args, self._state
         reduce = _reducer(args) if error is None else None  # after a failure other processes may be gone
-        samples = round(reduce(float(self._samples))) if reduce is not None else self._samples
+        counts = [float(self._samples), self._interrupted_J]
+        samples, interrupted_J = reduce(counts) if reduce is not None else counts
         evals = [h for h in state.log_history if any(k.startswith("eval_") for k in h)]
 
         def figures(result: EnergyResult, total: float) -> dict[str, float | None]:
-            return training_figures(result, total, train_J=self._train_J or total, samples=samples,
+            return training_figures(result, total, train_J=self._train_J + interrupted_J or total,
+                                    samples=round(samples), model=self.summary.get("model"),
                                     accuracy=find_accuracy(evals[-1] if evals else {}, self.accuracy_key),
-                                    model=self.summary.get("model"), utilisation=run.utilisation())
+                                    utilisation=run.utilisation())
 
-        run.finish(status, step=state.global_step, reduce=reduce, error=error, figures=figures)
+        if len(self._attempts) > 1:  # retried after running out of memory: say so in the run and its summary
+            last = self._attempts[-1]
+            try:
+                last.close(state.global_step, self._samples, run.energy_since(last.start_time),
+                           None if error is None else f"{type(error).__name__}: {error}")
+                run.summary["attempts"] = [a.as_dict() for a in self._attempts]
+                run.log_params({names.BATCH_SIZES_TRIED: ",".join(str(a.batch_size) for a in self._attempts)})
+            except Exception as exc:  # the run must still finish
+                log.warning("green_mlops: could not record the batch sizes tried: %s", exc)
+        run.finish(status, step=self._offset + state.global_step, reduce=reduce, error=error, figures=figures)
         self.summary = run.summary
         mlflow_status = "FINISHED" if error is None else "FAILED"
         try:
