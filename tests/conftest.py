@@ -33,3 +33,12 @@ def server(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1, one per test module (a module may define its own ``server``)."""
     with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as srv:
         yield srv
+
+
+@pytest.fixture()
+def hf_store(tmp_path, monkeypatch):
+    """A SQLite MLflow store that transformers' MLflowCallback finds through its environment variables."""
+    uri = f"sqlite:///{tmp_path / 'hf.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf")
+    return uri

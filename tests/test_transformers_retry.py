@@ -25,21 +25,13 @@ OOM = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
 TRIED = names.param(names.BATCH_SIZES_TRIED)
 
 
-@pytest.fixture()
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'hf.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf")
-    return uri
-
-
 def _trainer(tmp_path, report_to, cb, cls=Trainer, **kwargs) -> Trainer:
     return tiny_trainer(tmp_path / "out", report_to, [cb], cls=cls, model_cls=OutOfMemoryBert, max_steps=STEPS,
                         per_device_train_batch_size=8, auto_find_batch_size=True, **kwargs)
 
 
-def _runs(store):
-    client = MlflowClient(store)
+def _runs(hf_store):
+    client = MlflowClient(hf_store)
     return client, client.search_runs([client.get_experiment_by_name("hf").experiment_id], order_by=["start_time"])
 
 
@@ -54,15 +46,15 @@ def _retry_warnings(caplog) -> list[str]:
 
 
 @pytest.mark.parametrize("own_run", [False, True], ids=["mlflow-callback-run", "own-run"])
-def test_out_of_memory_then_retry_is_one_finished_run(tmp_path, store, own_run, caplog):
+def test_out_of_memory_then_retry_is_one_finished_run(tmp_path, hf_store, own_run, caplog):
     """One MLflow run, FINISHED; steps 1–3 of the batch of 8, then the retry's 12 from step 4; both attempts'
     energy in the totals; the batch sizes tried as a param and in the summary; one warning."""
     caplog.set_level(logging.WARNING, logger="green_mlops")
-    cb = EnergyCallback(interval=0.02, tracking_uri=store if own_run else None, experiment="hf")
+    cb = EnergyCallback(interval=0.02, tracking_uri=hf_store if own_run else None, experiment="hf")
     trainer = _trainer(tmp_path, "none" if own_run else ["mlflow"], cb)
     trainer.train()
     assert (trainer.state.global_step, trainer.state.train_batch_size) == (STEPS, 7)
-    client, runs = _runs(store)
+    client, runs = _runs(hf_store)
     assert [r.info.status for r in runs] == ["FINISHED"]
     run = runs[0]
     history = sorted(client.get_metric_history(run.info.run_id, names.ENERGY_TOTAL), key=lambda m: m.step)
@@ -102,14 +94,14 @@ def test_several_retries_through_trainer_log_warn_once(tmp_path, caplog, monkeyp
     assert (tmp_path / "out" / names.ARTIFACT_DIR / names.summary_file("train")).exists()
 
 
-def test_exception_after_a_retry_ends_the_run_failed(tmp_path, store):
+def test_exception_after_a_retry_ends_the_run_failed(tmp_path, hf_store):
     """Out of memory, a retry, then a step that raises: one run, FAILED, the caller gets the error unchanged."""
     cb = EnergyCallback(interval=0.02)
     trainer = _trainer(tmp_path, ["mlflow"], cb, cls=FailingTrainer)
     with pytest.raises(RuntimeError) as caught:
         trainer.train()
     assert caught.value is FailingTrainer.error
-    client, runs = _runs(store)
+    client, runs = _runs(hf_store)
     assert [r.info.status for r in runs] == ["FAILED"]
     steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, names.ENERGY_TOTAL))
     assert steps == list(range(1, FIRST + 5 + 1))  # FailingTrainer raises once 5 steps of the retry are done
@@ -119,14 +111,14 @@ def test_exception_after_a_retry_ends_the_run_failed(tmp_path, store):
     assert runs[0].data.params[TRIED] == "8,7"
 
 
-def test_a_second_train_call_is_a_run_of_its_own(tmp_path, store):
+def test_a_second_train_call_is_a_run_of_its_own(tmp_path, hf_store):
     """``train()`` twice on one trainer with ``auto_find_batch_size``: the first retries, the second (already at the
     batch size that fits) does not: two runs, both FINISHED, only the first records the batch sizes tried."""
-    cb = EnergyCallback(interval=0.02, tracking_uri=store, experiment="hf")
+    cb = EnergyCallback(interval=0.02, tracking_uri=hf_store, experiment="hf")
     trainer = _trainer(tmp_path, "none", cb)
     trainer.train()
     trainer.train()
-    client, runs = _runs(store)
+    client, runs = _runs(hf_store)
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
     assert [r.data.params.get(TRIED) for r in runs] == ["8,7", None]
     steps = sorted(m.step for m in client.get_metric_history(runs[1].info.run_id, names.ENERGY_TOTAL))
