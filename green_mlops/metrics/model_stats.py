@@ -145,12 +145,7 @@ def _meta_flops(model: torch.nn.Module, x: torch.Tensor) -> int | None:
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        memo: dict[int, object] = {}
-        for p in model.parameters():
-            memo[id(p)] = torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
-        for b in model.buffers():
-            memo[id(b)] = b.detach().to("meta")
-        probe = copy.deepcopy(model, memo).eval()
+        probe = _copy_on(model, "meta").eval()
         counter = FlopCounterMode(display=False)
         with _quiet(), torch.no_grad(), counter:
             probe(x.to("meta"))
@@ -168,10 +163,7 @@ def activation_elements(model: torch.nn.Module, example_input: torch.Tensor) -> 
         total[0] += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
 
     try:
-        memo: dict[int, object] = {id(b): b.detach().to("meta") for b in model.buffers()}
-        for p in model.parameters():
-            memo[id(p)] = torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
-        probe = copy.deepcopy(model, memo).eval()
+        probe = _copy_on(model, "meta").eval()
         for m in probe.modules():
             if not any(True for _ in m.children()):
                 m.register_forward_hook(count)
@@ -182,14 +174,20 @@ def activation_elements(model: torch.nn.Module, example_input: torch.Tensor) -> 
     return total[0] or None
 
 
-def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """Deep copy whose parameters and buffers are CPU clones, made without a second copy on the GPU."""
+def _copy_on(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """Deep copy whose parameters and buffers are copies on ``device`` (on ``meta``: shapes only), made without
+    a second copy where the model is."""
     memo: dict[int, object] = {}
     for p in model.parameters():
-        memo[id(p)] = torch.nn.Parameter(p.detach().to("cpu", copy=True), requires_grad=p.requires_grad)
+        memo[id(p)] = torch.nn.Parameter(p.detach().to(device, copy=True), requires_grad=p.requires_grad)
     for b in model.buffers():
-        memo[id(b)] = b.detach().to("cpu", copy=True)
-    return copy.deepcopy(model, memo).to("cpu")
+        memo[id(b)] = b.detach().to(device, copy=True)
+    return copy.deepcopy(model, memo)
+
+
+def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """Deep copy on the CPU, made without a second copy on the GPU."""
+    return _copy_on(model, "cpu").to("cpu")
 
 
 @contextlib.contextmanager
