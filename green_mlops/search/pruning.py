@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from green_mlops.integrations.lightning_base import CALLBACK_BASES
+from green_mlops.run.figures import batch_size
 from green_mlops.search.margins import AUTO, SAMPLES_ATTR, check_margin
 
 __all__ = ["DEFAULT_MARGIN", "FrontPoint", "ParetoPruning", "Verdict", "check_every", "check_margin", "front_points",
@@ -120,14 +121,6 @@ def check_every(every: float) -> float:
     return float(every)
 
 
-def _samples(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (in a tuple, list or mapping); 0 if none."""
-    while isinstance(batch, (tuple, list, Mapping)) and len(batch):
-        batch = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
-    shape = getattr(batch, "shape", None)
-    return int(shape[0]) if shape is not None and len(shape) else 0
-
-
 Report = Callable[..., bool]
 """``report(step, planned_steps, accuracy, spent_J, inference_J_per_sample=None) -> stop?``: what a runner calls
 at each fidelity (``inference_J_per_sample``: the validation pass's energy per sample, when measured)."""
@@ -178,7 +171,7 @@ class ParetoPruning(*CALLBACK_BASES):  # type: ignore[misc]
 
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        self._val_samples += _samples(batch)
+        self._val_samples += batch_size(batch)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
