@@ -6,6 +6,7 @@ Kept apart from :mod:`green_mlops.search.sweep` (the worker loop) so that each s
 from __future__ import annotations
 
 import logging
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,9 +143,9 @@ class EnergyAware:
         """Samples the lifecycle serves: the objective's, else the median over completed trials (None: unknown)."""
         if self.objective.inference_samples is not None:
             return int(self.objective.inference_samples)
-        seen = sorted(int(t.user_attrs["inference_samples"]) for t in trials if t.state == TrialState.COMPLETE
-                      and t.user_attrs.get("inference_samples") is not None)
-        return seen[len(seen) // 2] if seen else None
+        seen = [int(t.user_attrs["inference_samples"]) for t in trials if t.state == TrialState.COMPLETE
+                and t.user_attrs.get("inference_samples") is not None]
+        return statistics.median_low(seen) if seen else None
 
     def _predicted_inference_J(self, params: dict[str, Any]) -> float:
         """The serving volume's inference energy the predictor expects for this point; 0 (a lower bound) without one."""
